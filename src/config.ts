@@ -1,0 +1,135 @@
+// Configuration comes from environment variables, validated once at start against a TypeBox schema
+// and frozen. A bad value stops the start with a message naming the variable.
+import { Type, type Static, type TSchema } from "@sinclair/typebox";
+import { Value } from "@sinclair/typebox/value";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+
+const GpuChoice = Type.Union([
+  Type.Literal("auto"), Type.Literal("cuda"), Type.Literal("metal"), Type.Literal("vulkan"), Type.Literal("cpu"),
+]);
+export type GpuChoice = Static<typeof GpuChoice>;
+
+/** Every variable the service reads, with its default and its meaning (the README's table is this). */
+export const EnvSchema = Type.Object({
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8001, description: "TCP port to listen on" }),
+  HOST: Type.String({ minLength: 1, default: "127.0.0.1", description: "Interface to bind (0.0.0.0 in containers)" }),
+  LLM_MODEL: Type.String({ minLength: 1, default: "Qwen3-1.7B-Q4_K_M", description: "Chat model: a name from models/models.json or a path to a .gguf file" }),
+  EMBED_MODEL: Type.String({ minLength: 1, default: "all-MiniLM-L6-v2", description: "Embedding model: a name from models/models.json or a path to a .gguf file" }),
+  MODELS_DIR: Type.String({ minLength: 1, default: path.join(projectRoot, "models"), description: "Where models.json lives and downloads go" }),
+  MODEL_DOWNLOAD: Type.Boolean({ default: true, description: "Download a missing default model (false: fail with instructions instead)" }),
+  LLM_CONTEXT_SIZE: Type.Integer({ minimum: 256, maximum: 1_048_576, default: 4096, description: "Context tokens per slot (prompt + generated)" }),
+  LLM_PARALLEL: Type.Integer({ minimum: 1, maximum: 64, default: 2, description: "Generation slots (context sequences) decoded together in one batch" }),
+  LLM_BATCH_SIZE: Type.Integer({ minimum: 32, maximum: 65536, default: 512, description: "Tokens per decode batch (prompt processing)" }),
+  LLM_GPU: Type.Union([GpuChoice, Type.Literal("")], { default: "", description: "Native backend: auto, cuda, metal, vulkan, cpu (empty: binding-config/backend.json)" }),
+  LLM_GPU_LAYERS: Type.Union([Type.Literal("auto"), Type.Literal("max"), Type.Integer({ minimum: 0 })], { default: "auto", description: "Layers offloaded to the GPU: auto, max or a number" }),
+  LLM_THREADS: Type.Integer({ minimum: 0, maximum: 1024, default: 0, description: "CPU threads for decoding; 0 = the CPUs this process may use (affinity and cgroup quota)" }),
+  LLM_QUEUE_SIZE: Type.Integer({ minimum: 0, maximum: 100_000, default: 64, description: "Generation requests that may wait for a free slot; beyond it: 429" }),
+  LLM_REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 300_000, description: "Deadline for a generation request, waiting included" }),
+  EMBED_MAX_TEXTS: Type.Integer({ minimum: 1, maximum: 100_000, default: 2048, description: "Texts allowed in one embed request" }),
+  EMBED_BATCH_TOKENS: Type.Integer({ minimum: 64, maximum: 65536, default: 4096, description: "Tokens per embedding decode (texts packed together)" }),
+  EMBED_BATCH_SEQUENCES: Type.Integer({ minimum: 1, maximum: 256, default: 64, description: "Texts per embedding decode" }),
+  EMBED_NATIVE: Type.Boolean({ default: true, description: "Use the batched native embedder when it is built (false: node-llama-cpp's embedding context)" }),
+  BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, maximum: 1_073_741_824, default: 8 * 1024 * 1024, description: "Largest request body accepted; larger: 413" }),
+  WARMUP: Type.Boolean({ default: true, description: "Run one short generation before /ready turns ready" }),
+  LOG_LEVEL: Type.Union(["fatal", "error", "warn", "info", "debug", "trace", "silent"].map((l) => Type.Literal(l)), { default: "info", description: "pino log level" }),
+});
+export type Env = Static<typeof EnvSchema>;
+
+export type Config = Readonly<{
+  port: number;
+  host: string;
+  llmModel: string;
+  embedModel: string;
+  modelsDir: string;
+  modelDownload: boolean;
+  contextSize: number;
+  parallel: number;
+  batchSize: number;
+  gpu: GpuChoice;
+  gpuLayers: "auto" | "max" | number;
+  threads: number;
+  queueSize: number;
+  requestTimeoutMs: number;
+  embedMaxTexts: number;
+  embedBatchTokens: number;
+  embedBatchSequences: number;
+  embedNative: boolean;
+  bodyLimitBytes: number;
+  warmup: boolean;
+  logLevel: Env["LOG_LEVEL"];
+}>;
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+function readBackendDefault(): GpuChoice {
+  try {
+    const file = JSON.parse(readFileSync(path.join(projectRoot, "binding-config", "backend.json"), "utf8")) as { gpu?: unknown };
+    if (Value.Check(GpuChoice, file.gpu)) return file.gpu;
+  } catch { /* no file: auto */ }
+  return "auto";
+}
+
+/**
+ * Strict string -> value: "12" is an integer only where the schema takes one, "12.5" never is one
+ * (TypeBox's own Convert would truncate it), "true"/"false" are booleans only where expected.
+ */
+function fromEnvString(schema: TSchema, value: string): unknown {
+  const members: TSchema[] = "anyOf" in schema ? (schema.anyOf as TSchema[]) : [schema];
+  const literals = members.flatMap((m) => ("const" in m ? [m.const] : []));
+  if (literals.includes(value)) return value;
+  const types = new Set(members.map((m) => m.type as unknown));
+  if (types.has("integer") && /^-?\d+$/.test(value)) return Number(value);
+  if (types.has("boolean") && (value === "true" || value === "false")) return value === "true";
+  return value;
+}
+
+/** Reads and validates the variables; throws ConfigError listing every bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const raw: Record<string, string> = {};
+  const converted: Record<string, unknown> = {};
+  for (const [key, schema] of Object.entries(EnvSchema.properties)) {
+    const value = env[key]?.trim();
+    if (value === undefined || value === "") continue;
+    raw[key] = value;
+    converted[key] = fromEnvString(schema, value);
+  }
+  const withDefaults = Value.Default(EnvSchema, converted);
+  const errors = [...Value.Errors(EnvSchema, withDefaults)];
+  if (errors.length > 0) {
+    const lines = errors.map((e) => {
+      const name = e.path.replace(/^\//, "").split("/")[0] ?? e.path;
+      return `  ${name}=${JSON.stringify(raw[name])}: ${e.message}` + (EnvSchema.properties[name as keyof Env]?.description ? ` (${EnvSchema.properties[name as keyof Env].description})` : "");
+    });
+    throw new ConfigError(`Invalid configuration:\n${[...new Set(lines)].join("\n")}`);
+  }
+  const e = withDefaults as Env;
+  return Object.freeze({
+    port: e.PORT,
+    host: e.HOST,
+    llmModel: e.LLM_MODEL,
+    embedModel: e.EMBED_MODEL,
+    modelsDir: path.resolve(e.MODELS_DIR),
+    modelDownload: e.MODEL_DOWNLOAD,
+    contextSize: e.LLM_CONTEXT_SIZE,
+    parallel: e.LLM_PARALLEL,
+    batchSize: e.LLM_BATCH_SIZE,
+    gpu: e.LLM_GPU === "" ? readBackendDefault() : e.LLM_GPU,
+    gpuLayers: e.LLM_GPU_LAYERS,
+    threads: e.LLM_THREADS,
+    queueSize: e.LLM_QUEUE_SIZE,
+    requestTimeoutMs: e.LLM_REQUEST_TIMEOUT_MS,
+    embedMaxTexts: e.EMBED_MAX_TEXTS,
+    embedBatchTokens: e.EMBED_BATCH_TOKENS,
+    embedBatchSequences: e.EMBED_BATCH_SEQUENCES,
+    embedNative: e.EMBED_NATIVE,
+    bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    warmup: e.WARMUP,
+    logLevel: e.LOG_LEVEL,
+  });
+}

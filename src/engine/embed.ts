@@ -1,0 +1,243 @@
+// The embedding model: tokenization, truncation, a shared batch queue that merges concurrent requests,
+// pooling through the batched native embedder (or node-llama-cpp's embedding context as fallback),
+// and L2 normalisation as sentence-transformers returns it for all-MiniLM-L6-v2.
+import type { Llama, LlamaEmbeddingContext, LlamaModel } from "node-llama-cpp";
+import { EngineError, invalidRequest } from "./errors.js";
+import { NativeBatchEmbedder } from "./native/batchEmbedder.js";
+
+/** What the engine needs from an embedding implementation: tokens in, pooled vectors out. */
+interface PoolingBackend {
+  readonly kind: "native-batched" | "node-llama-cpp";
+  readonly dimension: number;
+  /** Most tokens one text may have (the model's trained context, or its sentence-transformers limit). */
+  readonly contextTokens: number;
+  readonly maxSequences: number;
+  readonly batchTokens: number;
+  tokenize(text: string): Uint32Array;
+  pool(tokenLists: readonly Uint32Array[]): Promise<Float32Array[]>;
+  dispose(): Promise<void>;
+}
+
+export type EmbedEngineOptions = {
+  modelPath: string;
+  modelName: string;
+  aliases: readonly string[];
+  threads: number;
+  batchTokens: number;
+  batchSequences: number;
+  gpuLayers: "auto" | "max" | number;
+  /** Tokens per text the model is meant to read (manifest `maxTokens`); defaults to its trained context. */
+  maxTokens?: number;
+  /** Longer texts are cut to the limit ([SEP] kept), as sentence-transformers does; false: 400. */
+  truncate: boolean;
+  preferNative: boolean;
+  onFallback?: (reason: string) => void;
+};
+
+export type EmbedResult = { embeddings: number[][]; dim: number; promptTokens: number; truncated: number };
+
+type PendingText = {
+  tokens: Uint32Array;
+  resolve: (vector: Float32Array) => void;
+  reject: (error: Error) => void;
+};
+
+export class EmbedEngine {
+  readonly modelName: string;
+  readonly aliases: readonly string[];
+  readonly loadMs: number;
+  private readonly maxTokens: number;
+  private readonly pending: PendingText[] = [];
+  private draining = false;
+  private closed = false;
+
+  private constructor(private readonly backend: PoolingBackend, private readonly options: EmbedEngineOptions, loadMs: number) {
+    this.modelName = options.modelName;
+    this.aliases = options.aliases;
+    this.loadMs = loadMs;
+    this.maxTokens = Math.min(backend.contextTokens, options.maxTokens ?? Infinity, backend.batchTokens);
+  }
+
+  static async load(llama: Llama, options: EmbedEngineOptions): Promise<EmbedEngine> {
+    const started = performance.now();
+    let backend: PoolingBackend | undefined;
+    if (options.preferNative) {
+      const native = await NativeBatchEmbedder.tryLoad({
+        modelPath: options.modelPath,
+        threads: options.threads,
+        maxSequences: options.batchSequences,
+        batchTokens: options.batchTokens,
+        gpuLayers: typeof options.gpuLayers === "number" ? options.gpuLayers : undefined,
+      });
+      if ("embedder" in native) backend = nativeBackend(native.embedder);
+      else options.onFallback?.(native.unavailable);
+    }
+    backend ??= await LlamaCppBackend.load(llama, options);
+    return new EmbedEngine(backend, options, performance.now() - started);
+  }
+
+  get dimension(): number {
+    return this.backend.dimension;
+  }
+
+  describe() {
+    return {
+      model: this.modelName,
+      backend: this.backend.kind,
+      dimension: this.backend.dimension,
+      maxTokensPerText: this.maxTokens,
+      batchSequences: this.backend.maxSequences,
+      batchTokens: this.backend.batchTokens,
+      loadMs: Math.round(this.loadMs),
+    };
+  }
+
+  /** True when `name` is this model (its name, a seed spelling, or the file name). */
+  serves(name: string): boolean {
+    return name === this.modelName || this.aliases.includes(name);
+  }
+
+  async embed(texts: readonly string[]): Promise<EmbedResult> {
+    if (this.closed) throw new EngineError("shutting_down", "The service is shutting down.", 503, undefined, 5);
+    let truncated = 0;
+    let promptTokens = 0;
+    const tokenLists = texts.map((text, index) => {
+      const tokens = this.backend.tokenize(text);
+      if (tokens.length <= this.maxTokens) {
+        promptTokens += tokens.length;
+        return tokens;
+      }
+      if (!this.options.truncate) {
+        throw invalidRequest(`texts[${index}] is ${tokens.length} tokens; the embedding model reads at most ${this.maxTokens}.`, `texts[${index}]`);
+      }
+      truncated++;
+      promptTokens += this.maxTokens;
+      return truncateKeepingLast(tokens, this.maxTokens);
+    });
+    const vectors = await Promise.all(tokenLists.map((tokens) => this.enqueue(tokens)));
+    return { embeddings: vectors.map(normalize), dim: this.backend.dimension, promptTokens, truncated };
+  }
+
+  private enqueue(tokens: Uint32Array): Promise<Float32Array> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ tokens, resolve, reject });
+      void this.drain();
+    });
+  }
+
+  /**
+   * One loop drains the shared queue: each pass takes as many waiting texts (from any request) as fit
+   * in one decode. Texts of concurrent requests therefore share batches.
+   */
+  private async drain(): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      while (this.pending.length > 0) {
+        const batch = this.takeBatch();
+        try {
+          const vectors = await this.backend.pool(batch.map((p) => p.tokens));
+          batch.forEach((p, i) => p.resolve(vectors[i]!));
+        } catch (error) {
+          for (const p of batch) p.reject(error as Error);
+        }
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private takeBatch(): PendingText[] {
+    let tokens = 0;
+    let count = 0;
+    while (count < this.pending.length && count < this.backend.maxSequences) {
+      const next = this.pending[count]!.tokens.length;
+      if (count > 0 && tokens + next > this.backend.batchTokens) break;
+      tokens += next;
+      count++;
+    }
+    return this.pending.splice(0, count);
+  }
+
+  async dispose(): Promise<void> {
+    this.closed = true;
+    for (const p of this.pending.splice(0)) p.reject(new EngineError("shutting_down", "The service is shutting down.", 503));
+    await this.backend.dispose();
+  }
+}
+
+function truncateKeepingLast(tokens: Uint32Array, limit: number): Uint32Array {
+  const out = tokens.slice(0, limit);
+  out[limit - 1] = tokens[tokens.length - 1]!;
+  return out;
+}
+
+function normalize(vector: Float32Array): number[] {
+  let sum = 0;
+  for (const v of vector) sum += v * v;
+  const norm = Math.sqrt(sum);
+  // sentence-transformers' Normalize layer divides by max(norm, 1e-12).
+  const scale = 1 / Math.max(norm, 1e-12);
+  return Array.from(vector, (v) => v * scale);
+}
+
+function nativeBackend(embedder: NativeBatchEmbedder): PoolingBackend {
+  return {
+    kind: "native-batched",
+    dimension: embedder.dimension,
+    contextTokens: embedder.trainContextSize,
+    maxSequences: embedder.maxSequences,
+    batchTokens: embedder.batchTokens,
+    tokenize: (text) => embedder.tokenize(text),
+    pool: (tokenLists) => embedder.embed(tokenLists),
+    dispose: () => embedder.dispose(),
+  };
+}
+
+/** node-llama-cpp's embedding context: one text per decode, the fallback where the native piece is missing. */
+class LlamaCppBackend implements PoolingBackend {
+  readonly kind = "node-llama-cpp" as const;
+  readonly maxSequences = 1;
+
+  private constructor(private readonly model: LlamaModel, private readonly context: LlamaEmbeddingContext, readonly batchTokens: number) {}
+
+  static async load(llama: Llama, options: EmbedEngineOptions): Promise<LlamaCppBackend> {
+    const model = await llama.loadModel({ modelPath: options.modelPath, gpuLayers: options.gpuLayers });
+    const contextSize = Math.min(model.trainContextSize, options.batchTokens);
+    try {
+      const context = await model.createEmbeddingContext({ contextSize, batchSize: contextSize, threads: options.threads });
+      return new LlamaCppBackend(model, context, contextSize);
+    } catch (error) {
+      await model.dispose();
+      throw error;
+    }
+  }
+
+  get dimension(): number {
+    return this.model.embeddingVectorSize;
+  }
+
+  get contextTokens(): number {
+    return this.model.trainContextSize;
+  }
+
+  tokenize(text: string): Uint32Array {
+    return Uint32Array.from(this.model.tokenize(text, true));
+  }
+
+  async pool(tokenLists: readonly Uint32Array[]): Promise<Float32Array[]> {
+    const out: Float32Array[] = [];
+    for (const tokens of tokenLists) {
+      const embedding = await this.context.getEmbeddingFor(Array.from(tokens) as Parameters<LlamaEmbeddingContext["getEmbeddingFor"]>[0] & number[]);
+      out.push(Float32Array.from(embedding.vector));
+    }
+    return out;
+  }
+
+  async dispose(): Promise<void> {
+    await this.context.dispose();
+    await this.model.dispose();
+  }
+}
+
+export { EngineError };

@@ -1,0 +1,140 @@
+// Turns a model setting (a name from models/models.json or a path) into a GGUF file on disk,
+// downloading a missing default once with a progress bar and checking its size and sha256.
+import { createHash } from "node:crypto";
+import { createReadStream, existsSync, readFileSync, statSync } from "node:fs";
+import { rename, unlink } from "node:fs/promises";
+import path from "node:path";
+import { Type, type Static } from "@sinclair/typebox";
+import { Value } from "@sinclair/typebox/value";
+import { createModelDownloader } from "node-llama-cpp";
+
+const ManifestEntry = Type.Object({
+  name: Type.String({ minLength: 1 }),
+  kind: Type.Union([Type.Literal("chat"), Type.Literal("embedding")]),
+  aliases: Type.Optional(Type.Array(Type.String())),
+  file: Type.String({ minLength: 1 }),
+  url: Type.String({ pattern: "^https://" }),
+  size: Type.Integer({ minimum: 1 }),
+  sha256: Type.Union([Type.String({ pattern: "^[0-9a-f]{64}$" }), Type.Null()]),
+  /** Tokens per text the model was trained to read (sentence-transformers' max_seq_length), when below its context. */
+  maxTokens: Type.Optional(Type.Integer({ minimum: 2 })),
+  license: Type.Optional(Type.String()),
+  notes: Type.Optional(Type.String()),
+});
+export type ManifestEntry = Static<typeof ManifestEntry>;
+const Manifest = Type.Object({ models: Type.Array(ManifestEntry) });
+
+export type ResolvedModelFile = {
+  path: string;
+  /** The name the API reports: the manifest name, or the file name without `.gguf`. */
+  name: string;
+  /** Other names a client may use for this model (seed spelling, e.g. sentence-transformers/...). */
+  aliases: readonly string[];
+  entry: ManifestEntry | null;
+};
+
+export class ModelFileError extends Error {
+  override readonly name = "ModelFileError";
+}
+
+export function readManifest(modelsDir: string): ManifestEntry[] {
+  const file = path.join(modelsDir, "models.json");
+  if (!existsSync(file)) return [];
+  const parsed: unknown = JSON.parse(readFileSync(file, "utf8"));
+  if (!Value.Check(Manifest, parsed)) {
+    const first = [...Value.Errors(Manifest, parsed)][0];
+    throw new ModelFileError(`${file} is malformed at ${first?.path}: ${first?.message}`);
+  }
+  return parsed.models;
+}
+
+function looksLikePath(setting: string): boolean {
+  return setting.endsWith(".gguf") || setting.includes("/") && existsSync(setting) || setting.startsWith(".") || path.isAbsolute(setting);
+}
+
+export type ResolveOptions = {
+  modelsDir: string;
+  allowDownload: boolean;
+  /** Name of the environment variable the setting came from, for error messages. */
+  envName: string;
+  log: (message: string) => void;
+};
+
+export async function resolveModelFile(setting: string, opts: ResolveOptions): Promise<ResolvedModelFile> {
+  const manifest = readManifest(opts.modelsDir);
+  const entry = manifest.find((m) => m.name === setting || (m.aliases ?? []).includes(setting));
+  if (entry === undefined) {
+    if (!looksLikePath(setting)) {
+      throw new ModelFileError(
+        `${opts.envName}=${setting} is neither a path to a .gguf file nor a model in ${path.join(opts.modelsDir, "models.json")} ` +
+        `(known: ${manifest.map((m) => m.name).join(", ") || "none"}).`);
+    }
+    const file = path.resolve(setting);
+    if (!existsSync(file) || !statSync(file).isFile()) throw new ModelFileError(`${opts.envName}: no file at ${file}.`);
+    return { path: file, name: path.basename(file).replace(/\.gguf$/i, ""), aliases: [], entry: null };
+  }
+  const file = path.join(opts.modelsDir, entry.file);
+  const resolved = { path: file, name: entry.name, aliases: entry.aliases ?? [], entry };
+  if (existsSync(file)) {
+    const size = statSync(file).size;
+    if (size !== entry.size) {
+      throw new ModelFileError(`${file} is ${size} bytes, models.json says ${entry.size}: delete it to download it again, ` +
+        `or set ${opts.envName} to the path of a GGUF file.`);
+    }
+    return resolved;
+  }
+  const howToFix = `Download it yourself (curl -L -o '${file}' '${entry.url}') or set ${opts.envName}=/path/to/a/local.gguf.`;
+  if (!opts.allowDownload) throw new ModelFileError(`Model file ${file} is missing and MODEL_DOWNLOAD=false. ${howToFix}`);
+  opts.log(`Downloading ${entry.name} (${(entry.size / 2 ** 20).toFixed(0)} MiB) from ${entry.url}`);
+  try {
+    await download(entry, file);
+  } catch (error) {
+    throw new ModelFileError(`Could not download ${entry.file} from ${entry.url}: ${(error as Error).message}. ${howToFix}`);
+  }
+  return resolved;
+}
+
+/**
+ * The downloader retries a refused connection for minutes; one quick request first tells an offline
+ * machine apart at once.
+ */
+async function checkReachable(url: string): Promise<void> {
+  try {
+    await fetch(url, { method: "HEAD", redirect: "follow", signal: AbortSignal.timeout(15_000) });
+  } catch (error) {
+    const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+    throw new Error(`the host is unreachable (${cause?.code ?? cause?.message ?? (error as Error).message}); this machine looks offline`);
+  }
+}
+
+async function download(entry: ManifestEntry, file: string): Promise<void> {
+  await checkReachable(entry.url);
+  // The downloader resumes a partial file left by an interrupted run (it keeps it beside the target).
+  const partial = `${file}.partial`;
+  const downloader = await createModelDownloader({
+    modelUri: entry.url,
+    dirPath: path.dirname(file),
+    fileName: path.basename(partial),
+    showCliProgress: process.stderr.isTTY,
+    deleteTempFileOnCancel: false,
+    skipExisting: true,
+  });
+  await downloader.download();
+  const size = statSync(partial).size;
+  if (size !== entry.size) throw new Error(`downloaded ${size} bytes, expected ${entry.size}`);
+  if (entry.sha256 !== null) {
+    const actual = await sha256File(partial);
+    if (actual !== entry.sha256) {
+      await unlink(partial);
+      throw new Error(`sha256 mismatch: got ${actual}, expected ${entry.sha256} (the file was deleted)`);
+    }
+  }
+  await rename(partial, file);
+}
+
+export function sha256File(file: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const hash = createHash("sha256");
+    createReadStream(file).on("data", (chunk) => hash.update(chunk)).on("error", reject).on("end", () => resolve(hash.digest("hex")));
+  });
+}

@@ -1,0 +1,79 @@
+// One place turns every failure into a JSON error body; the process never dies of a request.
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { EngineError } from "../engine/errors.js";
+
+export type ErrorPayload = { status: number; code: string; message: string; field?: string; retryAfterSeconds?: number };
+
+/** `/messages/0/content` -> `messages[0].content` */
+export function fieldFromJsonPointer(pointer: string): string {
+  return pointer.split("/").filter(Boolean).reduce((acc, part) => /^\d+$/.test(part) ? `${acc}[${part}]` : acc ? `${acc}.${part}` : part, "");
+}
+
+type AjvError = { instancePath: string; message?: string; keyword: string; params: Record<string, unknown> };
+
+function describeValidation(errors: readonly AjvError[]): { field: string; message: string } {
+  // Unions report one error per branch; the most specific (deepest) path says most.
+  const first = [...errors].sort((a, b) => b.instancePath.length - a.instancePath.length)[0]!;
+  let field = fieldFromJsonPointer(first.instancePath);
+  let message = first.message ?? "is invalid";
+  if (first.keyword === "required" && typeof first.params.missingProperty === "string") {
+    field = field ? `${field}.${first.params.missingProperty}` : first.params.missingProperty;
+    message = "is required";
+  } else if (first.keyword === "additionalProperties" && typeof first.params.additionalProperty === "string") {
+    field = field ? `${field}.${first.params.additionalProperty}` : first.params.additionalProperty;
+    message = "is not a known field";
+  } else if (first.keyword === "enum" || first.keyword === "const") {
+    const allowed = errors.filter((e) => e.instancePath === first.instancePath && (e.keyword === "const" || e.keyword === "enum"))
+      .flatMap((e) => e.params.allowedValue !== undefined ? [e.params.allowedValue] : (e.params.allowedValues as unknown[] | undefined) ?? []);
+    message = `must be one of ${allowed.map((v) => JSON.stringify(v)).join(", ")}`;
+  }
+  return { field: field || "body", message: `${field || "body"} ${message}` };
+}
+
+const httpCodes: Record<string, string> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: "unsupported_media_type",
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: "invalid_content_length",
+  FST_ERR_CTP_BODY_TOO_LARGE: "payload_too_large",
+  FST_ERR_CTP_EMPTY_JSON_BODY: "invalid_json",
+  FST_ERR_CTP_INVALID_JSON_BODY: "invalid_json",
+};
+
+/** Classifies any error thrown while serving a request. */
+export function toErrorPayload(error: unknown): ErrorPayload {
+  if (error instanceof EngineError) {
+    return { status: error.status, code: error.code, message: error.message, field: error.field, retryAfterSeconds: error.retryAfterSeconds };
+  }
+  const fe = error as Partial<FastifyError> & { validation?: AjvError[] };
+  if (Array.isArray(fe.validation) && fe.validation.length > 0) {
+    return { status: 400, code: "validation_error", ...describeValidation(fe.validation) };
+  }
+  if (typeof fe.statusCode === "number" && fe.statusCode >= 400 && fe.statusCode < 500) {
+    const isJsonSyntax = error instanceof SyntaxError || fe.code === "FST_ERR_CTP_INVALID_JSON_BODY";
+    const code = isJsonSyntax ? "invalid_json" : httpCodes[fe.code ?? ""] ?? "bad_request";
+    const message = code === "invalid_json" ? `The body is not valid JSON: ${fe.message}`
+      : code === "unsupported_media_type" ? `${fe.message}; send Content-Type: application/json`
+        : fe.message ?? "Bad request";
+    return { status: fe.statusCode, code, message };
+  }
+  return { status: 500, code: "internal_error", message: "The model failed while serving this request; see the service log." };
+}
+
+export function installErrorHandling(app: FastifyInstance): void {
+  app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
+    const payload = toErrorPayload(error);
+    if (payload.status >= 500 && payload.code === "internal_error") {
+      // The message of a native failure carries no request text; the request's body is never logged.
+      request.log.error({ err: error instanceof Error ? { type: error.name, message: error.message, stack: error.stack } : error }, "request failed");
+    }
+    return sendError(reply, payload);
+  });
+  app.setNotFoundHandler((request, reply) =>
+    sendError(reply, { status: 404, code: "not_found", message: `No route ${request.method} ${request.url.split("?")[0]}` }));
+}
+
+export function sendError(reply: FastifyReply, payload: ErrorPayload): FastifyReply {
+  if (payload.retryAfterSeconds !== undefined) reply.header("Retry-After", String(payload.retryAfterSeconds));
+  const error: { code: string; message: string; field?: string } = { code: payload.code, message: payload.message };
+  if (payload.field !== undefined) error.field = payload.field;
+  return reply.code(payload.status).type("application/json").send({ error });
+}

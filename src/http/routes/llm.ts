@@ -1,0 +1,76 @@
+// The seed API. Handlers only translate between the wire and the engine.
+import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import { EngineError } from "../../engine/errors.js";
+import type { ServiceState } from "../../service.js";
+import { toGenerateRequest } from "../adapt.js";
+import { toErrorPayload } from "../errors.js";
+import { ErrorBodySchema } from "../schemas/common.js";
+import {
+  EmbedBodySchema, EmbedResponseSchema, GenerateBodySchema, GenerateResponseSchema,
+  type EmbedResponse, type GenerateResponse,
+} from "../schemas/llm.js";
+import { clientDisconnectSignal, startSse } from "../streaming.js";
+
+export const llmRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = async (app, { state }) => {
+  const errors = { 400: ErrorBodySchema, 413: ErrorBodySchema, 415: ErrorBodySchema, 429: ErrorBodySchema, 500: ErrorBodySchema, 503: ErrorBodySchema };
+
+  app.post("/api/llm/generate", {
+    schema: {
+      summary: "Generate the model's answer to a conversation",
+      description: "With `stream: true` the answer arrives as server-sent events: `delta` ({text}), `reasoning` ({text}, when thinking), then `done` (the same fields as the JSON response) or `error`.",
+      tags: ["seed API"],
+      body: GenerateBodySchema,
+      response: { 200: GenerateResponseSchema, ...errors },
+    },
+  }, async (request, reply) => {
+    const { chat } = state.engines();
+    const body = request.body;
+    const generation = { ...toGenerateRequest(body, body.max_new_tokens, false), signal: clientDisconnectSignal(request, reply) };
+    const toResponse = (r: Awaited<ReturnType<typeof chat.generate>>): GenerateResponse => ({
+      answer: r.text,
+      model: chat.modelName,
+      tokens_generated: r.tokensGenerated,
+      finish_reason: r.finishReason,
+      ...(r.reasoning !== null ? { reasoning: r.reasoning } : {}),
+      usage: {
+        prompt_tokens: r.promptTokens,
+        cached_prompt_tokens: r.cachedPromptTokens,
+        completion_tokens: r.tokensGenerated,
+        total_tokens: r.promptTokens + r.tokensGenerated,
+      },
+    });
+    // Checks that need the model (prompt length, grammar) happen before the first byte: still a 4xx.
+    const prepared = await chat.prepare(generation);
+    if (body.stream !== true) return toResponse(await chat.run(prepared));
+
+    const sse = startSse(reply);
+    try {
+      const result = await chat.run(prepared, (d) => sse.send({ text: d.text }, d.kind === "content" ? "delta" : "reasoning"));
+      sse.send(toResponse(result), "done");
+    } catch (error) {
+      const e = toErrorPayload(error);
+      if (!(error instanceof EngineError && error.code === "cancelled")) sse.send({ error: { code: e.code, message: e.message } }, "error");
+    } finally {
+      sse.end();
+    }
+    return reply;
+  });
+
+  app.post("/api/llm/embed", {
+    schema: {
+      summary: "Embed texts (L2-normalised, input order)",
+      tags: ["seed API"],
+      body: EmbedBodySchema,
+      response: { 200: EmbedResponseSchema, ...errors },
+    },
+  }, async (request): Promise<EmbedResponse> => {
+    const { embed } = state.engines();
+    const { texts, model } = request.body;
+    if (model !== undefined && !embed.serves(model)) {
+      throw new EngineError("model_not_found",
+        `model '${model}' is not served here; use one of: ${[embed.modelName, ...embed.aliases].join(", ")}.`, 400, "model");
+    }
+    const result = await embed.embed(texts);
+    return { embeddings: result.embeddings, dim: result.dim, model: embed.modelName, truncated: result.truncated };
+  });
+};

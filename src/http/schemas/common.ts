@@ -1,0 +1,55 @@
+// Pieces shared by both APIs' schemas: messages, sampling controls, the error body.
+import { Type, type Static } from "@sinclair/typebox";
+
+export const ChatMessageSchema = Type.Object({
+  role: Type.Union([Type.Literal("system"), Type.Literal("user"), Type.Literal("assistant")], { description: "Who said it" }),
+  content: Type.String({ description: "The text of the message" }),
+}, { additionalProperties: false });
+
+export const StopSchema = Type.Union([
+  Type.String({ minLength: 1 }),
+  Type.Array(Type.String({ minLength: 1 }), { maxItems: 16 }),
+], { description: "Text that ends generation; not included in the output" });
+
+export const ResponseFormatSchema = Type.Union([
+  Type.Object({ type: Type.Literal("text") }),
+  Type.Object({ type: Type.Literal("json_object") }),
+  Type.Object({
+    type: Type.Literal("json_schema"),
+    json_schema: Type.Object({
+      name: Type.Optional(Type.String()),
+      description: Type.Optional(Type.String()),
+      strict: Type.Optional(Type.Boolean()),
+      schema: Type.Record(Type.String(), Type.Unknown(), { description: "A JSON Schema the output must satisfy (enforced by a grammar)" }),
+    }),
+  }),
+], { description: "Constrain the output: any JSON object, or JSON matching a schema" });
+
+/** Sampling controls, named as OpenAI names them, accepted by both APIs. */
+export const SamplingControls = {
+  top_k: Type.Optional(Type.Integer({ minimum: 0, maximum: 1000, description: "Sample from the k most likely tokens (0: off)" })),
+  min_p: Type.Optional(Type.Number({ minimum: 0, maximum: 1, description: "Drop tokens below min_p times the top probability" })),
+  seed: Type.Optional(Type.Integer({ minimum: 0, maximum: 4294967295, description: "Same seed and request give the same text" })),
+  stop: Type.Optional(StopSchema),
+  presence_penalty: Type.Optional(Type.Number({ minimum: -2, maximum: 2 })),
+  frequency_penalty: Type.Optional(Type.Number({ minimum: -2, maximum: 2 })),
+  repeat_penalty: Type.Optional(Type.Number({ minimum: 0, maximum: 10, description: "llama.cpp repetition penalty (1: off)" })),
+  response_format: Type.Optional(ResponseFormatSchema),
+  enable_thinking: Type.Optional(Type.Boolean({ description: "Qwen3 thinks before answering; the reasoning is returned apart from the answer" })),
+};
+
+export const ErrorBodySchema = Type.Object({
+  error: Type.Object({
+    code: Type.String({ description: "Machine-readable kind, e.g. validation_error, context_length_exceeded" }),
+    message: Type.String(),
+    field: Type.Optional(Type.String({ description: "The request field at fault, e.g. messages[0].content" })),
+  }),
+}, { $id: "ErrorBody" });
+export type ErrorBody = Static<typeof ErrorBodySchema>;
+
+export const UsageSchema = Type.Object({
+  prompt_tokens: Type.Integer(),
+  completion_tokens: Type.Integer(),
+  total_tokens: Type.Integer(),
+  prompt_tokens_details: Type.Optional(Type.Object({ cached_tokens: Type.Integer() })),
+});

@@ -1,0 +1,43 @@
+// The seed API (../shared/seed/plan-b-llm-microservice.md): POST /api/llm/generate and /api/llm/embed.
+// Every field of the seed keeps its name, default and meaning; the rest are additions.
+import { Type, type Static } from "@sinclair/typebox";
+import { ChatMessageSchema, SamplingControls } from "./common.js";
+
+export const GenerateBodySchema = Type.Object({
+  messages: Type.Array(ChatMessageSchema, { minItems: 1, maxItems: 4096, description: "The conversation; the model answers the last turn" }),
+  max_new_tokens: Type.Integer({ minimum: 1, default: 250, description: "Most tokens to generate (thinking included)" }),
+  temperature: Type.Number({ minimum: 0, maximum: 2, default: 0.5, description: "0 is greedy" }),
+  top_p: Type.Number({ exclusiveMinimum: 0, maximum: 1, default: 0.9 }),
+  stream: Type.Optional(Type.Boolean({ default: false, description: "Server-sent events: delta events, then one done event" })),
+  ...SamplingControls,
+}, { additionalProperties: false, $id: "GenerateRequest" });
+export type GenerateBody = Static<typeof GenerateBodySchema>;
+
+export const GenerateResponseSchema = Type.Object({
+  answer: Type.String({ description: "The answer, without any <think> block" }),
+  model: Type.String({ description: "The loaded model's name" }),
+  tokens_generated: Type.Integer({ description: "Tokens the model generated (thinking included), never above max_new_tokens" }),
+  finish_reason: Type.Union([Type.Literal("stop"), Type.Literal("length")]),
+  reasoning: Type.Optional(Type.String({ description: "The thinking, when enable_thinking was true" })),
+  usage: Type.Object({
+    prompt_tokens: Type.Integer(),
+    cached_prompt_tokens: Type.Integer({ description: "Prompt tokens reused from the slot's cache" }),
+    completion_tokens: Type.Integer(),
+    total_tokens: Type.Integer(),
+  }),
+}, { $id: "GenerateResponse" });
+export type GenerateResponse = Static<typeof GenerateResponseSchema>;
+
+export const EmbedBodySchema = Type.Object({
+  texts: Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description: "Texts to embed, in order" }),
+  model: Type.Optional(Type.String({ minLength: 1, description: "Must name the served embedding model (either seed spelling works)" })),
+}, { additionalProperties: false, $id: "EmbedRequest" });
+export type EmbedBody = Static<typeof EmbedBodySchema>;
+
+export const EmbedResponseSchema = Type.Object({
+  embeddings: Type.Array(Type.Array(Type.Number()), { description: "L2-normalised vectors, in input order" }),
+  dim: Type.Integer(),
+  model: Type.String(),
+  truncated: Type.Integer({ description: "How many texts were cut to the model's token limit" }),
+}, { $id: "EmbedResponse" });
+export type EmbedResponse = Static<typeof EmbedResponseSchema>;

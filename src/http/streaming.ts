@@ -1,0 +1,46 @@
+// Server-sent events and client-disconnect detection, shared by both APIs' streaming routes.
+import type { FastifyReply, FastifyRequest } from "fastify";
+
+/**
+ * Aborts when the client goes away before the response is complete, so generation stops within one
+ * token and the slot is freed. (The request's own 'close' fires when its body is read, so the
+ * response's is the one to watch.)
+ */
+export function clientDisconnectSignal(request: FastifyRequest, reply: FastifyReply): AbortSignal {
+  const controller = new AbortController();
+  const onClose = () => {
+    if (!reply.raw.writableFinished) controller.abort(new Error("client disconnected"));
+  };
+  reply.raw.once("close", onClose);
+  request.raw.socket?.once("close", onClose);
+  return controller.signal;
+}
+
+export type SseStream = {
+  /** Writes one event; returns false once the client is gone. */
+  send(data: unknown, event?: string): boolean;
+  /** Writes a raw `data:` line (OpenAI's `[DONE]`). */
+  sendRaw(data: string): boolean;
+  end(): void;
+};
+
+export function startSse(reply: FastifyReply, headers: Record<string, string> = {}): SseStream {
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache, no-transform",
+    Connection: "keep-alive",
+    "X-Accel-Buffering": "no",
+    ...headers,
+  });
+  res.flushHeaders();
+  const write = (chunk: string) => !res.destroyed && !res.writableEnded && (res.write(chunk), true);
+  return {
+    send: (data, event) => write(`${event ? `event: ${event}\n` : ""}data: ${JSON.stringify(data)}\n\n`),
+    sendRaw: (data) => write(`data: ${data}\n\n`),
+    end: () => {
+      if (!res.writableEnded) res.end();
+    },
+  };
+}

@@ -1,0 +1,57 @@
+// Configuration validation and the CPU thread budget.
+import t from "tap";
+import { ConfigError, loadConfig } from "../src/config.js";
+import { cgroupCpuQuota, resolveCpuBudget } from "../src/engine/runtime.js";
+import os from "node:os";
+
+t.test("defaults", async (t) => {
+  const c = loadConfig({});
+  t.equal(c.port, 8001);
+  t.equal(c.llmModel, "Qwen3-1.7B-Q4_K_M");
+  t.equal(c.embedModel, "all-MiniLM-L6-v2");
+  t.equal(c.threads, 0);
+  t.equal(c.gpuLayers, "auto");
+  t.ok(Object.isFrozen(c));
+});
+
+t.test("values are converted and checked", async (t) => {
+  const c = loadConfig({ PORT: "9000", LLM_GPU_LAYERS: "12", LLM_GPU: "cpu", WARMUP: "false", LLM_THREADS: "3" });
+  t.equal(c.port, 9000);
+  t.equal(c.gpuLayers, 12);
+  t.equal(c.gpu, "cpu");
+  t.equal(c.warmup, false);
+  t.equal(c.threads, 3);
+  t.equal(loadConfig({ LLM_GPU_LAYERS: "max" }).gpuLayers, "max");
+});
+
+t.test("a bad value stops the start with a message naming the variable", async (t) => {
+  for (const [key, value] of [["PORT", "http"], ["PORT", "70000"], ["LLM_GPU", "tpu"], ["LLM_THREADS", "-1"], ["LLM_CONTEXT_SIZE", "12.5"], ["LOG_LEVEL", "loud"], ["MODEL_DOWNLOAD", "maybe"]] as const) {
+    let error: unknown;
+    try {
+      loadConfig({ [key]: value });
+    } catch (e) {
+      error = e;
+    }
+    t.ok(error instanceof ConfigError, `${key}=${value} is refused`);
+    t.match((error as Error).message, key);
+    t.match((error as Error).message, value);
+  }
+});
+
+t.test("threads come from the CPUs this process may use", async (t) => {
+  const affinity = os.availableParallelism();
+  t.same(resolveCpuBudget(0, null), { threads: affinity, affinity, cgroupQuota: null, source: "affinity" });
+  t.equal(resolveCpuBudget(0, 1.5).threads, Math.min(1, affinity), "a 1.5-CPU quota runs 1 thread");
+  t.equal(resolveCpuBudget(0, 0.5).threads, 1, "never below one");
+  t.equal(resolveCpuBudget(0, 64).threads, affinity, "a quota above the affinity mask changes nothing");
+  t.equal(resolveCpuBudget(7, 1).threads, 7, "an explicit override wins");
+});
+
+t.test("cgroup quota files", async (t) => {
+  const files = (map: Record<string, string>) => (file: string) => map[file] ?? null;
+  t.equal(cgroupCpuQuota(files({ "/sys/fs/cgroup/cpu.max": "150000 100000\n" })), 1.5);
+  t.equal(cgroupCpuQuota(files({ "/sys/fs/cgroup/cpu.max": "max 100000\n" })), null);
+  t.equal(cgroupCpuQuota(files({ "/sys/fs/cgroup/cpu/cpu.cfs_quota_us": "200000", "/sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000" })), 2);
+  t.equal(cgroupCpuQuota(files({ "/sys/fs/cgroup/cpu/cpu.cfs_quota_us": "-1", "/sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000" })), null);
+  t.equal(cgroupCpuQuota(files({})), null);
+});
