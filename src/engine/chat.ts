@@ -4,6 +4,7 @@
 import {
   LlamaChat,
   QwenChatWrapper,
+  TokenBias,
   resolveChatWrapper,
   type ChatHistoryItem,
   type ChatWrapper,
@@ -15,6 +16,7 @@ import {
   type Token,
 } from "node-llama-cpp";
 import { EngineError, invalidRequest } from "./errors.js";
+import { toGrammarSchema } from "./jsonSchemaGrammar.js";
 
 export type ChatRole = "system" | "user" | "assistant";
 export type ChatMessage = { role: ChatRole; content: string };
@@ -26,7 +28,10 @@ export type ResponseFormat =
 
 export type GenerateRequest = {
   messages: readonly ChatMessage[];
-  maxTokens: number;
+  /** Omitted: what the context leaves after the prompt, at most DEFAULT_MAX_TOKENS. */
+  maxTokens?: number;
+  /** How the caller's API names the token limit, for error messages (`max_new_tokens`, `max_tokens`). */
+  maxTokensField?: string;
   temperature: number;
   topP: number;
   topK?: number;
@@ -37,12 +42,16 @@ export type GenerateRequest = {
   presencePenalty?: number;
   frequencyPenalty?: number;
   responseFormat?: ResponseFormat;
+  /** Never sample an end-of-generation token (llama-server's ignore_eos): runs to maxTokens. */
+  ignoreEos?: boolean;
   enableThinking: boolean;
   /** Aborts waiting or generating: the slot is freed within one token. */
   signal?: AbortSignal;
   /** Receives text as it is generated; never splits a character. */
   onDelta?: (delta: GenerationDelta) => void;
 };
+
+export const DEFAULT_MAX_TOKENS = 4096;
 
 export type GenerationDelta = { kind: "content" | "reasoning"; text: string };
 
@@ -97,6 +106,7 @@ export class ChatEngine {
   private readonly waiting: Waiter[] = [];
   private readonly grammarCache = new Map<string, Promise<LlamaGrammar>>();
   private readonly wrappers: { thinking: ChatWrapper; noThinking: ChatWrapper };
+  private readonly noEndTokens: TokenBias;
   private useCounter = 0;
   private recentDurationsMs: number[] = [];
   private closed = false;
@@ -113,6 +123,10 @@ export class ChatEngine {
     this.loadMs = loadMs;
     this.slots = Array.from({ length: options.parallel }, (_, id) => ({ id, sequence: context.getSequence(), busy: false, lastUsed: 0 }));
     this.wrappers = resolveWrappers(model);
+    this.noEndTokens = new TokenBias(model.tokenizer);
+    for (const token of [model.tokens.eos, model.tokens.eot, ...endOfGenerationTokens(model)]) {
+      if (token !== null) this.noEndTokens.set(token, "never");
+    }
   }
 
   static async load(llama: Llama, options: ChatEngineOptions): Promise<ChatEngine> {
@@ -182,9 +196,10 @@ export class ChatEngine {
   async prepare(request: GenerateRequest): Promise<PreparedGeneration> {
     if (this.closed) throw new EngineError("shutting_down", "The service is shutting down.", 503, undefined, 5);
     const prompt = this.tokenizePrompt(request.messages, request.enableThinking);
-    this.checkBudget(prompt.length, request.maxTokens);
+    const maxTokens = request.maxTokens ?? Math.max(1, Math.min(DEFAULT_MAX_TOKENS, this.contextSize - prompt.length));
+    this.checkBudget(prompt.length, maxTokens, request.maxTokensField ?? "max_new_tokens");
     const grammar = await this.grammarFor(request.responseFormat);
-    return { request, prompt, grammar, preparedAt: performance.now() };
+    return { request: { ...request, maxTokens }, prompt, grammar, preparedAt: performance.now() };
   }
 
   /** Waits for a slot (bounded queue, deadline) and generates. */
@@ -208,10 +223,10 @@ export class ChatEngine {
     return this.run(await this.prepare(request));
   }
 
-  private checkBudget(promptTokens: number, maxTokens: number): void {
+  private checkBudget(promptTokens: number, maxTokens: number, field: string): void {
     if (maxTokens >= this.contextSize) {
       throw new EngineError("context_length_exceeded",
-        `max_new_tokens is ${maxTokens}, but the context holds ${this.contextSize} tokens (prompt included).`, 400, "max_new_tokens");
+        `${field} is ${maxTokens}, but the context holds ${this.contextSize} tokens (prompt included).`, 400, field);
     }
     if (promptTokens >= this.contextSize) {
       throw new EngineError("context_length_exceeded",
@@ -219,8 +234,8 @@ export class ChatEngine {
     }
     if (promptTokens + maxTokens > this.contextSize) {
       throw new EngineError("context_length_exceeded",
-        `The prompt (${promptTokens} tokens) plus max_new_tokens (${maxTokens}) exceeds the context of ${this.contextSize} tokens; ` +
-        `lower max_new_tokens to at most ${this.contextSize - promptTokens} or shorten the messages.`, 400, "max_new_tokens");
+        `The prompt (${promptTokens} tokens) plus ${field} (${maxTokens}) exceeds the context of ${this.contextSize} tokens; ` +
+        `lower ${field} to at most ${this.contextSize - promptTokens} or shorten the messages.`, 400, field);
     }
   }
 
@@ -231,8 +246,8 @@ export class ChatEngine {
     if (grammar === undefined) {
       grammar = format.type === "json_object"
         ? this.llama.getGrammarFor("json")
-        // The GBNF builder accepts the JSON Schema subset it documents; anything else is a 400 below.
-        : this.llama.createGrammarForJsonSchema(format.schema as Parameters<Llama["createGrammarForJsonSchema"]>[0]);
+        // The const generic infers a literal type from its argument; a runtime schema has none.
+        : this.llama.createGrammarForJsonSchema(toGrammarSchema(format.schema) as Parameters<Llama["createGrammarForJsonSchema"]>[0]);
       if (this.grammarCache.size > 64) this.grammarCache.delete(this.grammarCache.keys().next().value as string);
       this.grammarCache.set(key, grammar);
     }
@@ -240,6 +255,7 @@ export class ChatEngine {
       return await grammar;
     } catch (error) {
       this.grammarCache.delete(key);
+      if (error instanceof EngineError) throw error;
       throw invalidRequest(`response_format.json_schema.schema cannot be turned into a grammar: ${(error as Error).message}`,
         "response_format.json_schema.schema");
     }
@@ -304,6 +320,8 @@ export class ChatEngine {
     const meterBefore = sequence.tokenMeter.getState();
     const started = performance.now();
     let firstTokenMs: number | null = null;
+    let sawThought = false;
+    let contentStarted = false;
     const chat = new LlamaChat({
       contextSequence: sequence,
       chatWrapper: request.enableThinking ? this.wrappers.thinking : this.wrappers.noThinking,
@@ -325,18 +343,26 @@ export class ChatEngine {
         repeatPenalty: penalties
           ? { penalty: request.repeatPenalty ?? 1, presencePenalty: request.presencePenalty ?? 0, frequencyPenalty: request.frequencyPenalty ?? 0 }
           : false,
+        tokenBias: request.ignoreEos ? this.noEndTokens : undefined,
         customStopTriggers: request.stop && request.stop.length > 0 ? [...request.stop] : undefined,
         onResponseChunk: (chunk) => {
           firstTokenMs ??= performance.now() - started;
-          if (chunk.text === "") return;
-          if (chunk.type === undefined) request.onDelta?.({ kind: "content", text: chunk.text });
-          else if (chunk.segmentType === "thought" && request.enableThinking) request.onDelta?.({ kind: "reasoning", text: chunk.text });
+          if (chunk.type === undefined) {
+            // Qwen3 writes "\n\n" between </think> and the answer; its template strips it, so do we.
+            const text = sawThought && !contentStarted ? chunk.text.replace(/^\n+/, "") : chunk.text;
+            if (text === "") return;
+            contentStarted = true;
+            request.onDelta?.({ kind: "content", text });
+          } else if (chunk.segmentType === "thought") {
+            sawThought = true;
+            if (request.enableThinking && chunk.text !== "") request.onDelta?.({ kind: "reasoning", text: chunk.text });
+          }
         },
       });
       const used = sequence.tokenMeter.diff(meterBefore);
       const thoughts = response.fullResponse.flatMap((item) => typeof item !== "string" && item.segmentType === "thought" ? [item.text] : []);
       return {
-        text: response.response,
+        text: thoughts.length > 0 ? response.response.replace(/^\n+/, "") : response.response,
         reasoning: request.enableThinking ? thoughts.join("") : null,
         // One logits row is read per sampled token, so the output meter counts exactly the tokens generated.
         tokensGenerated: used.usedOutputTokens,
@@ -374,6 +400,14 @@ export class ChatEngine {
     await this.context.dispose();
     await this.model.dispose();
   }
+}
+
+/** The chat template's end-of-turn tokens (e.g. `<|im_end|>`), which are not always the GGUF's EOS. */
+function endOfGenerationTokens(model: LlamaModel): Token[] {
+  return ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"].flatMap((text) => {
+    const tokens = model.tokenize(text, true);
+    return tokens.length === 1 && model.isSpecialToken(tokens[0]) ? tokens : [];
+  });
 }
 
 function abortReason(signal: AbortSignal, deadline: AbortSignal, timeoutMs: number, phase: string): EngineError {

@@ -8,7 +8,7 @@ type Controls = { [K in keyof typeof SamplingControls]?: Static<(typeof Sampling
 
 export function toGenerateRequest(
   body: Controls & { messages: readonly ChatMessage[]; temperature: number; top_p: number },
-  maxTokens: number,
+  maxTokens: number | undefined,
   defaultThinking: boolean,
 ): GenerateRequest {
   return {
@@ -24,6 +24,7 @@ export function toGenerateRequest(
     presencePenalty: body.presence_penalty,
     frequencyPenalty: body.frequency_penalty,
     responseFormat: toResponseFormat(body.response_format),
+    ignoreEos: body.ignore_eos ?? false,
     enableThinking: body.enable_thinking ?? defaultThinking,
   };
 }

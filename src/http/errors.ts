@@ -58,6 +58,11 @@ export function toErrorPayload(error: unknown): ErrorPayload {
   return { status: 500, code: "internal_error", message: "The model failed while serving this request; see the service log." };
 }
 
+/** Which error body a route speaks: the seed API's `{error: {code, message, field}}` or OpenAI's. */
+export type ErrorStyle = "seed" | "openai";
+
+export const errorStyleFor = (url: string): ErrorStyle => url.startsWith("/v1/") ? "openai" : "seed";
+
 export function installErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
     const payload = toErrorPayload(error);
@@ -65,15 +70,34 @@ export function installErrorHandling(app: FastifyInstance): void {
       // The message of a native failure carries no request text; the request's body is never logged.
       request.log.error({ err: error instanceof Error ? { type: error.name, message: error.message, stack: error.stack } : error }, "request failed");
     }
-    return sendError(reply, payload);
+    return sendError(reply, payload, errorStyleFor(request.url));
   });
   app.setNotFoundHandler((request, reply) =>
-    sendError(reply, { status: 404, code: "not_found", message: `No route ${request.method} ${request.url.split("?")[0]}` }));
+    sendError(reply, { status: 404, code: "not_found", message: `No route ${request.method} ${request.url.split("?")[0]}` }, errorStyleFor(request.url)));
 }
 
-export function sendError(reply: FastifyReply, payload: ErrorPayload): FastifyReply {
-  if (payload.retryAfterSeconds !== undefined) reply.header("Retry-After", String(payload.retryAfterSeconds));
+const openAITypes: Record<number, string> = {
+  400: "invalid_request_error", 404: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error",
+  429: "rate_limit_error", 499: "invalid_request_error", 503: "service_unavailable_error", 504: "timeout_error",
+};
+
+export function errorBody(payload: ErrorPayload, style: ErrorStyle) {
+  if (style === "openai") {
+    return {
+      error: {
+        message: payload.message,
+        type: openAITypes[payload.status] ?? (payload.status >= 500 ? "server_error" : "invalid_request_error"),
+        param: payload.field ?? null,
+        code: payload.code,
+      },
+    };
+  }
   const error: { code: string; message: string; field?: string } = { code: payload.code, message: payload.message };
   if (payload.field !== undefined) error.field = payload.field;
-  return reply.code(payload.status).type("application/json").send({ error });
+  return { error };
+}
+
+export function sendError(reply: FastifyReply, payload: ErrorPayload, style: ErrorStyle = "seed"): FastifyReply {
+  if (payload.retryAfterSeconds !== undefined) reply.header("Retry-After", String(payload.retryAfterSeconds));
+  return reply.code(payload.status).type("application/json").send(errorBody(payload, style));
 }

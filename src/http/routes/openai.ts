@@ -1,5 +1,139 @@
-// The OpenAI-compatible API (issue 4): filled in by its own change.
+// The OpenAI-compatible API: a second thin adapter over the same engine calls as the seed API.
+import { randomUUID } from "node:crypto";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import type { ChatMessage, GenerationResult } from "../../engine/chat.js";
+import { EngineError } from "../../engine/errors.js";
 import type { ServiceState } from "../../service.js";
+import { toGenerateRequest } from "../adapt.js";
+import { errorBody, toErrorPayload } from "../errors.js";
+import {
+  ChatCompletionBodySchema, ChatCompletionSchema, EmbeddingsBodySchema, EmbeddingsResponseSchema, ModelListSchema, OpenAIErrorSchema,
+  type ChatCompletion, type ChatCompletionBody, type EmbeddingsResponse,
+} from "../schemas/openai.js";
+import { clientDisconnectSignal, startSse } from "../streaming.js";
 
-export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = async (_app, _options) => {};
+/** Thinking is off unless asked for, as on the seed API: the token budget goes to the answer. */
+const DEFAULT_THINKING = false;
+
+function toMessages(messages: ChatCompletionBody["messages"]): ChatMessage[] {
+  return messages.map((m) => ({
+    // OpenAI's newer "developer" role is the system prompt for models that have no such role.
+    role: m.role === "developer" ? "system" : m.role,
+    content: typeof m.content === "string" ? m.content : m.content.map((part) => part.text).join(""),
+  }));
+}
+
+function usageOf(r: GenerationResult) {
+  return {
+    prompt_tokens: r.promptTokens,
+    completion_tokens: r.tokensGenerated,
+    total_tokens: r.promptTokens + r.tokensGenerated,
+    prompt_tokens_details: { cached_tokens: r.cachedPromptTokens },
+  };
+}
+
+export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = async (app, { state }) => {
+  const errors = { 400: OpenAIErrorSchema, 404: OpenAIErrorSchema, 429: OpenAIErrorSchema, 500: OpenAIErrorSchema, 503: OpenAIErrorSchema };
+
+  const requireModel = (requested: string | undefined, served: string, aliases: readonly string[]) => {
+    if (requested !== undefined && requested !== served && !aliases.includes(requested)) {
+      throw new EngineError("model_not_found", `The model '${requested}' does not exist here; this server serves '${served}'.`, 404, "model");
+    }
+  };
+
+  app.post("/v1/chat/completions", {
+    schema: {
+      summary: "OpenAI chat completion (stream: true for server-sent chunks)",
+      tags: ["OpenAI API"],
+      body: ChatCompletionBodySchema,
+      response: { 200: ChatCompletionSchema, ...errors },
+    },
+  }, async (request, reply) => {
+    const { chat } = state.engines();
+    const body = request.body;
+    requireModel(body.model, chat.modelName, []);
+    const thinking = body.enable_thinking ?? body.chat_template_kwargs?.enable_thinking ?? DEFAULT_THINKING;
+    const prepared = await chat.prepare({
+      ...toGenerateRequest({ ...body, messages: toMessages(body.messages), enable_thinking: thinking }, body.max_tokens ?? body.max_completion_tokens, DEFAULT_THINKING),
+      maxTokensField: body.max_tokens === undefined && body.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens",
+      signal: clientDisconnectSignal(request, reply),
+    });
+    const id = `chatcmpl-${randomUUID().replaceAll("-", "")}`;
+    const created = Math.floor(Date.now() / 1000);
+
+    if (body.stream !== true) {
+      const r = await chat.run(prepared);
+      const completion: ChatCompletion = {
+        id, object: "chat.completion", created, model: chat.modelName,
+        choices: [{
+          index: 0,
+          message: { role: "assistant", content: r.text, ...(r.reasoning !== null ? { reasoning_content: r.reasoning } : {}) },
+          finish_reason: r.finishReason,
+          logprobs: null,
+        }],
+        usage: usageOf(r),
+      };
+      return completion;
+    }
+
+    const sse = startSse(reply);
+    const chunk = (delta: Record<string, string>, finishReason: string | null = null) => ({
+      id, object: "chat.completion.chunk", created, model: chat.modelName,
+      choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }],
+    });
+    try {
+      sse.send(chunk({ role: "assistant", content: "" }));
+      const r = await chat.run(prepared, (d) => sse.send(chunk(d.kind === "content" ? { content: d.text } : { reasoning_content: d.text })));
+      sse.send(chunk({}, r.finishReason));
+      if (body.stream_options?.include_usage) {
+        sse.send({ id, object: "chat.completion.chunk", created, model: chat.modelName, choices: [], usage: usageOf(r) });
+      }
+      sse.sendRaw("[DONE]");
+    } catch (error) {
+      if (!(error instanceof EngineError && error.code === "cancelled")) sse.send(errorBody(toErrorPayload(error), "openai"));
+    } finally {
+      sse.end();
+    }
+    return reply;
+  });
+
+  app.post("/v1/embeddings", {
+    schema: {
+      summary: "OpenAI embeddings (L2-normalised; float or base64 float32)",
+      tags: ["OpenAI API"],
+      body: EmbeddingsBodySchema,
+      response: { 200: EmbeddingsResponseSchema, ...errors },
+    },
+  }, async (request): Promise<EmbeddingsResponse> => {
+    const { embed } = state.engines();
+    const body = request.body;
+    requireModel(body.model, embed.modelName, embed.aliases);
+    if (body.dimensions !== undefined && body.dimensions !== embed.dimension) {
+      throw new EngineError("invalid_request", `dimensions must be ${embed.dimension} for ${embed.modelName} (it cannot be shortened).`, 400, "dimensions");
+    }
+    const texts = typeof body.input === "string" ? [body.input] : body.input;
+    const result = await embed.embed(texts);
+    const base64 = body.encoding_format === "base64";
+    return {
+      object: "list",
+      data: result.embeddings.map((vector, index) => ({
+        object: "embedding" as const,
+        index,
+        embedding: base64 ? Buffer.from(Float32Array.from(vector).buffer).toString("base64") : vector,
+      })),
+      model: embed.modelName,
+      usage: { prompt_tokens: result.promptTokens, total_tokens: result.promptTokens },
+    };
+  });
+
+  app.get("/v1/models", {
+    schema: { summary: "The models this server serves", tags: ["OpenAI API"], response: { 200: ModelListSchema, 503: OpenAIErrorSchema } },
+  }, async () => {
+    const { chat, embed } = state.engines();
+    const created = Math.floor(state.startedAt / 1000);
+    return {
+      object: "list" as const,
+      data: [chat.modelName, embed.modelName].map((id) => ({ id, object: "model" as const, created, owned_by: "bora-llm-service" })),
+    };
+  });
+};

@@ -35,6 +35,7 @@ export const SamplingControls = {
   frequency_penalty: Type.Optional(Type.Number({ minimum: -2, maximum: 2 })),
   repeat_penalty: Type.Optional(Type.Number({ minimum: 0, maximum: 10, description: "llama.cpp repetition penalty (1: off)" })),
   response_format: Type.Optional(ResponseFormatSchema),
+  ignore_eos: Type.Optional(Type.Boolean({ description: "Keep generating past the end-of-text token, up to the token limit (benchmarks)" })),
   enable_thinking: Type.Optional(Type.Boolean({ description: "Qwen3 thinks before answering; the reasoning is returned apart from the answer" })),
 };
 
