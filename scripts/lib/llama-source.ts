@@ -2,7 +2,7 @@
 // Fixtures (vocab GGUFs, the Qwen3 template), native headers and the llama-server yardstick all come
 // from this one checkout, so everything is built from the exact source the runtime binary uses.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 
@@ -41,6 +41,12 @@ export function ensureLlamaSource(cacheRoot = path.join(projectRoot, "models", "
   if (!existsSync(bundle)) throw new Error(`node-llama-cpp ships no llama.cpp bundle at ${bundle}`);
   const tmp = `${dir}.tmp-${process.pid}`;
   execFileSync("git", ["-c", "advice.detachedHead=false", "clone", "--quiet", bundle, tmp], { stdio: "inherit" });
-  execFileSync("mv", [tmp, dir]);
+  try {
+    // Atomic: a concurrent clone that finished first wins, and ours is dropped.
+    renameSync(tmp, dir);
+  } catch (error) {
+    rmSync(tmp, { recursive: true, force: true });
+    if (!existsSync(path.join(dir, "include", "llama.h"))) throw error;
+  }
   return dir;
 }
