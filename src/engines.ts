@@ -44,6 +44,7 @@ export async function loadEngines(config: Config, log: Logger): Promise<LoadedEn
       gpuLayers: config.gpuLayers,
       maxTokens: embedFile.entry?.maxTokens,
       truncate: true,
+      maxTexts: config.embedMaxTexts,
       preferNative: config.embedNative,
       onFallback: (reason) => log.warn({ reason }, "batched native embedder unavailable; using node-llama-cpp's embedding context"),
     });

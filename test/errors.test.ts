@@ -2,7 +2,7 @@
 import t, { type Test } from "tap";
 import { postJson, startTestService } from "./helpers/service.js";
 
-const service = await startTestService({ BODY_LIMIT_BYTES: "65536", LLM_CONTEXT_SIZE: "512" });
+const service = await startTestService({ BODY_LIMIT_BYTES: "65536", LLM_CONTEXT_SIZE: "512", EMBED_MAX_TEXTS: "50" });
 t.teardown(() => service.close());
 const { app } = service;
 
@@ -84,6 +84,8 @@ t.test("texts", async (t) => {
   await expectError(t, "/api/llm/embed", {}, 400, "validation_error", "texts");
   await expectError(t, "/api/llm/embed", { texts: ["hola", 3] }, 400, "validation_error", "texts[1]");
   await expectError(t, "/api/llm/embed", { texts: ["hola", ""] }, 400, "validation_error", "texts[1]");
+  const many = await expectError(t, "/api/llm/embed", { texts: Array.from({ length: 51 }, () => "hola") }, 400, "invalid_request", "texts");
+  t.match(many.error.message, /at most 50/);
 });
 
 t.test("an embedding model that is not served lists the served names", async (t) => {

@@ -52,6 +52,7 @@ export type GenerateRequest = {
 };
 
 export const DEFAULT_MAX_TOKENS = 4096;
+const PREFIX_SIMILARITY = 0.1;
 
 export type GenerationDelta = { kind: "content" | "reasoning"; text: string };
 
@@ -66,6 +67,8 @@ export type GenerationResult = {
   promptTokens: number;
   /** Prompt tokens that were already in the slot's KV cache and were not evaluated again. */
   cachedPromptTokens: number;
+  /** Tokens decoded for this request (prompt tokens not cached, and generated tokens fed back). */
+  evaluatedTokens: number;
   finishReason: FinishReason;
   slot: number;
   timings: { queueMs: number; firstTokenMs: number | null; totalMs: number };
@@ -261,19 +264,25 @@ export class ChatEngine {
     }
   }
 
-  /** The free slot whose cached tokens share the longest prefix with the prompt (least recently used on a tie). */
+  /**
+   * The free slot whose cached tokens share the longest prefix with the prompt. When even the best
+   * shares under a tenth of the prompt (as llama-server's --slot-prompt-similarity), the least
+   * recently used slot is taken instead, so one conversation's cache is not evicted for a stranger.
+   */
   private pickSlot(prompt: Token[]): Slot | undefined {
-    let best: Slot | undefined;
+    const free = this.slots.filter((s) => !s.busy);
+    if (free.length === 0) return undefined;
+    const lru = free.reduce((a, b) => (b.lastUsed < a.lastUsed ? b : a));
+    let best = lru;
     let bestShared = -1;
-    for (const slot of this.slots) {
-      if (slot.busy) continue;
+    for (const slot of free) {
       const shared = sharedPrefixLength(slot.sequence, prompt);
-      if (shared > bestShared || (shared === bestShared && best !== undefined && slot.lastUsed < best.lastUsed)) {
+      if (shared > bestShared) {
         best = slot;
         bestShared = shared;
       }
     }
-    return best;
+    return bestShared >= PREFIX_SIMILARITY * prompt.length ? best : lru;
   }
 
   private acquireSlot(prompt: Token[], signal: AbortSignal, deadline: AbortSignal): Promise<Slot> {
@@ -368,6 +377,7 @@ export class ChatEngine {
         tokensGenerated: used.usedOutputTokens,
         promptTokens: prompt.length,
         cachedPromptTokens,
+        evaluatedTokens: used.usedInputTokens + used.usedOutputTokens,
         finishReason: response.metadata.stopReason === "maxTokens" ? "length" : "stop",
         timings: { queueMs: 0, firstTokenMs, totalMs: 0 },
       };

@@ -30,6 +30,8 @@ export type EmbedEngineOptions = {
   maxTokens?: number;
   /** Longer texts are cut to the limit ([SEP] kept), as sentence-transformers does; false: 400. */
   truncate: boolean;
+  /** Most texts one call may embed. */
+  maxTexts: number;
   preferNative: boolean;
   onFallback?: (reason: string) => void;
 };
@@ -99,6 +101,9 @@ export class EmbedEngine {
 
   async embed(texts: readonly string[]): Promise<EmbedResult> {
     if (this.closed) throw new EngineError("shutting_down", "The service is shutting down.", 503, undefined, 5);
+    if (texts.length > this.options.maxTexts) {
+      throw invalidRequest(`${texts.length} texts in one request; at most ${this.options.maxTexts} (EMBED_MAX_TEXTS).`, "texts");
+    }
     let truncated = 0;
     let promptTokens = 0;
     const tokenLists = texts.map((text, index) => {

@@ -4,6 +4,7 @@ import { createHash } from "node:crypto";
 import { createReadStream, existsSync, readFileSync, statSync } from "node:fs";
 import { rename, unlink } from "node:fs/promises";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { Type, type Static } from "@sinclair/typebox";
 import { Value } from "@sinclair/typebox/value";
 import { createModelDownloader } from "node-llama-cpp";
@@ -37,8 +38,16 @@ export class ModelFileError extends Error {
   override readonly name = "ModelFileError";
 }
 
+/** The project's own manifest, used when MODELS_DIR (e.g. a container volume) has none of its own. */
+const shippedManifest = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "models", "models.json");
+
+export function manifestPath(modelsDir: string): string {
+  const own = path.join(modelsDir, "models.json");
+  return existsSync(own) ? own : shippedManifest;
+}
+
 export function readManifest(modelsDir: string): ManifestEntry[] {
-  const file = path.join(modelsDir, "models.json");
+  const file = manifestPath(modelsDir);
   if (!existsSync(file)) return [];
   const parsed: unknown = JSON.parse(readFileSync(file, "utf8"));
   if (!Value.Check(Manifest, parsed)) {
@@ -66,7 +75,7 @@ export async function resolveModelFile(setting: string, opts: ResolveOptions): P
   if (entry === undefined) {
     if (!looksLikePath(setting)) {
       throw new ModelFileError(
-        `${opts.envName}=${setting} is neither a path to a .gguf file nor a model in ${path.join(opts.modelsDir, "models.json")} ` +
+        `${opts.envName}=${setting} is neither a path to a .gguf file nor a model in ${manifestPath(opts.modelsDir)} ` +
         `(known: ${manifest.map((m) => m.name).join(", ") || "none"}).`);
     }
     const file = path.resolve(setting);
