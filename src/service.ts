@@ -10,6 +10,7 @@ export type ServiceStatus = "loading" | "ready" | "stopping" | "failed";
 export class ServiceState {
   private current: Engines | null = null;
   private state: ServiceStatus = "loading";
+  private readonly engineListeners: ((engines: Engines) => void)[] = [];
   readonly startedAt = Date.now();
 
   get status(): ServiceStatus {
@@ -19,6 +20,13 @@ export class ServiceState {
   /** Engines are set once loaded; ready only after the warm-up. */
   setEngines(engines: Engines): void {
     this.current = engines;
+    for (const listener of this.engineListeners) listener(engines);
+  }
+
+  /** Runs `listener` with the engines once they are set (at once if they already are). */
+  whenEngines(listener: (engines: Engines) => void): void {
+    if (this.current) listener(this.current);
+    else this.engineListeners.push(listener);
   }
 
   markReady(): void {

@@ -42,6 +42,10 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
       body: JSON.stringify({ messages: [{ role: "user", content: "secreto-del-usuario" }], max_new_tokens: 2 }),
     });
     t.equal(res.status, 200);
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    t.match(metrics, /bora_generated_tokens_total [1-9]/);
+    t.match(metrics, /bora_slots_total 2/);
+    t.match(metrics, /bora_http_requests_total\{route="\/api\/llm\/generate",status="200"\} 1/);
     proc.child.kill(signal);
     const exit = await proc.exited;
     t.equal(exit.code, 0, "exit code 0");

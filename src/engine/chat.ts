@@ -110,6 +110,7 @@ export class ChatEngine {
   private readonly grammarCache = new Map<string, Promise<LlamaGrammar>>();
   private readonly wrappers: { thinking: ChatWrapper; noThinking: ChatWrapper };
   private readonly noEndTokens: TokenBias;
+  private readonly finishedListeners = new Set<(result: GenerationResult) => void>();
   private useCounter = 0;
   private recentDurationsMs: number[] = [];
   private closed = false;
@@ -179,6 +180,12 @@ export class ChatEngine {
     };
   }
 
+  /** Called after every successful generation (metrics). */
+  onGenerationFinished(listener: (result: GenerationResult) => void): () => void {
+    this.finishedListeners.add(listener);
+    return () => this.finishedListeners.delete(listener);
+  }
+
   /** Per slot: busy or not, and how many tokens its KV cache holds (for /metrics and tests). */
   slotsSnapshot(): { id: number; busy: boolean; cachedTokens: number }[] {
     return this.slots.map((s) => ({ id: s.id, busy: s.busy, cachedTokens: s.sequence.contextTokens.length }));
@@ -216,7 +223,9 @@ export class ChatEngine {
     try {
       const result = await this.runOnSlot(slot, prompt, request, grammar, signal, deadline);
       this.recordDuration(performance.now() - preparedAt);
-      return { ...result, slot: slot.id, timings: { ...result.timings, queueMs, totalMs: performance.now() - preparedAt } };
+      const finished = { ...result, slot: slot.id, timings: { ...result.timings, queueMs, totalMs: performance.now() - preparedAt } };
+      for (const listener of this.finishedListeners) listener(finished);
+      return finished;
     } finally {
       this.releaseSlot(slot);
     }

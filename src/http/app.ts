@@ -5,6 +5,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import type { Logger } from "pino";
 import type { ServiceState } from "../service.js";
 import { installErrorHandling } from "./errors.js";
+import { installMetrics } from "./metrics.js";
 import { healthRoutes } from "./routes/health.js";
 import { llmRoutes } from "./routes/llm.js";
 import { openaiRoutes } from "./routes/openai.js";
@@ -44,6 +45,7 @@ export async function buildApp({ state, bodyLimitBytes, logger }: AppOptions): P
   });
   await app.register(swaggerUi, { routePrefix: "/docs" });
 
+  installMetrics(app, state);
   await app.register(healthRoutes, { state });
   await app.register(llmRoutes, { state });
   await app.register(openaiRoutes, { state });

@@ -288,8 +288,9 @@ export class NativeBatchEmbedder {
   /**
    * Pooled (not normalised) embedding of each token list, in input order. Texts are packed into as few
    * llama_decode calls as possible (<= maxSequences texts and <= batchTokens tokens per decode); the
-   * work runs on a libuv worker thread. Rejects with an Error for an empty list, an empty token list or a
-   * token list longer than `maxTokensPerText`.
+   * work runs on a libuv worker thread. An empty array resolves to []. Rejects with an Error (the whole
+   * call) for an empty token list, a token list longer than `maxTokensPerText` or a token id outside the
+   * vocabulary.
    */
   embed(tokenLists: readonly Uint32Array[]): Promise<Float32Array[]> {
     if (this.#disposed) return Promise.reject(new Error("NativeBatchEmbedder is disposed"));

@@ -1,0 +1,57 @@
+// Prometheus metrics at /metrics (prom-client): HTTP traffic, tokens, time to first token, slots and
+// queue. Gauges are read from the engines when scraped; counters are fed by the engine's events.
+import type { FastifyInstance } from "fastify";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { ServiceState } from "../service.js";
+
+export function installMetrics(app: FastifyInstance, state: ServiceState): void {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "bora_" });
+  const requests = new Counter({ name: "bora_http_requests_total", help: "HTTP requests by route and status", labelNames: ["route", "status"], registers: [registry] });
+  const duration = new Histogram({
+    name: "bora_http_request_duration_seconds", help: "HTTP request duration", labelNames: ["route"], registers: [registry],
+    buckets: [0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+  });
+  const promptTokens = new Counter({ name: "bora_prompt_tokens_total", help: "Prompt tokens of finished generations", registers: [registry] });
+  const cachedTokens = new Counter({ name: "bora_prompt_tokens_cached_total", help: "Prompt tokens reused from a slot's cache", registers: [registry] });
+  const generatedTokens = new Counter({ name: "bora_generated_tokens_total", help: "Tokens generated", registers: [registry] });
+  const firstToken = new Histogram({
+    name: "bora_time_to_first_token_seconds", help: "Queue wait plus prompt processing until the first token", registers: [registry],
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
+  });
+  new Gauge({
+    name: "bora_slots_busy", help: "Generation slots in use", registers: [registry],
+    collect() { this.set(state.loaded()?.chat.stats().slotsBusy ?? 0); },
+  });
+  new Gauge({
+    name: "bora_slots_total", help: "Generation slots", registers: [registry],
+    collect() { this.set(state.loaded()?.chat.stats().slotsTotal ?? 0); },
+  });
+  new Gauge({
+    name: "bora_queue_waiting", help: "Generation requests waiting for a slot", registers: [registry],
+    collect() { this.set(state.loaded()?.chat.stats().queued ?? 0); },
+  });
+  new Gauge({
+    name: "bora_ready", help: "1 when the models are loaded and warmed up", registers: [registry],
+    collect() { this.set(state.status === "ready" ? 1 : 0); },
+  });
+
+  state.whenEngines((engines) => {
+    engines.chat.onGenerationFinished((r) => {
+      promptTokens.inc(r.promptTokens);
+      cachedTokens.inc(r.cachedPromptTokens);
+      generatedTokens.inc(r.tokensGenerated);
+      if (r.timings.firstTokenMs !== null) firstToken.observe((r.timings.queueMs + r.timings.firstTokenMs) / 1000);
+    });
+  });
+  app.addHook("onResponse", async (request, reply) => {
+    const route = request.routeOptions.url ?? "unmatched";
+    requests.inc({ route, status: String(reply.statusCode) });
+    duration.observe({ route }, reply.elapsedTime / 1000);
+  });
+
+  app.get("/metrics", { schema: { summary: "Prometheus metrics", tags: ["operations"] } }, async (_request, reply) => {
+    reply.type(registry.contentType);
+    return registry.metrics();
+  });
+}
