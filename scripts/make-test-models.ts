@@ -356,6 +356,23 @@ function expectToken(vocab: Vocab, id: number, text: string): number {
 const u32 = (key: string, value: number): GgufKv => ({ key, type: GgufValueType.UINT32, value });
 const f32 = (key: string, value: number): GgufKv => ({ key, type: GgufValueType.FLOAT32, value });
 const str = (key: string, value: string): GgufKv => ({ key, type: GgufValueType.STRING, value });
+
+/** The general.* and size keys every architecture has, in the order llama.cpp's converter writes them. */
+function architectureKvs(a: string, shape: { name: string; nLayer: number; nCtx: number; nEmbd: number; nFf: number; nHead: number },
+  matrixDtype: Parameters<typeof fileType>[0]): GgufKv[] {
+  return [
+    str("general.architecture", a),
+    str("general.type", "model"),
+    str("general.name", shape.name),
+    u32("general.file_type", fileType(matrixDtype)),
+    u32("general.quantization_version", 2),
+    u32(`${a}.block_count`, shape.nLayer),
+    u32(`${a}.context_length`, shape.nCtx),
+    u32(`${a}.embedding_length`, shape.nEmbd),
+    u32(`${a}.feed_forward_length`, shape.nFf),
+    u32(`${a}.attention.head_count`, shape.nHead),
+  ];
+}
 const bool = (key: string, value: boolean): GgufKv => ({ key, type: GgufValueType.BOOL, value });
 
 /** Copies the vocab's tokenizer KVs (in order), replacing or appending `overrides`. */
@@ -468,16 +485,7 @@ async function qwen3Kvs(shape: Qwen3Shape | ScriptedQwen3Shape, llamaDir: string
   expectToken(vocab, 271, "ĊĊ"); // "\n\n"
   const a = "qwen3";
   const kvs: GgufKv[] = [
-    str("general.architecture", a),
-    str("general.type", "model"),
-    str("general.name", shape.name),
-    u32("general.file_type", fileType(matrixDtype)),
-    u32("general.quantization_version", 2),
-    u32(`${a}.block_count`, shape.nLayer),
-    u32(`${a}.context_length`, shape.nCtx),
-    u32(`${a}.embedding_length`, shape.nEmbd),
-    u32(`${a}.feed_forward_length`, shape.nFf),
-    u32(`${a}.attention.head_count`, shape.nHead),
+    ...architectureKvs(a, shape, matrixDtype),
     u32(`${a}.attention.head_count_kv`, shape.nHeadKv),
     f32(`${a}.rope.freq_base`, shape.ropeFreqBase),
     f32(`${a}.attention.layer_norm_rms_epsilon`, shape.rmsEps),
@@ -745,16 +753,7 @@ async function defineBert(shape: BertShape, llamaDir: string): Promise<ModelDefi
   const mask = expectToken(vocab, 103, "[MASK]");
   const a = "bert";
   const kvs: GgufKv[] = [
-    str("general.architecture", a),
-    str("general.type", "model"),
-    str("general.name", shape.name),
-    u32("general.file_type", fileType(shape.matrixDtype)),
-    u32("general.quantization_version", 2),
-    u32(`${a}.block_count`, shape.nLayer),
-    u32(`${a}.context_length`, shape.nCtx),
-    u32(`${a}.embedding_length`, shape.nEmbd),
-    u32(`${a}.feed_forward_length`, shape.nFf),
-    u32(`${a}.attention.head_count`, shape.nHead),
+    ...architectureKvs(a, shape, shape.matrixDtype),
     f32(`${a}.attention.layer_norm_epsilon`, shape.layerNormEps),
     bool(`${a}.attention.causal`, false),
     u32(`${a}.pooling_type`, shape.poolingType),
