@@ -86,3 +86,29 @@ t.test("OpenAPI document generated from the schemas, served at /docs", async (t)
   t.equal(ui.statusCode, 200);
   t.match(ui.headers["content-type"], /text\/html/);
 });
+
+t.test("an OpenAI stream whose client disconnects stops generating and frees its slot", async (t) => {
+  const controller = new AbortController();
+  const stream = await client.chat.completions.create(
+    { model: service.engines.chat.modelName, messages, stream: true, max_tokens: 900, ignore_eos: true } as OpenAI.ChatCompletionCreateParamsStreaming,
+    { signal: controller.signal },
+  );
+  let chunks = 0;
+  let slot = -1;
+  try {
+    for await (const _chunk of stream) {
+      if (++chunks === 3) {
+        slot = service.engines.chat.slotsSnapshot().find((s) => s.busy)!.id;
+        controller.abort();
+      }
+    }
+  } catch {
+    // the client's own abort
+  }
+  const chat = service.engines.chat;
+  const started = Date.now();
+  while (chat.stats().slotsBusy > 0 && Date.now() - started < 5000) await new Promise((r) => setTimeout(r, 10));
+  t.equal(chat.stats().slotsBusy, 0, "slot freed");
+  const cached = chat.slotsSnapshot()[slot]!.cachedTokens;
+  t.ok(cached < 200, `stopped early (${cached} tokens in the slot, 900 asked)`);
+});

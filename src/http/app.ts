@@ -32,9 +32,14 @@ export async function buildApp({ state, bodyLimitBytes, logger }: AppOptions): P
   // Every endpoint takes JSON: any other body type is a 415, not a string that fails validation.
   app.removeContentTypeParser("text/plain");
   installErrorHandling(app);
+  const probes = new Set(["/health", "/ready", "/metrics"]);
   app.addHook("onResponse", async (request, reply) => {
-    // Method, path, status and time only: never a body, never user text.
-    request.log.info({ method: request.method, url: request.routeOptions.url ?? "unknown", status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, "request");
+    // Method, path, status and time only: never a body, never user text. Probes (polled by load
+    // balancers many times a second) only at debug.
+    const url = request.routeOptions.url ?? "unknown";
+    const line = { method: request.method, url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) };
+    if (probes.has(url)) request.log.debug(line, "request");
+    else request.log.info(line, "request");
   });
 
   await app.register(swagger, {

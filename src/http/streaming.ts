@@ -1,18 +1,19 @@
 // Server-sent events and client-disconnect detection, shared by both APIs' streaming routes.
-import type { FastifyReply, FastifyRequest } from "fastify";
+import type { FastifyReply } from "fastify";
 
 /**
  * Aborts when the client goes away before the response is complete, so generation stops within one
  * token and the slot is freed. (The request's own 'close' fires when its body is read, so the
  * response's is the one to watch.)
  */
-export function clientDisconnectSignal(request: FastifyRequest, reply: FastifyReply): AbortSignal {
+export function clientDisconnectSignal(reply: FastifyReply): AbortSignal {
   const controller = new AbortController();
   const onClose = () => {
     if (!reply.raw.writableFinished) controller.abort(new Error("client disconnected"));
   };
+  // The response's 'close' also fires when the socket dies mid-response; listening on the socket
+  // itself would pile up listeners on a keep-alive connection.
   reply.raw.once("close", onClose);
-  request.raw.socket?.once("close", onClose);
   return controller.signal;
 }
 

@@ -25,7 +25,7 @@ export const llmRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = asy
   }, async (request, reply) => {
     const { chat } = state.engines();
     const body = request.body;
-    const generation = { ...toGenerateRequest(body, body.max_new_tokens, false), signal: clientDisconnectSignal(request, reply) };
+    const generation = { ...toGenerateRequest(body, body.max_new_tokens, false), signal: clientDisconnectSignal(reply) };
     const toResponse = (r: Awaited<ReturnType<typeof chat.generate>>): GenerateResponse => ({
       answer: r.text,
       model: chat.modelName,

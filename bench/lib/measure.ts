@@ -1,0 +1,267 @@
+// The measurements. Each takes a server adapter and returns raw samples plus the summary the table uses;
+// both servers go through exactly the same code.
+import http from "node:http";
+import type { InterferenceGuard } from "./cpu.ts";
+import { getStatus, RequestTimeoutError } from "./http.ts";
+import { progress } from "./log.ts";
+import { median, quantile, sum } from "./stats.ts";
+import type { ChatTarget, EmbedTarget, StreamResult } from "./targets.ts";
+import { decodePrompt, question, spanishSentences, systemPrompt } from "./workload.ts";
+
+export const DECODE_TOKENS = 128;
+export const AGGREGATE_CLIENTS = 4;
+export const EMBED_TEXTS = 256;
+export const EMBED_CLIENTS = 32;
+export const HEALTH_CONNECTIONS = 64;
+/** Per connection: 50 requests, one every 100 ms (5 s; a slow answer delays that connection's next one). */
+const HEALTH_REQUESTS = 50;
+const HEALTH_INTERVAL_MS = 100;
+const HEALTH_TIMEOUT_MS = 5000;
+const TTFT_MAX_TOKENS = 8;
+
+function firstContent(r: StreamResult, label: string): number {
+  if (r.firstContentAtMs === null) throw new Error(`${label}: no content event in the stream`);
+  return r.firstContentAtMs;
+}
+
+/** Decode rate of one stream: tokens after the first over the time from the first to the last. */
+function streamDecodeRate(r: StreamResult, label: string): number {
+  const seconds = (r.finishedAtMs - firstContent(r, label)) / 1000;
+  if (r.tokens < 2 || seconds <= 0) throw new Error(`${label}: ${r.tokens} tokens in ${seconds} s; cannot compute a decode rate`);
+  return (r.tokens - 1) / seconds;
+}
+
+function checkTokens(r: StreamResult, want: number, label: string): void {
+  // ignore_eos must hold on both sides, or the rates are over different token counts.
+  if (r.tokens !== want) throw new Error(`${label}: generated ${r.tokens} tokens, expected ${want} (ignore_eos not honoured?)`);
+}
+
+// ---- 1. single-stream decode ----------------------------------------------------------------------------
+
+export type DecodeRun = { tokPerS: number; tokens: number; promptTokens: number; serverTokPerS: number | null };
+export type DecodeResult = { tokPerS: number; runs: DecodeRun[] };
+
+export async function measureDecode(chat: ChatTarget, reps: number, guard: InterferenceGuard): Promise<DecodeResult> {
+  const messages = [{ role: "user" as const, content: decodePrompt(0) }];
+  await chat.generate({ messages, maxTokens: 32, ignoreEos: true, seed: 1 }); // warm-up
+  const runs: DecodeRun[] = [];
+  for (let i = 0; i < reps; i++) {
+    const r = await guard.measure(`${chat.name} decode ${i + 1}`, () => chat.generate({ messages, maxTokens: DECODE_TOKENS, ignoreEos: true, seed: 100 + i }));
+    checkTokens(r, DECODE_TOKENS, `${chat.name} decode`);
+    const run = { tokPerS: streamDecodeRate(r, `${chat.name} decode`), tokens: r.tokens, promptTokens: r.promptTokens, serverTokPerS: r.serverDecodeTokPerS };
+    runs.push(run);
+    progress(`  ${chat.name} decode ${i + 1}/${reps}: ${run.tokPerS.toFixed(2)} tok/s` + (run.serverTokPerS !== null ? ` (server-reported ${run.serverTokPerS.toFixed(2)})` : ""));
+  }
+  return { tokPerS: median(runs.map((r) => r.tokPerS)), runs };
+}
+
+// ---- 2. aggregate decode, 4 concurrent clients -----------------------------------------------------------
+
+export type AggregateClient = { firstTokenMs: number; finishedMs: number; promptTokens: number; cachedPromptTokens: number };
+export type AggregateRun = {
+  tokPerS: number; tokens: number; decodeWindowMs: number; wallMs: number; firstTokenSpreadMs: number;
+  /** Per client, times from the moment the 4 requests were sent: shows a request that had to wait. */
+  clients: AggregateClient[];
+};
+export type AggregateResult = { tokPerS: number; runs: AggregateRun[] };
+
+function concurrentStreams(chat: ChatTarget, maxTokens: number, seedBase: number): Promise<StreamResult[]> {
+  return Promise.all(Array.from({ length: AGGREGATE_CLIENTS }, (_, c) =>
+    chat.generate({ messages: [{ role: "user", content: decodePrompt(c + 1) }], maxTokens, ignoreEos: true, seed: seedBase + c })));
+}
+
+export async function measureAggregate(chat: ChatTarget, reps: number, guard: InterferenceGuard): Promise<AggregateResult> {
+  await concurrentStreams(chat, 8, 1); // warm-up: every slot has run once
+  const runs: AggregateRun[] = [];
+  for (let i = 0; i < reps; i++) {
+    let started = 0;
+    const results = await guard.measure(`${chat.name} aggregate ${i + 1}`, () => {
+      started = performance.now();
+      return concurrentStreams(chat, DECODE_TOKENS, 1000 + 10 * i);
+    });
+    results.forEach((r) => checkTokens(r, DECODE_TOKENS, `${chat.name} aggregate`));
+    const firsts = results.map((r) => firstContent(r, `${chat.name} aggregate`));
+    const last = Math.max(...results.map((r) => r.finishedAtMs));
+    // The decode phase runs from the first token any client saw to the last token of all; each client's
+    // first token is excluded, as in the single-stream rate.
+    const decodeWindowMs = last - Math.min(...firsts);
+    const tokens = sum(results.map((r) => r.tokens - 1));
+    const clients = results.map((r, c) => ({
+      firstTokenMs: (firsts[c] ?? Number.NaN) - started, finishedMs: r.finishedAtMs - started, promptTokens: r.promptTokens, cachedPromptTokens: r.cachedPromptTokens,
+    }));
+    const run = { tokPerS: tokens / (decodeWindowMs / 1000), tokens, decodeWindowMs, wallMs: last - started, firstTokenSpreadMs: Math.max(...firsts) - Math.min(...firsts), clients };
+    runs.push(run);
+    progress(`  ${chat.name} aggregate ${i + 1}/${reps}: ${run.tokPerS.toFixed(2)} tok/s over ${AGGREGATE_CLIENTS} clients (first tokens spread over ${run.firstTokenSpreadMs.toFixed(0)} ms)`);
+  }
+  return { tokPerS: median(runs.map((r) => r.tokPerS)), runs };
+}
+
+// ---- 3. time to first token, cold and warm prefix -------------------------------------------------------
+
+export type TtftRun = { coldMs: number; warmMs: number; coldPromptTokens: number; warmPromptTokens: number; warmCachedTokens: number };
+export type TtftResult = { coldMs: number; warmMs: number; warmOverCold: number; runs: TtftRun[] };
+
+export async function measureTtft(chat: ChatTarget, reps: number, guard: InterferenceGuard): Promise<TtftResult> {
+  const runs: TtftRun[] = [];
+  let promptId = 0;
+  for (let i = 0; i < reps; i++) {
+    const [cold, warm] = await guard.measure(`${chat.name} ttft ${i + 1}`, async () => {
+      // A system prompt never sent before: a repeated repetition gets a new one too.
+      const system = { role: "system" as const, content: systemPrompt(++promptId) };
+      const ask = (q: number) => chat.generate({ messages: [system, { role: "user", content: question(q) }], maxTokens: TTFT_MAX_TOKENS, ignoreEos: true, seed: 7 + q });
+      return [await ask(2 * promptId), await ask(2 * promptId + 1)] as const;
+    });
+    const run = {
+      coldMs: firstContent(cold, `${chat.name} ttft cold`) - cold.sentAtMs,
+      warmMs: firstContent(warm, `${chat.name} ttft warm`) - warm.sentAtMs,
+      coldPromptTokens: cold.promptTokens,
+      warmPromptTokens: warm.promptTokens,
+      warmCachedTokens: warm.cachedPromptTokens,
+    };
+    runs.push(run);
+    progress(`  ${chat.name} ttft ${i + 1}/${reps}: cold ${run.coldMs.toFixed(0)} ms (${run.coldPromptTokens} prompt tokens), warm ${run.warmMs.toFixed(0)} ms (${run.warmCachedTokens}/${run.warmPromptTokens} cached)`);
+  }
+  const coldMs = median(runs.map((r) => r.coldMs));
+  const warmMs = median(runs.map((r) => r.warmMs));
+  return { coldMs, warmMs, warmOverCold: warmMs / coldMs, runs };
+}
+
+// ---- 4. embeddings throughput -----------------------------------------------------------------------------
+
+export type EmbedResult = { singleTextsPerS: number; concurrentTextsPerS: number; singleRuns: number[]; concurrentRuns: number[] };
+
+async function timed(work: () => Promise<unknown>): Promise<number> {
+  const started = performance.now();
+  await work();
+  return (performance.now() - started) / 1000;
+}
+
+export async function measureEmbed(target: EmbedTarget, label: string, reps: number, guard: InterferenceGuard): Promise<EmbedResult> {
+  const texts = spanishSentences(EMBED_TEXTS);
+  const perClient = EMBED_TEXTS / EMBED_CLIENTS;
+  const concurrent = () => Promise.all(Array.from({ length: EMBED_CLIENTS }, (_, c) => target.embed(texts.slice(c * perClient, (c + 1) * perClient))));
+  await target.embed(texts); // warm-up
+  await concurrent();
+  const singleRuns: number[] = [];
+  const concurrentRuns: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    singleRuns.push(EMBED_TEXTS / (await guard.measure(`${label} embed 1×${EMBED_TEXTS} ${i + 1}`, () => timed(() => target.embed(texts)))));
+    concurrentRuns.push(EMBED_TEXTS / (await guard.measure(`${label} embed ${EMBED_CLIENTS}×${perClient} ${i + 1}`, () => timed(concurrent))));
+    progress(`  ${label} embed ${i + 1}/${reps}: 1×${EMBED_TEXTS} ${singleRuns[i]?.toFixed(0)} texts/s, ${EMBED_CLIENTS}×${perClient} ${concurrentRuns[i]?.toFixed(0)} texts/s`);
+  }
+  return { singleTextsPerS: median(singleRuns), concurrentTextsPerS: median(concurrentRuns), singleRuns, concurrentRuns };
+}
+
+// ---- 5. /health latency while a generation streams -------------------------------------------------------
+
+export type HealthLoad = {
+  p50Ms: number; p99Ms: number; maxMs: number; requests: number; seconds: number; non200: number;
+  /** Requests retried on a new connection because the server had closed the kept-alive one. */
+  reconnects: number;
+  /** Requests unanswered after HEALTH_TIMEOUT_MS; counted in the percentiles at that latency (a lower bound). */
+  timeouts: number;
+};
+
+export type HealthResult = HealthLoad & {
+  /** Whether the generation was still streaming when the load ended (else the latency was not "while generating"). */
+  generatingThroughout: boolean;
+  /** The same load on the idle server first: the floor that HTTP (and this client) set by themselves. */
+  idle: HealthLoad;
+};
+
+/**
+ * 64 keep-alive connections each send HEALTH_REQUESTS requests, one every HEALTH_INTERVAL_MS (640 requests/s
+ * in all, ~5 s). Paced rather than back-to-back: a closed loop of 64 connections saturates the HTTP stack
+ * (client included) and its p99 is then just 64 / throughput, not how long a probe waits.
+ */
+async function healthLoad(healthUrl: string, requestsPerConnection = HEALTH_REQUESTS): Promise<HealthLoad> {
+  // One agent of one socket per connection: each connection then carries exactly its own 51 requests
+  // (a shared pool hands out sockets LIFO, so a few would carry most requests and hit llama-server's
+  // keep-alive limit of 100 requests per connection).
+  const agents = Array.from({ length: HEALTH_CONNECTIONS }, () => new http.Agent({ keepAlive: true, maxSockets: 1 }));
+  try {
+    // Open the keep-alive connections first: connection setup is not what this measures.
+    await Promise.all(agents.map((agent) => getStatus(healthUrl, agent).catch(() => 0)));
+    const t0 = performance.now();
+    const perConnection = await Promise.all(agents.map((agent, c) =>
+      pacedProbes(healthUrl, agent, t0 + (c * HEALTH_INTERVAL_MS) / HEALTH_CONNECTIONS, requestsPerConnection)));
+    const latencies = perConnection.flatMap((p) => p.latencies);
+    return {
+      p50Ms: quantile(latencies, 0.5), p99Ms: quantile(latencies, 0.99), maxMs: Math.max(...latencies), requests: latencies.length,
+      seconds: (performance.now() - t0) / 1000, non200: sum(perConnection.map((p) => p.non200)),
+      reconnects: sum(perConnection.map((p) => p.reconnects)), timeouts: sum(perConnection.map((p) => p.timeouts)),
+    };
+  } finally {
+    for (const agent of agents) agent.destroy();
+  }
+}
+
+/** /health under load on the idle server, then again once a long generation is decoding. */
+export async function measureHealth(chat: ChatTarget, healthUrl: string): Promise<HealthResult> {
+  // One second of the same load first, unrecorded: the first requests of a process pay for JIT and lazy setup.
+  await healthLoad(healthUrl, 10);
+  const idle = await healthLoad(healthUrl);
+  const stop = new AbortController();
+  let decoding!: () => void;
+  const started = new Promise<void>((resolve) => { decoding = resolve; });
+  let finished = false;
+  const generation = chat.generate({
+    messages: [{ role: "user", content: decodePrompt(99) }], maxTokens: 2048, ignoreEos: true, seed: 5, signal: stop.signal, timeoutMs: 300_000, onFirstContent: () => decoding(),
+  }).then(() => { finished = true; }, (error: unknown) => {
+    finished = true;
+    if (!stop.signal.aborted) throw error;
+  });
+  try {
+    await Promise.race([started, generation, rejectAfter(60_000, `${chat.name}: the background generation produced no token within 60 s`, started)]);
+    const load = await healthLoad(healthUrl);
+    return { ...load, generatingThroughout: !finished, idle };
+  } finally {
+    stop.abort();
+    await generation;
+  }
+}
+
+/** Rejects after `ms` unless `until` settles first (then it never settles, holding no timer). */
+function rejectAfter(ms: number, message: string, until: Promise<unknown>): Promise<never> {
+  return new Promise<never>((_, reject) => {
+    const timer = setTimeout(() => reject(new Error(message)), ms);
+    void until.then(() => clearTimeout(timer), () => clearTimeout(timer));
+  });
+}
+
+function isConnectionClosed(error: unknown): boolean {
+  const e = error as { code?: string; message?: string };
+  return e.code === "ECONNRESET" || e.message === "socket hang up";
+}
+
+/** One connection's probes: a request every HEALTH_INTERVAL_MS from `firstAt` (staggered across connections). */
+type ProbeStats = { latencies: number[]; non200: number; reconnects: number; timeouts: number };
+
+async function pacedProbes(url: string, agent: http.Agent, firstAt: number, requests: number): Promise<ProbeStats> {
+  const latencies: number[] = [];
+  let non200 = 0;
+  let reconnects = 0;
+  let timeouts = 0;
+  const giveUpAt = firstAt + 3 * requests * HEALTH_INTERVAL_MS; // bounded even if the server stalls
+  for (let n = 0; n < requests && performance.now() < giveUpAt; n++) {
+    const wait = firstAt + n * HEALTH_INTERVAL_MS - performance.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    const t0 = performance.now();
+    const status = await getStatus(url, agent, HEALTH_TIMEOUT_MS).catch((error: unknown) => {
+      // The server may close a kept-alive connection just as it is reused; a client then reconnects,
+      // and that latency (reconnect included) is what this request cost.
+      if (!isConnectionClosed(error)) throw error;
+      reconnects++;
+      return getStatus(url, agent, HEALTH_TIMEOUT_MS);
+    }).catch((error: unknown) => {
+      // A server that leaves a connection waiting (llama-server can, with many kept-alive connections)
+      // gets the timeout as that request's latency, instead of failing the whole metric.
+      if (!(error instanceof RequestTimeoutError)) throw error;
+      timeouts++;
+      return 0;
+    });
+    if (status !== 200 && status !== 0) non200++;
+    latencies.push(performance.now() - t0);
+  }
+  return { latencies, non200, reconnects, timeouts };
+}
