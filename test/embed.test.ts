@@ -64,3 +64,15 @@ t.test("accented Spanish and Bora text tokenizes with the real WordPiece vocabul
   t.equal(a.promptTokens, b.promptTokens);
 });
 
+
+t.test("without the native addon: node-llama-cpp's embedding context gives the same vectors", async (t) => {
+  t.equal(service.engines.embed.describe().backend, "native-batched");
+  const fallback = await startTestService({ EMBED_NATIVE: "false" });
+  t.teardown(() => fallback.close());
+  t.equal(fallback.engines.embed.describe().backend, "node-llama-cpp");
+  const long = "palabra ".repeat(1500);
+  const [native, plain] = await Promise.all([service.engines.embed.embed([...texts, long]), fallback.engines.embed.embed([...texts, long])]);
+  t.equal(plain.truncated, 1);
+  t.equal(plain.promptTokens, native.promptTokens, "same token counts: [CLS] and [SEP] included");
+  native.embeddings.forEach((v, i) => t.ok(maxDiff(v, plain.embeddings[i]!) < 1e-4, `text ${i}`));
+});

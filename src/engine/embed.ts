@@ -208,10 +208,12 @@ class LlamaCppBackend implements PoolingBackend {
 
   static async load(llama: Llama, options: EmbedEngineOptions): Promise<LlamaCppBackend> {
     const model = await llama.loadModel({ modelPath: options.modelPath, gpuLayers: options.gpuLayers });
-    const contextSize = Math.min(model.trainContextSize, options.batchTokens);
+    const usable = Math.min(model.trainContextSize, options.batchTokens);
     try {
-      const context = await model.createEmbeddingContext({ contextSize, batchSize: contextSize, threads: options.threads });
-      return new LlamaCppBackend(model, context, contextSize);
+      // node-llama-cpp wants an input strictly shorter than the context: one spare slot lets a text of
+      // the model's full length through, as on the native path.
+      const context = await model.createEmbeddingContext({ contextSize: usable + 1, batchSize: usable + 1, threads: options.threads });
+      return new LlamaCppBackend(model, context, usable);
     } catch (error) {
       await model.dispose();
       throw error;
@@ -223,11 +225,14 @@ class LlamaCppBackend implements PoolingBackend {
   }
 
   get contextTokens(): number {
-    return this.model.trainContextSize;
+    return this.batchTokens;
   }
 
+  /** [CLS] text [SEP], as llama.cpp adds them for embeddings (and as the native path returns them). */
   tokenize(text: string): Uint32Array {
-    return Uint32Array.from(this.model.tokenize(text, true));
+    const { bos, eos } = this.model.tokens;
+    const inner = this.model.tokenize(text, true);
+    return Uint32Array.from([...(bos === null ? [] : [bos]), ...inner, ...(eos === null ? [] : [eos])]);
   }
 
   async pool(tokenLists: readonly Uint32Array[]): Promise<Float32Array[]> {
