@@ -198,10 +198,6 @@ export class ChatEngine {
     return contextText.tokenize(this.model.tokenizer);
   }
 
-  detokenize(tokens: readonly Token[]): string {
-    return this.model.detokenize(tokens, true);
-  }
-
   /** Validates a request against the model (prompt length, grammar) without taking a slot. */
   async prepare(request: GenerateRequest): Promise<PreparedGeneration> {
     if (this.closed) throw new EngineError("shutting_down", "The service is shutting down.", 503, undefined, 5);
@@ -347,7 +343,7 @@ export class ChatEngine {
     });
     const penalties = request.repeatPenalty !== undefined || request.presencePenalty !== undefined || request.frequencyPenalty !== undefined;
     try {
-      const response = await chat.generateResponse(toChatHistory(request.messages, true), {
+      const response = await chat.generateResponse(toChatHistory(request.messages), {
         maxTokens: request.maxTokens,
         temperature: request.temperature,
         topP: request.topP,
@@ -441,14 +437,14 @@ function sharedPrefixLength(sequence: LlamaContextSequence, prompt: Token[]): nu
   return sequence.compareContextTokens(prompt).firstDifferentIndex;
 }
 
-export function toChatHistory(messages: readonly ChatMessage[], forGeneration = true): ChatHistoryItem[] {
+export function toChatHistory(messages: readonly ChatMessage[]): ChatHistoryItem[] {
   const history: ChatHistoryItem[] = messages.map((m): ChatHistoryItem => {
     if (m.role === "system") return { type: "system", text: m.content };
     if (m.role === "user") return { type: "user", text: m.content };
     return { type: "model", response: [m.content] };
   });
   // The open assistant turn the model answers in (add_generation_prompt in transformers' terms).
-  if (forGeneration) history.push({ type: "model", response: [] });
+  history.push({ type: "model", response: [] });
   return history;
 }
 

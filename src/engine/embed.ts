@@ -250,4 +250,3 @@ class LlamaCppBackend implements PoolingBackend {
   }
 }
 
-export { EngineError };
