@@ -335,7 +335,8 @@ export class ChatEngine {
     const started = performance.now();
     let firstTokenMs: number | null = null;
     let sawThought = false;
-    let contentStarted = false;
+    // The answer as streamed: the non-streamed text is the same string, so the two cannot differ.
+    let content = "";
     const chat = new LlamaChat({
       contextSequence: sequence,
       chatWrapper: request.enableThinking ? this.wrappers.thinking : this.wrappers.noThinking,
@@ -363,9 +364,9 @@ export class ChatEngine {
           firstTokenMs ??= performance.now() - started;
           if (chunk.type === undefined) {
             // Qwen3 writes "\n\n" between </think> and the answer; its template strips it, so do we.
-            const text = sawThought && !contentStarted ? chunk.text.replace(/^\n+/, "") : chunk.text;
+            const text = sawThought && content === "" ? chunk.text.replace(/^\n+/, "") : chunk.text;
             if (text === "") return;
-            contentStarted = true;
+            content += text;
             request.onDelta?.({ kind: "content", text });
           } else if (chunk.segmentType === "thought") {
             sawThought = true;
@@ -376,7 +377,7 @@ export class ChatEngine {
       const used = sequence.tokenMeter.diff(meterBefore);
       const thoughts = response.fullResponse.flatMap((item) => typeof item !== "string" && item.segmentType === "thought" ? [item.text] : []);
       return {
-        text: thoughts.length > 0 ? response.response.replace(/^\n+/, "") : response.response,
+        text: content,
         reasoning: request.enableThinking ? thoughts.join("") : null,
         // One logits row is read per sampled token, so the output meter counts exactly the tokens generated.
         tokensGenerated: used.usedOutputTokens,
