@@ -18,61 +18,12 @@ import {
 import { EngineError, invalidRequest } from "./errors.js";
 import { toGrammarSchema } from "./jsonSchemaGrammar.js";
 
-export type ChatRole = "system" | "user" | "assistant";
-export type ChatMessage = { role: ChatRole; content: string };
+import type { ChatMessage, GenerateRequest, GenerationResult, ResponseFormat } from "./chat/types.js";
 
-export type ResponseFormat =
-  | { type: "text" }
-  | { type: "json_object" }
-  | { type: "json_schema"; schema: Record<string, unknown> };
-
-export type GenerateRequest = {
-  messages: readonly ChatMessage[];
-  /** Omitted: what the context leaves after the prompt, at most DEFAULT_MAX_TOKENS. */
-  maxTokens?: number;
-  /** How the caller's API names the token limit, for error messages (`max_new_tokens`, `max_tokens`). */
-  maxTokensField?: string;
-  temperature: number;
-  topP: number;
-  topK?: number;
-  minP?: number;
-  seed?: number;
-  stop?: readonly string[];
-  repeatPenalty?: number;
-  presencePenalty?: number;
-  frequencyPenalty?: number;
-  responseFormat?: ResponseFormat;
-  /** Never sample an end-of-generation token (llama-server's ignore_eos): runs to maxTokens. */
-  ignoreEos?: boolean;
-  enableThinking: boolean;
-  /** Aborts waiting or generating: the slot is freed within one token. */
-  signal?: AbortSignal;
-  /** Receives text as it is generated; never splits a character. */
-  onDelta?: (delta: GenerationDelta) => void;
-};
+export type * from "./chat/types.js";
 
 export const DEFAULT_MAX_TOKENS = 4096;
 const PREFIX_SIMILARITY = 0.1;
-
-export type GenerationDelta = { kind: "content" | "reasoning"; text: string };
-
-export type FinishReason = "stop" | "length";
-
-export type GenerationResult = {
-  text: string;
-  /** The thought segment when thinking was enabled, else null. */
-  reasoning: string | null;
-  /** Tokens the model sampled for this request (thoughts and the end token included). */
-  tokensGenerated: number;
-  promptTokens: number;
-  /** Prompt tokens that were already in the slot's KV cache and were not evaluated again. */
-  cachedPromptTokens: number;
-  /** Tokens decoded for this request (prompt tokens not cached, and generated tokens fed back). */
-  evaluatedTokens: number;
-  finishReason: FinishReason;
-  slot: number;
-  timings: { queueMs: number; firstTokenMs: number | null; totalMs: number };
-};
 
 export type ChatEngineOptions = {
   modelPath: string;
@@ -379,6 +330,8 @@ export class ChatEngine {
       return {
         text: content,
         reasoning: request.enableThinking ? thoughts.join("") : null,
+        toolCalls: [],
+        logprobs: null,
         // One logits row is read per sampled token, so the output meter counts exactly the tokens generated.
         tokensGenerated: used.usedOutputTokens,
         promptTokens: prompt.length,

@@ -45,7 +45,7 @@ export const llmRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = asy
 
     const sse = startSse(reply);
     try {
-      const result = await chat.run(prepared, (d) => sse.send({ text: d.text }, d.kind === "content" ? "delta" : "reasoning"));
+      const result = await chat.run(prepared, (d) => { if (d.kind === "content" || d.kind === "reasoning") sse.send({ text: d.text }, d.kind === "content" ? "delta" : "reasoning"); });
       sse.send(toResponse(result), "done");
     } catch (error) {
       const e = toErrorPayload(error);

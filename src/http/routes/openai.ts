@@ -83,7 +83,7 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
     });
     try {
       sse.send(chunk({ role: "assistant", content: "" }));
-      const r = await chat.run(prepared, (d) => sse.send(chunk(d.kind === "content" ? { content: d.text } : { reasoning_content: d.text })));
+      const r = await chat.run(prepared, (d) => { if (d.kind === "content" || d.kind === "reasoning") sse.send(chunk(d.kind === "content" ? { content: d.text } : { reasoning_content: d.text })); });
       sse.send(chunk({}, r.finishReason));
       if (body.stream_options?.include_usage) {
         sse.send({ id, object: "chat.completion.chunk", created, model: chat.modelName, choices: [], usage: usageOf(r) });

@@ -17,7 +17,7 @@ export const GenerateResponseSchema = Type.Object({
   answer: Type.String({ description: "The answer, without any <think> block" }),
   model: Type.String({ description: "The loaded model's name" }),
   tokens_generated: Type.Integer({ description: "Tokens the model generated (thinking included), never above max_new_tokens" }),
-  finish_reason: Type.Union([Type.Literal("stop"), Type.Literal("length")]),
+  finish_reason: Type.Union([Type.Literal("stop"), Type.Literal("length"), Type.Literal("tool_calls")]),
   reasoning: Type.Optional(Type.String({ description: "The thinking, when enable_thinking was true" })),
   usage: Type.Object({
     prompt_tokens: Type.Integer(),

@@ -26,7 +26,7 @@ export const ChatCompletionBodySchema = Type.Object({
 }, { $id: "ChatCompletionRequest" });
 export type ChatCompletionBody = Static<typeof ChatCompletionBodySchema>;
 
-const FinishReason = Type.Union([Type.Literal("stop"), Type.Literal("length")]);
+const FinishReason = Type.Union([Type.Literal("stop"), Type.Literal("length"), Type.Literal("tool_calls")]);
 
 export const ChatCompletionSchema = Type.Object({
   id: Type.String(),
