@@ -1,36 +1,101 @@
-// Command-line flags of `npm run bench`.
+// Command-line flags of `npm run bench`, and the workload sizes they select.
 import os from "node:os";
 
-export const METRICS = ["decode", "aggregate", "ttft", "embed", "health"] as const;
+/**
+ * decode: single stream on the 1.7B-shaped model; aggregate: 4 and 8 concurrent clients; ttft: cold and
+ * warm prefix; late: first token of a request arriving while 3 stream; health: /health under load while
+ * generating; embed: throughput (1×256, 32×8) and one short text's latency (alone, and while generating);
+ * tiny: overhead-bound single-stream decode on a tiny Qwen3 (separate server processes on both sides).
+ */
+export const METRICS = ["decode", "aggregate", "ttft", "late", "health", "embed", "tiny"] as const;
 export type MetricName = (typeof METRICS)[number];
+
+export const ENGINES = ["native", "node-llama-cpp"] as const;
+export type EnginePath = (typeof ENGINES)[number];
+
+/** How much work each metric does; `--quick` shrinks it so a smoke run takes a few minutes. */
+export type Workload = Readonly<{
+  /** Measured repetitions of each metric within one run (the median is the run's value). */
+  repetitions: number;
+  /** Tokens per stream for single-stream and aggregate decode on the 1.7B-shaped model. */
+  decodeTokens: number;
+  /** Tokens of the overhead-bound single stream on the tiny model. */
+  tinyTokens: number;
+  /** Tokens each of the 3 background streams of the late-arrival metric generates. */
+  lateStreamTokens: number;
+  /** /health requests per connection (one every 100 ms) in each load phase. */
+  healthRequestsPerConnection: number;
+  /** Single-text embedding requests timed per latency measurement. */
+  embedLatencyRequests: number;
+  /** Measured repetitions re-run when other processes took the CPU meanwhile. */
+  interferenceRepeats: number;
+}>;
+
+const FULL: Workload = { repetitions: 3, decodeTokens: 128, tinyTokens: 512, lateStreamTokens: 128, healthRequestsPerConnection: 50, embedLatencyRequests: 30, interferenceRepeats: 2 };
+const QUICK: Workload = { repetitions: 1, decodeTokens: 64, tinyTokens: 512, lateStreamTokens: 64, healthRequestsPerConnection: 20, embedLatencyRequests: 10, interferenceRepeats: 0 };
 
 export type BenchOptions = Readonly<{
   only: ReadonlySet<MetricName>;
-  /** One repetition per metric instead of three (for development; numbers are noisier). */
+  /** Fewer tokens, requests and repetitions (for development; numbers are indicative only). */
   quick: boolean;
-  repetitions: number;
-  /** Same count for both servers: the CPUs this process may run on. */
+  workload: Workload;
+  /** Whole comparisons (both servers, every metric) run back to back; ratios are reported as median and min–max. */
+  runs: number;
+  /** Our chat engine path (LLM_ENGINE); undefined leaves the service's default. */
+  engine: EnginePath | undefined;
+  /** Same count for both servers: the CPUs this process may use. */
   threads: number;
   /** Upper bound on waiting for other processes' CPU load to settle before each server starts. */
   quietWaitSeconds: number;
+  /** Rewrite the README's table (only ever for a full run of every metric on the real bench models). */
+  readme: boolean;
 }>;
 
-const USAGE = `usage: npm run bench -- [--only=${METRICS.join(",")}] [--quick] [--quiet-wait=SECONDS]`;
+const USAGE = `usage: npm run bench -- [--runs=N] [--engine=${ENGINES.join("|")}] [--quick] [--only=${METRICS.join(",")}] [--quiet-wait=SECONDS] [--no-readme]`;
+
+/** Accepts both `--flag=value` and `--flag value`. */
+function splitFlags(argv: readonly string[]): [string, string | undefined][] {
+  const out: [string, string | undefined][] = [];
+  const takesValue = new Set(["--runs", "--engine", "--only", "--quiet-wait"]);
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    const eq = arg.indexOf("=");
+    if (eq > 0) out.push([arg.slice(0, eq), arg.slice(eq + 1)]);
+    else if (takesValue.has(arg)) {
+      const value = argv[i + 1];
+      if (value === undefined) throw new Error(`${arg} needs a value\n${USAGE}`);
+      out.push([arg, value]);
+      i++;
+    } else out.push([arg, undefined]);
+  }
+  return out;
+}
 
 export function parseArgs(argv: readonly string[]): BenchOptions {
   let only: Set<MetricName> = new Set(METRICS);
   let quick = false;
-  let quietWaitSeconds = 90;
-  for (const arg of argv) {
-    if (arg === "--quick") quick = true;
-    else if (arg.startsWith("--only=")) only = parseOnly(arg.slice("--only=".length));
-    else if (arg.startsWith("--quiet-wait=")) quietWaitSeconds = parseSeconds(arg.slice("--quiet-wait=".length));
-    else if (arg === "--help" || arg === "-h") {
+  let runs = 1;
+  let engine: EnginePath | undefined;
+  let quietWaitSeconds: number | undefined;
+  let readme = true;
+  for (const [flag, value] of splitFlags(argv)) {
+    if (flag === "--quick") quick = true;
+    else if (flag === "--no-readme") readme = false;
+    else if (flag === "--only") only = parseOnly(value ?? "");
+    else if (flag === "--quiet-wait") quietWaitSeconds = parseSeconds(value ?? "");
+    else if (flag === "--runs") runs = parseRuns(value ?? "");
+    else if (flag === "--engine") engine = parseEngine(value ?? "");
+    else if (flag === "--help" || flag === "-h") {
       console.log(USAGE);
       process.exit(0);
-    } else throw new Error(`unknown argument '${arg}'\n${USAGE}`);
+    } else throw new Error(`unknown argument '${flag}'\n${USAGE}`);
   }
-  return Object.freeze({ only, quick, repetitions: quick ? 1 : 3, threads: os.availableParallelism(), quietWaitSeconds });
+  return Object.freeze({
+    only, quick, workload: quick ? QUICK : FULL, runs, engine, threads: os.availableParallelism(),
+    // A quick run is a smoke test: it does not wait long for a busy machine to calm down.
+    quietWaitSeconds: quietWaitSeconds ?? (quick ? 10 : 90),
+    readme,
+  });
 }
 
 function parseOnly(list: string): Set<MetricName> {
@@ -42,6 +107,17 @@ function parseOnly(list: string): Set<MetricName> {
 
 function parseSeconds(text: string): number {
   const value = Number(text);
-  if (!Number.isFinite(value) || value < 0) throw new Error(`--quiet-wait takes a number of seconds; got '${text}'`);
+  if (text === "" || !Number.isFinite(value) || value < 0) throw new Error(`--quiet-wait takes a number of seconds; got '${text}'`);
   return value;
+}
+
+function parseRuns(text: string): number {
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 1 || value > 20) throw new Error(`--runs takes a whole number from 1 to 20; got '${text}'`);
+  return value;
+}
+
+function parseEngine(text: string): EnginePath {
+  if (!(ENGINES as readonly string[]).includes(text)) throw new Error(`--engine takes ${ENGINES.join(" or ")}; got '${text}'`);
+  return text as EnginePath;
 }

@@ -5,7 +5,7 @@ import { spawn } from "node:child_process";
 import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { ensureBenchSourceModels } from "../../scripts/make-test-models.ts";
+import { ensureBenchSourceModels, ensureModel, TEST_CHAT_SHAPE, TEST_EMBED_SHAPE } from "../../scripts/make-test-models.ts";
 import { llamaCppTag, nodeLlamaCppDir, projectRoot } from "../../scripts/lib/llama-source.ts";
 import { progress } from "./log.ts";
 
@@ -23,7 +23,15 @@ const CMAKE_CONFIGURE = [
 const CMAKE_TARGETS = ["llama-server", "llama-quantize"];
 
 export type LlamaBuild = { tag: string; commit: string; server: string; quantize: string };
-export type BenchModels = { chat: string; chatF16: string; embed: string };
+export type BenchModels = {
+  chat: string; chatF16: string; embed: string;
+  /** The test suite's tiny Qwen3 (64 wide, 2 layers): decoding it is bound by per-token overhead, not by the kernels. */
+  tinyChat: string;
+  /** The tiny BERT our tiny-model server loads beside it (our service always loads an embedding model). */
+  tinyEmbed: string;
+  /** BENCH_CHAT_MODEL / BENCH_EMBED_MODEL replaced the bench models: a harness check, not a benchmark. */
+  overridden: boolean;
+};
 
 type BuildStamp = { tag: string; commit: string; configure: string[] };
 
@@ -167,8 +175,11 @@ async function ensureQuantized(build: LlamaBuild, f16: string): Promise<string> 
 export async function ensureBenchModels(build: LlamaBuild): Promise<BenchModels> {
   const chatOverride = process.env["BENCH_CHAT_MODEL"];
   const embedOverride = process.env["BENCH_EMBED_MODEL"];
-  if (chatOverride && embedOverride) return { chat: path.resolve(chatOverride), chatF16: path.resolve(chatOverride), embed: path.resolve(embedOverride) };
+  const [tinyChat, tinyEmbed] = await Promise.all([ensureModel(TEST_CHAT_SHAPE), ensureModel(TEST_EMBED_SHAPE)]);
+  if (chatOverride && embedOverride) {
+    return { chat: path.resolve(chatOverride), chatF16: path.resolve(chatOverride), embed: path.resolve(embedOverride), tinyChat, tinyEmbed, overridden: true };
+  }
   const source = await ensureBenchSourceModels();
   const chat = await ensureQuantized(build, source.chatF16);
-  return { chat, chatF16: source.chatF16, embed: source.embed };
+  return { chat, chatF16: source.chatF16, embed: source.embed, tinyChat, tinyEmbed, overridden: false };
 }

@@ -8,16 +8,17 @@ import { median, quantile, sum } from "./stats.ts";
 import type { ChatTarget, EmbedTarget, StreamResult } from "./targets.ts";
 import { decodePrompt, question, spanishSentences, systemPrompt } from "./workload.ts";
 
-export const DECODE_TOKENS = 128;
-export const AGGREGATE_CLIENTS = 4;
 export const EMBED_TEXTS = 256;
 export const EMBED_CLIENTS = 32;
 export const HEALTH_CONNECTIONS = 64;
-/** Per connection: 50 requests, one every 100 ms (5 s; a slow answer delays that connection's next one). */
-const HEALTH_REQUESTS = 50;
+/** Background streams the late request arrives among. */
+export const LATE_STREAMS = 3;
+/** Per connection: one request every 100 ms (a slow answer delays that connection's next one). */
 const HEALTH_INTERVAL_MS = 100;
 const HEALTH_TIMEOUT_MS = 5000;
 const TTFT_MAX_TOKENS = 8;
+/** The long generation that health and embedding latency are measured under (cancelled once they are done). */
+const BACKGROUND_TOKENS = 1024;
 
 function firstContent(r: StreamResult, label: string): number {
   if (r.firstContentAtMs === null) throw new Error(`${label}: no content event in the stream`);
@@ -36,64 +37,64 @@ function checkTokens(r: StreamResult, want: number, label: string): void {
   if (r.tokens !== want) throw new Error(`${label}: generated ${r.tokens} tokens, expected ${want} (ignore_eos not honoured?)`);
 }
 
-// ---- 1. single-stream decode ----------------------------------------------------------------------------
+// ---- 1. single-stream decode (the 1.7B-shaped model, and the tiny overhead-bound one) -------------------
 
 export type DecodeRun = { tokPerS: number; tokens: number; promptTokens: number; serverTokPerS: number | null };
-export type DecodeResult = { tokPerS: number; runs: DecodeRun[] };
+export type DecodeResult = { tokPerS: number; tokens: number; runs: DecodeRun[] };
 
-export async function measureDecode(chat: ChatTarget, reps: number, guard: InterferenceGuard): Promise<DecodeResult> {
+export async function measureDecode(chat: ChatTarget, tokens: number, reps: number, guard: InterferenceGuard, label = "decode"): Promise<DecodeResult> {
   const messages = [{ role: "user" as const, content: decodePrompt(0) }];
   await chat.generate({ messages, maxTokens: 32, ignoreEos: true, seed: 1 }); // warm-up
   const runs: DecodeRun[] = [];
   for (let i = 0; i < reps; i++) {
-    const r = await guard.measure(`${chat.name} decode ${i + 1}`, () => chat.generate({ messages, maxTokens: DECODE_TOKENS, ignoreEos: true, seed: 100 + i }));
-    checkTokens(r, DECODE_TOKENS, `${chat.name} decode`);
-    const run = { tokPerS: streamDecodeRate(r, `${chat.name} decode`), tokens: r.tokens, promptTokens: r.promptTokens, serverTokPerS: r.serverDecodeTokPerS };
+    const r = await guard.measure(`${chat.name} ${label} ${i + 1}`, () => chat.generate({ messages, maxTokens: tokens, ignoreEos: true, seed: 100 + i }));
+    checkTokens(r, tokens, `${chat.name} ${label}`);
+    const run = { tokPerS: streamDecodeRate(r, `${chat.name} ${label}`), tokens: r.tokens, promptTokens: r.promptTokens, serverTokPerS: r.serverDecodeTokPerS };
     runs.push(run);
-    progress(`  ${chat.name} decode ${i + 1}/${reps}: ${run.tokPerS.toFixed(2)} tok/s` + (run.serverTokPerS !== null ? ` (server-reported ${run.serverTokPerS.toFixed(2)})` : ""));
+    progress(`  ${chat.name} ${label} ${i + 1}/${reps}: ${run.tokPerS.toFixed(2)} tok/s` + (run.serverTokPerS !== null ? ` (server-reported ${run.serverTokPerS.toFixed(2)})` : ""));
   }
-  return { tokPerS: median(runs.map((r) => r.tokPerS)), runs };
+  return { tokPerS: median(runs.map((r) => r.tokPerS)), tokens, runs };
 }
 
-// ---- 2. aggregate decode, 4 concurrent clients -----------------------------------------------------------
+// ---- 2. aggregate decode, N concurrent clients -----------------------------------------------------------
 
 export type AggregateClient = { firstTokenMs: number; finishedMs: number; promptTokens: number; cachedPromptTokens: number };
 export type AggregateRun = {
   tokPerS: number; tokens: number; decodeWindowMs: number; wallMs: number; firstTokenSpreadMs: number;
-  /** Per client, times from the moment the 4 requests were sent: shows a request that had to wait. */
+  /** Per client, times from the moment the requests were sent: shows a request that had to wait. */
   clients: AggregateClient[];
 };
-export type AggregateResult = { tokPerS: number; runs: AggregateRun[] };
+export type AggregateResult = { clients: number; tokPerS: number; runs: AggregateRun[] };
 
-function concurrentStreams(chat: ChatTarget, maxTokens: number, seedBase: number): Promise<StreamResult[]> {
-  return Promise.all(Array.from({ length: AGGREGATE_CLIENTS }, (_, c) =>
+function concurrentStreams(chat: ChatTarget, clients: number, maxTokens: number, seedBase: number): Promise<StreamResult[]> {
+  return Promise.all(Array.from({ length: clients }, (_, c) =>
     chat.generate({ messages: [{ role: "user", content: decodePrompt(c + 1) }], maxTokens, ignoreEos: true, seed: seedBase + c })));
 }
 
-export async function measureAggregate(chat: ChatTarget, reps: number, guard: InterferenceGuard): Promise<AggregateResult> {
-  await concurrentStreams(chat, 8, 1); // warm-up: every slot has run once
+export async function measureAggregate(chat: ChatTarget, clients: number, tokens: number, reps: number, guard: InterferenceGuard): Promise<AggregateResult> {
+  await concurrentStreams(chat, clients, 8, 1); // warm-up: every slot used has run once
   const runs: AggregateRun[] = [];
   for (let i = 0; i < reps; i++) {
     let started = 0;
-    const results = await guard.measure(`${chat.name} aggregate ${i + 1}`, () => {
+    const results = await guard.measure(`${chat.name} aggregate×${clients} ${i + 1}`, () => {
       started = performance.now();
-      return concurrentStreams(chat, DECODE_TOKENS, 1000 + 10 * i);
+      return concurrentStreams(chat, clients, tokens, 1000 + 10 * i);
     });
-    results.forEach((r) => checkTokens(r, DECODE_TOKENS, `${chat.name} aggregate`));
-    const firsts = results.map((r) => firstContent(r, `${chat.name} aggregate`));
+    results.forEach((r) => checkTokens(r, tokens, `${chat.name} aggregate×${clients}`));
+    const firsts = results.map((r) => firstContent(r, `${chat.name} aggregate×${clients}`));
     const last = Math.max(...results.map((r) => r.finishedAtMs));
     // The decode phase runs from the first token any client saw to the last token of all; each client's
     // first token is excluded, as in the single-stream rate.
     const decodeWindowMs = last - Math.min(...firsts);
-    const tokens = sum(results.map((r) => r.tokens - 1));
-    const clients = results.map((r, c) => ({
+    const generated = sum(results.map((r) => r.tokens - 1));
+    const perClient = results.map((r, c) => ({
       firstTokenMs: (firsts[c] ?? Number.NaN) - started, finishedMs: r.finishedAtMs - started, promptTokens: r.promptTokens, cachedPromptTokens: r.cachedPromptTokens,
     }));
-    const run = { tokPerS: tokens / (decodeWindowMs / 1000), tokens, decodeWindowMs, wallMs: last - started, firstTokenSpreadMs: Math.max(...firsts) - Math.min(...firsts), clients };
+    const run = { tokPerS: generated / (decodeWindowMs / 1000), tokens: generated, decodeWindowMs, wallMs: last - started, firstTokenSpreadMs: Math.max(...firsts) - Math.min(...firsts), clients: perClient };
     runs.push(run);
-    progress(`  ${chat.name} aggregate ${i + 1}/${reps}: ${run.tokPerS.toFixed(2)} tok/s over ${AGGREGATE_CLIENTS} clients (first tokens spread over ${run.firstTokenSpreadMs.toFixed(0)} ms)`);
+    progress(`  ${chat.name} aggregate ${i + 1}/${reps}: ${run.tokPerS.toFixed(2)} tok/s over ${clients} clients (first tokens spread over ${run.firstTokenSpreadMs.toFixed(0)} ms)`);
   }
-  return { tokPerS: median(runs.map((r) => r.tokPerS)), runs };
+  return { clients, tokPerS: median(runs.map((r) => r.tokPerS)), runs };
 }
 
 // ---- 3. time to first token, cold and warm prefix -------------------------------------------------------
@@ -126,6 +127,54 @@ export async function measureTtft(chat: ChatTarget, reps: number, guard: Interfe
   return { coldMs, warmMs, warmOverCold: warmMs / coldMs, runs };
 }
 
+// ---- 3b. late arrival: first token of a request sent while 3 others stream -------------------------------
+
+/** How long the background streams decode together before the late request is sent. */
+const LATE_DELAY_MS = 1000;
+
+export type LateRun = {
+  ttftMs: number; promptTokens: number;
+  /** Background streams still generating when the late request's first token arrived (all 3 = a fair measurement). */
+  streamsStillRunning: number;
+  /** Background streams' decode rate (tokens over first-to-last), to see whether the late prompt stalled them. */
+  streamTokPerS: number[];
+};
+export type LateResult = { ttftMs: number; runs: LateRun[] };
+
+export async function measureLateArrival(chat: ChatTarget, streamTokens: number, reps: number, guard: InterferenceGuard): Promise<LateResult> {
+  const runs: LateRun[] = [];
+  for (let i = 0; i < reps; i++) {
+    const { late, streams } = await guard.measure(`${chat.name} late arrival ${i + 1}`, async () => {
+      let started = 0;
+      let allStarted!: () => void;
+      const decoding = new Promise<void>((resolve) => { allStarted = resolve; });
+      const background = Array.from({ length: LATE_STREAMS }, (_, c) => chat.generate({
+        messages: [{ role: "user", content: decodePrompt(40 + LATE_STREAMS * i + c) }], maxTokens: streamTokens, ignoreEos: true, seed: 300 + c,
+        onFirstContent: () => { if (++started === LATE_STREAMS) allStarted(); },
+      }));
+      const all = Promise.all(background);
+      await Promise.race([
+        decoding,
+        all.then(() => { throw new Error(`${chat.name}: the ${LATE_STREAMS} background streams ended before all had started`); }),
+        rejectAfter(120_000, `${chat.name}: the ${LATE_STREAMS} background streams did not all start within 120 s`, decoding),
+      ]);
+      await new Promise((r) => setTimeout(r, LATE_DELAY_MS));
+      // A question never sent before: its whole prompt must be read while the others decode.
+      const lateResult = await chat.generate({ messages: [{ role: "user", content: question(5000 + i) }], maxTokens: TTFT_MAX_TOKENS, ignoreEos: true, seed: 400 + i });
+      return { late: lateResult, streams: await all };
+    });
+    const firstAt = firstContent(late, `${chat.name} late arrival`);
+    const run = {
+      ttftMs: firstAt - late.sentAtMs, promptTokens: late.promptTokens,
+      streamsStillRunning: streams.filter((r) => r.finishedAtMs > firstAt).length,
+      streamTokPerS: streams.map((r) => streamDecodeRate(r, `${chat.name} late-arrival stream`)),
+    };
+    runs.push(run);
+    progress(`  ${chat.name} late arrival ${i + 1}/${reps}: first token after ${run.ttftMs.toFixed(0)} ms (${run.promptTokens} prompt tokens; ${run.streamsStillRunning}/${LATE_STREAMS} streams still running)`);
+  }
+  return { ttftMs: median(runs.map((r) => r.ttftMs)), runs };
+}
+
 // ---- 4. embeddings throughput -----------------------------------------------------------------------------
 
 export type EmbedResult = { singleTextsPerS: number; concurrentTextsPerS: number; singleRuns: number[]; concurrentRuns: number[] };
@@ -152,6 +201,65 @@ export async function measureEmbed(target: EmbedTarget, label: string, reps: num
   return { singleTextsPerS: median(singleRuns), concurrentTextsPerS: median(concurrentRuns), singleRuns, concurrentRuns };
 }
 
+// ---- 4b. latency of one short text, alone and while a generation streams ----------------------------------
+
+export type EmbedLatency = { medianMs: number; p90Ms: number; samplesMs: number[] };
+export type EmbedLatencyLoaded = EmbedLatency & { generatingThroughout: boolean };
+
+/** One short text per request, sequentially (the texts differ, the same list on both sides). */
+async function embedLatency(target: EmbedTarget, requests: number): Promise<EmbedLatency> {
+  const texts = spanishSentences(requests + 2, 777);
+  for (const text of texts.slice(0, 2)) await target.embed([text]); // warm-up
+  const samplesMs: number[] = [];
+  for (const text of texts.slice(2)) {
+    const started = performance.now();
+    await target.embed([text]);
+    samplesMs.push(performance.now() - started);
+  }
+  return { medianMs: median(samplesMs), p90Ms: quantile(samplesMs, 0.9), samplesMs };
+}
+
+export async function measureEmbedLatency(target: EmbedTarget, label: string, requests: number, guard: InterferenceGuard): Promise<EmbedLatency> {
+  const result = await guard.measure(`${label} embed latency`, () => embedLatency(target, requests));
+  progress(`  ${label} embed latency, one short text, idle: median ${result.medianMs.toFixed(1)} ms, p90 ${result.p90Ms.toFixed(1)} ms`);
+  return result;
+}
+
+/** The same requests while the chat model streams a long generation in the same server. */
+export async function measureEmbedLatencyWhileGenerating(chat: ChatTarget, target: EmbedTarget, requests: number, guard: InterferenceGuard): Promise<EmbedLatencyLoaded> {
+  const { result, generatingThroughout } = await guard.measure(`${chat.name} embed latency while generating`,
+    () => whileGenerating(chat, () => embedLatency(target, requests)));
+  progress(`  ${chat.name} embed latency, one short text, while generating: median ${result.medianMs.toFixed(1)} ms, p90 ${result.p90Ms.toFixed(1)} ms`);
+  return { ...result, generatingThroughout };
+}
+
+/**
+ * Starts a long generation, runs `work` once its first token arrived, then cancels it (the client
+ * disconnects). Reports whether the generation was still streaming when `work` ended.
+ */
+async function whileGenerating<T>(chat: ChatTarget, work: () => Promise<T>): Promise<{ result: T; generatingThroughout: boolean }> {
+  const stop = new AbortController();
+  let decoding!: () => void;
+  const started = new Promise<void>((resolve) => { decoding = resolve; });
+  let finished = false;
+  const generation = chat.generate({
+    messages: [{ role: "user", content: decodePrompt(99) }], maxTokens: BACKGROUND_TOKENS, ignoreEos: true, seed: 5, signal: stop.signal, timeoutMs: 300_000, onFirstContent: () => decoding(),
+  }).then(() => { finished = true; }, (error: unknown) => {
+    finished = true;
+    if (!stop.signal.aborted) throw error;
+  });
+  try {
+    await Promise.race([started, generation, rejectAfter(60_000, `${chat.name}: the background generation produced no token within 60 s`, started)]);
+    const result = await work();
+    return { result, generatingThroughout: !finished };
+  } finally {
+    stop.abort();
+    await generation;
+    // Give the server a moment to notice the disconnect and free the slot before the next measurement.
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
 // ---- 5. /health latency while a generation streams -------------------------------------------------------
 
 export type HealthLoad = {
@@ -170,12 +278,13 @@ export type HealthResult = HealthLoad & {
 };
 
 /**
- * 64 keep-alive connections each send HEALTH_REQUESTS requests, one every HEALTH_INTERVAL_MS (640 requests/s
- * in all, ~5 s). Paced rather than back-to-back: a closed loop of 64 connections saturates the HTTP stack
- * (client included) and its p99 is then just 64 / throughput, not how long a probe waits.
+ * 64 keep-alive connections each send `requestsPerConnection` requests, one every HEALTH_INTERVAL_MS (640
+ * requests/s in all; 5 s for 50 each). Paced rather than back-to-back: a closed loop of 64 connections
+ * saturates the HTTP stack (client included) and its p99 is then just 64 / throughput, not how long a
+ * probe waits.
  */
-async function healthLoad(healthUrl: string, requestsPerConnection = HEALTH_REQUESTS): Promise<HealthLoad> {
-  // One agent of one socket per connection: each connection then carries exactly its own 51 requests
+async function healthLoad(healthUrl: string, requestsPerConnection: number): Promise<HealthLoad> {
+  // One agent of one socket per connection: each connection then carries exactly its own requests
   // (a shared pool hands out sockets LIFO, so a few would carry most requests and hit llama-server's
   // keep-alive limit of 100 requests per connection).
   const agents = Array.from({ length: HEALTH_CONNECTIONS }, () => new http.Agent({ keepAlive: true, maxSockets: 1 }));
@@ -197,28 +306,12 @@ async function healthLoad(healthUrl: string, requestsPerConnection = HEALTH_REQU
 }
 
 /** /health under load on the idle server, then again once a long generation is decoding. */
-export async function measureHealth(chat: ChatTarget, healthUrl: string): Promise<HealthResult> {
+export async function measureHealth(chat: ChatTarget, healthUrl: string, requestsPerConnection: number): Promise<HealthResult> {
   // One second of the same load first, unrecorded: the first requests of a process pay for JIT and lazy setup.
   await healthLoad(healthUrl, 10);
-  const idle = await healthLoad(healthUrl);
-  const stop = new AbortController();
-  let decoding!: () => void;
-  const started = new Promise<void>((resolve) => { decoding = resolve; });
-  let finished = false;
-  const generation = chat.generate({
-    messages: [{ role: "user", content: decodePrompt(99) }], maxTokens: 2048, ignoreEos: true, seed: 5, signal: stop.signal, timeoutMs: 300_000, onFirstContent: () => decoding(),
-  }).then(() => { finished = true; }, (error: unknown) => {
-    finished = true;
-    if (!stop.signal.aborted) throw error;
-  });
-  try {
-    await Promise.race([started, generation, rejectAfter(60_000, `${chat.name}: the background generation produced no token within 60 s`, started)]);
-    const load = await healthLoad(healthUrl);
-    return { ...load, generatingThroughout: !finished, idle };
-  } finally {
-    stop.abort();
-    await generation;
-  }
+  const idle = await healthLoad(healthUrl, requestsPerConnection);
+  const { result, generatingThroughout } = await whileGenerating(chat, () => healthLoad(healthUrl, requestsPerConnection));
+  return { ...result, generatingThroughout, idle };
 }
 
 /** Rejects after `ms` unless `until` settles first (then it never settles, holding no timer). */

@@ -1,4 +1,5 @@
-// Writes bench/results/: latest.json (+ a timestamped copy), latest.md (the table) and latest.svg (ratios).
+// Writes bench/results/: latest.json (+ a timestamped copy), latest.md (the table, the notes and what each
+// server was given) and latest.svg (ratios); and, for a full run, the README's table.
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { projectRoot } from "../../scripts/lib/llama-source.ts";
@@ -6,14 +7,20 @@ import { markdownTable, type Row } from "./report.ts";
 import { ratioChartSvg } from "./svg.ts";
 
 export const resultsDir = path.join(projectRoot, "bench", "results");
+const readmeFile = path.join(projectRoot, "README.md");
+const README_START = "<!-- bench:start -->";
+const README_END = "<!-- bench:end -->";
 
 export type ResultsFile = {
-  version: 1;
+  version: 2;
   startedAt: string;
   finishedAt: string;
   wallSeconds: number;
+  /** The table: with several runs, medians and each ratio's min–max. */
   rows: Row[];
   notes: string[];
+  /** Command lines and environment each server got: "what flags each side gets". */
+  flags: string[];
   [key: string]: unknown;
 };
 
@@ -40,13 +47,34 @@ function markdownDocument(results: ResultsFile, subtitle: string): string {
     markdownTable(results.rows),
     "",
     ...(results.notes.length > 0 ? ["Notes:", "", ...results.notes.map((n) => `- ${n}`), ""] : []),
+    "What each server got:",
+    "",
+    ...results.flags.map((f) => `- ${f}`),
+    "",
     "![ours / llama-server ratios](latest.svg)",
     "",
   ].join("\n");
 }
 
-/** Thread counts the servers report in their logs, to confirm both really used the same number. */
-export function threadsInLog(logFile: string): string {
+/**
+ * Replaces what lies between the README's bench markers with this run's summary and table. Returns false
+ * (and leaves the file alone) when the markers are missing.
+ */
+export function updateReadme(rows: readonly Row[], summary: string): boolean {
+  const text = readFileSync(readmeFile, "utf8");
+  const start = text.indexOf(README_START);
+  const end = text.indexOf(README_END);
+  if (start < 0 || end < start) return false;
+  const block = `${README_START}\n${summary}\n\n${markdownTable(rows)}\n${README_END}`;
+  writeFileSync(readmeFile, `${text.slice(0, start)}${block}${text.slice(end + README_END.length)}`);
+  return true;
+}
+
+/**
+ * What a server's log says it really ran with (threads; llama-server's flash-attention choice), to confirm
+ * both sides used the same settings.
+ */
+export function settingsInLog(logFile: string): string {
   let text: string;
   try {
     text = readFileSync(logFile, "utf8");
@@ -56,9 +84,14 @@ export function threadsInLog(logFile: string): string {
   // Ours logs pino JSON lines; the chat engine's line carries the context's actual thread count.
   const chatLine = text.split("\n").find((l) => l.includes('"msg":"chat model loaded"'));
   if (chatLine !== undefined) {
-    const threads = (JSON.parse(chatLine) as { threads?: number }).threads;
-    return `chat context threads=${threads ?? "?"}`;
+    try {
+      const fields = JSON.parse(chatLine) as Record<string, unknown>;
+      const shown = ["threads", "engine", "flashAttention"].filter((k) => fields[k] !== undefined).map((k) => `${k}=${String(fields[k])}`);
+      return `chat model loaded: ${shown.join(", ") || "no settings logged"}`;
+    } catch {
+      return "unparsable log line";
+    }
   }
-  const llama = [...new Set([...text.matchAll(/n_threads(?:_batch)? = \d+/g)].map((m) => m[0]))];
+  const llama = [...new Set([...text.matchAll(/n_threads(?:_batch)? = \d+|flash_attn\s*= \w+|Flash Attention was \w+, set to \w+/g)].map((m) => m[0].replace(/\s+/g, " ")))];
   return llama.length > 0 ? llama.join(", ") : "not reported";
 }

@@ -3,10 +3,13 @@
 import path from "node:path";
 import { projectRoot } from "../../scripts/lib/llama-source.ts";
 import { benchCacheDir } from "./artifacts.ts";
+import type { EnginePath } from "./args.ts";
 import type { ServerSpec } from "./processes.ts";
 
-export const CHAT_SLOTS = 4;
-export const CONTEXT_PER_SLOT = 4096;
+/** Slots on both sides: enough for the 8-client aggregate to decode every client together. */
+export const CHAT_SLOTS = 8;
+/** The longest bench request is a ~30-token prompt plus 1,024 generated tokens (health, embed latency). */
+export const CONTEXT_PER_SLOT = 2048;
 /** Prompt-processing batch: our default LLM_BATCH_SIZE, and llama-server's default ubatch. */
 const CHAT_BATCH = 512;
 /** Embeddings: every text of a batch in one ubatch (BERT attention is not causal), 64 texts per batch. */
@@ -17,9 +20,12 @@ const EMBED_CONTEXT_PER_SLOT = 512;
 const logDir = path.join(benchCacheDir, "logs");
 
 export type ServerSetup = { threads: number; port: number };
+/** Which server of a side: the main one (1.7B-shaped chat + MiniLM-shaped embed) or the tiny-model one. */
+export type ServerRole = "main" | "tiny";
 
-export function ourServiceSpec(s: ServerSetup, models: { chat: string; embed: string }): ServerSpec {
-  const env = {
+/** Our service's environment; LLM_ENGINE only when the bench was asked for a path (else the service's default). */
+export function ourServiceSpec(s: ServerSetup, models: { chat: string; embed: string }, engine: EnginePath | undefined, role: ServerRole = "main"): ServerSpec {
+  const env: Record<string, string> = {
     PORT: String(s.port),
     HOST: "127.0.0.1",
     LLM_MODEL: models.chat,
@@ -33,9 +39,10 @@ export function ourServiceSpec(s: ServerSetup, models: { chat: string; embed: st
     EMBED_BATCH_SEQUENCES: String(EMBED_SEQUENCES),
     MODEL_DOWNLOAD: "false",
     LOG_LEVEL: "info",
+    ...(engine === undefined ? {} : { LLM_ENGINE: engine }),
   };
   return {
-    label: "ours",
+    label: role === "main" ? "ours" : "ours tiny",
     // node itself (not npx/tsx wrappers), so the pid is the process whose RSS and CPU are measured.
     command: process.execPath,
     args: ["--import", "tsx", "src/main.ts"],
@@ -43,14 +50,14 @@ export function ourServiceSpec(s: ServerSetup, models: { chat: string; embed: st
     cwd: projectRoot,
     readyUrl: `http://127.0.0.1:${s.port}/ready`,
     readyTimeoutMs: 300_000,
-    logFile: path.join(logDir, "ours.log"),
+    logFile: path.join(logDir, role === "main" ? "ours.log" : "ours-tiny.log"),
   };
 }
 
 /** The environment our service got, for the results file (without the inherited variables). */
 export function ourServiceSettings(spec: ServerSpec): Record<string, string> {
-  const keys = ["LLM_CONTEXT_SIZE", "LLM_PARALLEL", "LLM_BATCH_SIZE", "LLM_THREADS", "LLM_GPU", "EMBED_BATCH_TOKENS", "EMBED_BATCH_SEQUENCES", "LLM_MODEL", "EMBED_MODEL"];
-  return Object.fromEntries(keys.map((k) => [k, spec.env?.[k] ?? ""]));
+  const keys = ["LLM_ENGINE", "LLM_CONTEXT_SIZE", "LLM_PARALLEL", "LLM_BATCH_SIZE", "LLM_THREADS", "LLM_GPU", "EMBED_BATCH_TOKENS", "EMBED_BATCH_SEQUENCES", "LLM_MODEL", "EMBED_MODEL"];
+  return Object.fromEntries(keys.filter((k) => spec.env?.[k] !== undefined).map((k) => [k, spec.env?.[k] ?? ""]));
 }
 
 function llamaServer(binary: string, label: string, s: ServerSetup, args: string[], log: string): ServerSpec {
@@ -65,12 +72,14 @@ function llamaServer(binary: string, label: string, s: ServerSetup, args: string
   };
 }
 
-export function llamaChatSpec(binary: string, s: ServerSetup, model: string): ServerSpec {
+export function llamaChatSpec(binary: string, s: ServerSetup, model: string, role: ServerRole = "main"): ServerSpec {
   // -c is the TOTAL context: without --kv-unified each of the -np slots gets c/np, as our LLM_CONTEXT_SIZE per slot.
-  return llamaServer(binary, "llama-server chat", s, [
+  // --cache-ram 0: no host-RAM prompt cache (default up to 8 GiB), which ours has no counterpart of; both
+  // sides then hold the same things (weights, the slots' KV, compute buffers), so peak RSS compares like for like.
+  return llamaServer(binary, role === "main" ? "llama-server chat" : "llama-server tiny", s, [
     "-m", model, "-c", String(CONTEXT_PER_SLOT * CHAT_SLOTS), "-np", String(CHAT_SLOTS),
-    "-b", String(CHAT_BATCH), "-ub", String(CHAT_BATCH), "--jinja",
-  ], "llama-server-chat.log");
+    "-b", String(CHAT_BATCH), "-ub", String(CHAT_BATCH), "--jinja", "--cache-ram", "0",
+  ], role === "main" ? "llama-server-chat.log" : "llama-server-tiny.log");
 }
 
 export function llamaEmbedSpec(binary: string, s: ServerSetup, model: string): ServerSpec {

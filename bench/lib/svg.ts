@@ -65,10 +65,15 @@ function rowElements(r: Row, i: number): string[] {
   const labelX = r.ratio >= 1 ? x(r.ratio) + 6 : x(r.ratio) - 6;
   out.push(
     `<rect x="${x0}" y="${mid - 10}" width="${w}" height="20" rx="3" fill="${barColor(r)}"/>`,
-    `<text x="${labelX}" y="${mid + 5}" font-size="13" font-weight="bold" text-anchor="${r.ratio >= 1 ? "start" : "end"}" fill="#111">${formatRatio(r.ratio)}${offScale}</text>`,
+    `<text x="${labelX}" y="${mid + 5}" font-size="13" font-weight="bold" text-anchor="${r.ratio >= 1 ? "start" : "end"}" fill="#111">${formatRatio(r.ratio, r.target?.limit)}${offScale}</text>`,
   );
-  const mark = r.target?.ratioMark;
-  if (mark !== null && mark !== undefined) {
+  if (r.spread !== null && r.spread.runs > 1) {
+    // The runs' min–max of the ratio, as a whisker across the bar.
+    const [lo, hi] = [x(r.spread.min), x(r.spread.max)];
+    out.push(`<path d="M ${lo} ${mid - 5} v 10 M ${lo} ${mid} H ${hi} M ${hi} ${mid - 5} v 10" stroke="#222" stroke-width="1.5" fill="none"><title>${r.spread.runs} runs: ${escapeXml(formatRatio(r.spread.min, r.target?.limit))}–${escapeXml(formatRatio(r.spread.max, r.target?.limit))}</title></path>`);
+  }
+  const mark = r.target?.limit;
+  if (mark !== undefined) {
     const mx = x(mark);
     out.push(`<path d="M ${mx} ${mid - 19} l 6 6 l -6 6 l -6 -6 z" fill="#f2b01e" stroke="#222" stroke-width="1"><title>target ${escapeXml(r.target?.text ?? "")}</title></path>`);
   }
@@ -94,6 +99,7 @@ export function ratioChartSvg(rows: readonly Row[], subtitle: string): string {
     ...shown.flatMap(rowElements),
     ...legend,
     `<path d="M ${480} ${legendY - 12} l 6 6 l -6 6 l -6 -6 z" fill="#f2b01e" stroke="#222"/><text x="${492}" y="${legendY}" font-size="12">target (as a ratio)</text>`,
+    `<path d="M 650 ${legendY - 9} v 10 M 650 ${legendY - 4} H 680 M 680 ${legendY - 9} v 10" stroke="#222" stroke-width="1.5" fill="none"/><text x="688" y="${legendY}" font-size="12">min–max over runs</text>`,
     `</svg>`,
     "",
   ].join("\n");
