@@ -4,7 +4,7 @@
 // ours/llama-server ratios, plus bench/results/latest.{json,md,svg} (and, for a full run, the README table).
 //
 //   npm run bench -- [--runs=N] [--engine=native|node-llama-cpp] [--quick] [--only=decode,aggregate,ttft,late,health,embed,tiny]
-//                    [--quiet-wait=SECONDS] [--no-readme]
+//                    [--threads=N] [--quiet-wait=SECONDS] [--no-readme]
 //
 // --runs repeats the whole comparison (both sides, every metric) N times, alternating which side goes first,
 // and reports the median of each value and of each ratio with the ratio's min–max.
@@ -257,6 +257,7 @@ function flagsOf(opts: BenchOptions, build: LlamaBuild, models: BenchModels): st
     `llama-server embed: ${llamaArgs(llamaEmbedSpec(build.server, setup, models.embed))}`,
     `llama-server tiny: ${llamaArgs(llamaChatSpec(build.server, setup, models.tinyChat, "tiny"))}`,
     `both: ${CHAT_SLOTS} slots × ${CONTEXT_PER_SLOT} tokens of context, ${opts.threads} threads (generation and batch), per request ${Object.entries(SAMPLING).map(([k, v]) => `${k}=${v}`).join(" ")} ignore_eos=true, seeded; ours via its seed API (/api/llm/generate, /api/llm/embed), llama-server via /v1/chat/completions and /v1/embeddings; thinking off on both`,
+    "flash attention: llama-server's default (auto: on where the backend supports it, as the CPU does); ours: whatever its engine sets (node-llama-cpp's context default is off)",
   ];
   return flags;
 }
@@ -334,7 +335,7 @@ async function main(): Promise<void> {
   progress(`wrote ${[files.json, files.copy, files.md, files.svg].map((f) => path.relative(projectRoot, f)).join(", ")}`);
 
   // Only a full run of every metric on the real bench models may replace the README's numbers.
-  const full = !opts.quick && !models.overridden && METRICS.every((m) => opts.only.has(m));
+  const full = !opts.quick && !models.overridden && METRICS.every((m) => opts.only.has(m)) && opts.threads === os.availableParallelism();
   if (opts.readme && full) {
     const minutes = (elapsedSeconds() / 60).toFixed(1);
     const command = `npm run bench${opts.runs > 1 || opts.engine ? ` --${opts.runs > 1 ? ` --runs ${opts.runs}` : ""}${opts.engine ? ` --engine ${opts.engine}` : ""}` : ""}`;
@@ -346,7 +347,7 @@ async function main(): Promise<void> {
     ].join("\n");
     progress(updateReadme(rows, summary) ? "README.md: table between the bench markers updated" : "README.md: bench markers not found; table not written");
   } else if (opts.readme) {
-    progress("README.md left alone: only a full run (all metrics, no --quick, real bench models) writes its table");
+    progress("README.md left alone: only a full run (all metrics, no --quick, real bench models, every CPU) writes its table");
   }
   progress(`done in ${(elapsedSeconds() / 60).toFixed(1)} min`);
 }

@@ -43,7 +43,7 @@ export type BenchOptions = Readonly<{
   runs: number;
   /** Our chat engine path (LLM_ENGINE); undefined leaves the service's default. */
   engine: EnginePath | undefined;
-  /** Same count for both servers: the CPUs this process may use. */
+  /** Same count for both servers: the CPUs this process may use, unless --threads says otherwise. */
   threads: number;
   /** Upper bound on waiting for other processes' CPU load to settle before each server starts. */
   quietWaitSeconds: number;
@@ -51,12 +51,12 @@ export type BenchOptions = Readonly<{
   readme: boolean;
 }>;
 
-const USAGE = `usage: npm run bench -- [--runs=N] [--engine=${ENGINES.join("|")}] [--quick] [--only=${METRICS.join(",")}] [--quiet-wait=SECONDS] [--no-readme]`;
+const USAGE = `usage: npm run bench -- [--runs=N] [--engine=${ENGINES.join("|")}] [--quick] [--only=${METRICS.join(",")}] [--threads=N] [--quiet-wait=SECONDS] [--no-readme]`;
 
 /** Accepts both `--flag=value` and `--flag value`. */
 function splitFlags(argv: readonly string[]): [string, string | undefined][] {
   const out: [string, string | undefined][] = [];
-  const takesValue = new Set(["--runs", "--engine", "--only", "--quiet-wait"]);
+  const takesValue = new Set(["--runs", "--engine", "--only", "--quiet-wait", "--threads"]);
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
     const eq = arg.indexOf("=");
@@ -78,6 +78,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
   let engine: EnginePath | undefined;
   let quietWaitSeconds: number | undefined;
   let readme = true;
+  let threads = os.availableParallelism();
   for (const [flag, value] of splitFlags(argv)) {
     if (flag === "--quick") quick = true;
     else if (flag === "--no-readme") readme = false;
@@ -85,13 +86,14 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
     else if (flag === "--quiet-wait") quietWaitSeconds = parseSeconds(value ?? "");
     else if (flag === "--runs") runs = parseRuns(value ?? "");
     else if (flag === "--engine") engine = parseEngine(value ?? "");
+    else if (flag === "--threads") threads = parseThreads(value ?? "");
     else if (flag === "--help" || flag === "-h") {
       console.log(USAGE);
       process.exit(0);
     } else throw new Error(`unknown argument '${flag}'\n${USAGE}`);
   }
   return Object.freeze({
-    only, quick, workload: quick ? QUICK : FULL, runs, engine, threads: os.availableParallelism(),
+    only, quick, workload: quick ? QUICK : FULL, runs, engine, threads,
     // A quick run is a smoke test: it does not wait long for a busy machine to calm down.
     quietWaitSeconds: quietWaitSeconds ?? (quick ? 10 : 90),
     readme,
@@ -114,6 +116,16 @@ function parseSeconds(text: string): number {
 function parseRuns(text: string): number {
   const value = Number(text);
   if (!Number.isInteger(value) || value < 1 || value > 20) throw new Error(`--runs takes a whole number from 1 to 20; got '${text}'`);
+  return value;
+}
+
+/**
+ * A harness check on a busy shared machine runs best with 1 thread: llama.cpp's threads spin at a barrier,
+ * so 2 threads on 2 busy cores crawl.
+ */
+function parseThreads(text: string): number {
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 1 || value > 1024) throw new Error(`--threads takes a whole number of at least 1; got '${text}'`);
   return value;
 }
 

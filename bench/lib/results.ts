@@ -86,12 +86,12 @@ export function settingsInLog(logFile: string): string {
   if (chatLine !== undefined) {
     try {
       const fields = JSON.parse(chatLine) as Record<string, unknown>;
-      const shown = ["threads", "engine", "flashAttention"].filter((k) => fields[k] !== undefined).map((k) => `${k}=${String(fields[k])}`);
+      const shown = ["threads", "slots", "contextPerSlot", "engine", "flashAttention"].filter((k) => fields[k] !== undefined).map((k) => `${k}=${String(fields[k])}`);
       return `chat model loaded: ${shown.join(", ") || "no settings logged"}`;
     } catch {
       return "unparsable log line";
     }
   }
-  const llama = [...new Set([...text.matchAll(/n_threads(?:_batch)? = \d+|flash_attn\s*= \w+|Flash Attention was \w+, set to \w+/g)].map((m) => m[0].replace(/\s+/g, " ")))];
+  const llama = [...new Set([...text.matchAll(/n_threads(?:_batch)? = \d+|n_slots = \d+, n_ctx_slot = \d+, kv_unified = '\w+'|flash_attn\s*= \w+|Flash Attention was \w+, set to \w+/g)].map((m) => m[0].replace(/\s+/g, " ")))];
   return llama.length > 0 ? llama.join(", ") : "not reported";
 }
