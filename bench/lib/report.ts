@@ -172,6 +172,11 @@ function passCell(target: Row["target"]): string {
   return target.pass === null ? "n/a" : target.pass ? "PASS" : "FAIL";
 }
 
+/** A row some metric produced (or tried to): rows of metrics left out by --only are not shown. */
+export function measured(r: Row): boolean {
+  return r.ours !== null || r.llama !== null || r.failed.ours || r.failed.llama;
+}
+
 function spreadCell(r: Row): string {
   if (r.spread === null) return "—";
   const limit = r.target?.limit;
@@ -182,7 +187,8 @@ function spreadCell(r: Row): string {
  * The table as markdown (also what is printed: it reads fine in a terminal). Columns are padded. With
  * several runs, the values are medians and a column gives the min–max of the ratio.
  */
-export function markdownTable(rows: readonly Row[]): string {
+export function markdownTable(allRows: readonly Row[]): string {
+  const rows = allRows.filter(measured);
   const withSpread = rows.some((r) => r.spread !== null);
   const runs = Math.max(0, ...rows.map((r) => r.spread?.runs ?? 0));
   const header = ["Metric", "Unit", "Ours", "llama-server", "Ours/llama", ...(withSpread ? [`Min–max (${runs} runs)`] : []), "Target", "Pass"];

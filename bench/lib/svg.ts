@@ -1,6 +1,6 @@
 // The ratios as a hand-written SVG bar chart: one horizontal bar per metric, drawn from the 1.0 line on a
 // log scale (so 0.5x and 2x are equally far from parity), a diamond at each target, green/red by pass.
-import { formatRatio, type Row } from "./report.ts";
+import { formatRatio, measured, type Row } from "./report.ts";
 
 const WIDTH = 1140;
 const LABEL_W = 330;
@@ -81,7 +81,7 @@ function rowElements(r: Row, i: number): string[] {
 }
 
 export function ratioChartSvg(rows: readonly Row[], subtitle: string): string {
-  const shown = rows.filter((r) => r.id !== "rss_llama_chat" && r.id !== "rss_llama_embed");
+  const shown = rows.filter((r) => measured(r) && r.id !== "rss_llama_chat" && r.id !== "rss_llama_embed");
   const bottom = TOP + shown.length * ROW_H;
   const height = bottom + 60;
   const legendY = bottom + 30;
