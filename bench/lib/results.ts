@@ -60,13 +60,13 @@ function markdownDocument(results: ResultsFile, subtitle: string): string {
  * Replaces what lies between the README's bench markers with this run's summary and table. Returns false
  * (and leaves the file alone) when the markers are missing.
  */
-export function updateReadme(rows: readonly Row[], summary: string): boolean {
-  const text = readFileSync(readmeFile, "utf8");
+export function updateReadme(rows: readonly Row[], summary: string, file = readmeFile): boolean {
+  const text = readFileSync(file, "utf8");
   const start = text.indexOf(README_START);
   const end = text.indexOf(README_END);
   if (start < 0 || end < start) return false;
   const block = `${README_START}\n${summary}\n\n${markdownTable(rows)}\n${README_END}`;
-  writeFileSync(readmeFile, `${text.slice(0, start)}${block}${text.slice(end + README_END.length)}`);
+  writeFileSync(file, `${text.slice(0, start)}${block}${text.slice(end + README_END.length)}`);
   return true;
 }
 
