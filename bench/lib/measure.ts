@@ -148,20 +148,28 @@ export async function measureLateArrival(chat: ChatTarget, streamTokens: number,
       let started = 0;
       let allStarted!: () => void;
       const decoding = new Promise<void>((resolve) => { allStarted = resolve; });
+      // Cancelled only if this measurement fails, so no stream outlives it into the next one.
+      const cancel = new AbortController();
       const background = Array.from({ length: LATE_STREAMS }, (_, c) => chat.generate({
         messages: [{ role: "user", content: decodePrompt(40 + LATE_STREAMS * i + c) }], maxTokens: streamTokens, ignoreEos: true, seed: 300 + c,
-        onFirstContent: () => { if (++started === LATE_STREAMS) allStarted(); },
+        signal: cancel.signal, onFirstContent: () => { if (++started === LATE_STREAMS) allStarted(); },
       }));
       const all = Promise.all(background);
-      await Promise.race([
-        decoding,
-        all.then(() => { throw new Error(`${chat.name}: the ${LATE_STREAMS} background streams ended before all had started`); }),
-        rejectAfter(120_000, `${chat.name}: the ${LATE_STREAMS} background streams did not all start within 120 s`, decoding),
-      ]);
-      await new Promise((r) => setTimeout(r, LATE_DELAY_MS));
-      // A question never sent before: its whole prompt must be read while the others decode.
-      const lateResult = await chat.generate({ messages: [{ role: "user", content: question(5000 + i) }], maxTokens: TTFT_MAX_TOKENS, ignoreEos: true, seed: 400 + i });
-      return { late: lateResult, streams: await all };
+      try {
+        await Promise.race([
+          decoding,
+          all.then(() => { throw new Error(`${chat.name}: the ${LATE_STREAMS} background streams ended before all had started`); }),
+          rejectAfter(120_000, `${chat.name}: the ${LATE_STREAMS} background streams did not all start within 120 s`, decoding),
+        ]);
+        await new Promise((r) => setTimeout(r, LATE_DELAY_MS));
+        // A question never sent before: its whole prompt must be read while the others decode.
+        const lateResult = await chat.generate({ messages: [{ role: "user", content: question(5000 + i) }], maxTokens: TTFT_MAX_TOKENS, ignoreEos: true, seed: 400 + i });
+        return { late: lateResult, streams: await all };
+      } catch (error) {
+        cancel.abort();
+        await all.catch(() => undefined);
+        throw error;
+      }
     });
     const firstAt = firstContent(late, `${chat.name} late arrival`);
     const run = {
