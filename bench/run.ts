@@ -214,7 +214,7 @@ function collectNotes(ours: SideResults, llama: SideResults, opts: BenchOptions)
     if (warm) notes.push(`${label}: warm TTFT prompt tokens served from cache per repetition: ${warm.join(", ")} (cold prompts: ${side.ttft?.runs.map((r) => r.coldPromptTokens).join(", ")} tokens)`);
     if (side.late) {
       const runs = side.late.runs;
-      notes.push(`${label}: late arrival: ${runs.map((r) => `${r.ttftMs.toFixed(0)} ms for ${r.promptTokens} prompt tokens, ${r.streamsStillRunning}/3 streams still running, streams at ${r.streamTokPerS.map((x) => x.toFixed(1)).join("/")} tok/s`).join("; ")}`);
+      notes.push(`${label}: late arrival: ${runs.map((r) => `${r.ttftMs.toFixed(0)} ms for ${r.promptTokens} prompt tokens, ${r.streamsStillRunning}/3 streams still running, streams at ${r.streamTokPerS.map((x) => x.toFixed(1)).join("/")} tok/s with longest token gaps ${r.streamMaxGapMs.map((x) => x.toFixed(0)).join("/")} ms`).join("; ")}`);
       if (runs.some((r) => r.streamsStillRunning < 3)) notes.push(`${label}: a background stream ended before the late request's first token: that late-arrival TTFT is not fully "while 3 stream"`);
     }
     for (const agg of [side.aggregate4, side.aggregate8]) {

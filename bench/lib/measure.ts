@@ -138,6 +138,8 @@ export type LateRun = {
   streamsStillRunning: number;
   /** Background streams' decode rate (tokens over first-to-last), to see whether the late prompt stalled them. */
   streamTokPerS: number[];
+  /** Each background stream's longest wait between two tokens (reading the late prompt in one go stalls them). */
+  streamMaxGapMs: number[];
 };
 export type LateResult = { ttftMs: number; runs: LateRun[] };
 
@@ -176,6 +178,7 @@ export async function measureLateArrival(chat: ChatTarget, streamTokens: number,
       ttftMs: firstAt - late.sentAtMs, promptTokens: late.promptTokens,
       streamsStillRunning: streams.filter((r) => r.finishedAtMs > firstAt).length,
       streamTokPerS: streams.map((r) => streamDecodeRate(r, `${chat.name} late-arrival stream`)),
+      streamMaxGapMs: streams.map((r) => r.maxContentGapMs),
     };
     runs.push(run);
     progress(`  ${chat.name} late arrival ${i + 1}/${reps}: first token after ${run.ttftMs.toFixed(0)} ms (${run.promptTokens} prompt tokens; ${run.streamsStillRunning}/${LATE_STREAMS} streams still running)`);

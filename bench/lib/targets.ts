@@ -31,6 +31,8 @@ export type StreamResult = {
   cachedPromptTokens: number;
   /** llama-server's own decode rate (timings.predicted_per_second), for cross-checking the client-side one. */
   serverDecodeTokPerS: number | null;
+  /** Longest wait between two content events after the first: a stream stalled by other work shows here. */
+  maxContentGapMs: number;
 };
 
 export interface ChatTarget {
@@ -49,6 +51,8 @@ export interface EmbedTarget {
 class StreamRecorder {
   readonly sentAtMs = performance.now();
   firstContentAtMs: number | null = null;
+  private lastContentAtMs: number | null = null;
+  private maxContentGapMs = 0;
   finishedAtMs: number | null = null;
   tokens = 0;
   promptTokens = 0;
@@ -57,7 +61,10 @@ class StreamRecorder {
   constructor(private readonly onFirstContent?: () => void) {}
 
   content(text: string, atMs: number): void {
-    if (text === "" || this.firstContentAtMs !== null) return;
+    if (text === "") return;
+    if (this.lastContentAtMs !== null) this.maxContentGapMs = Math.max(this.maxContentGapMs, atMs - this.lastContentAtMs);
+    this.lastContentAtMs = atMs;
+    if (this.firstContentAtMs !== null) return;
     this.firstContentAtMs = atMs;
     this.onFirstContent?.();
   }
@@ -67,6 +74,7 @@ class StreamRecorder {
     return {
       sentAtMs: this.sentAtMs, firstContentAtMs: this.firstContentAtMs, finishedAtMs: this.finishedAtMs, tokens: this.tokens,
       promptTokens: this.promptTokens, cachedPromptTokens: this.cachedPromptTokens, serverDecodeTokPerS: this.serverDecodeTokPerS,
+      maxContentGapMs: this.maxContentGapMs,
     };
   }
 }
