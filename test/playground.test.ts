@@ -6,6 +6,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium, type Browser, type Page } from "playwright-core";
 import t, { type Test } from "tap";
+import { SCRIPTED_OUTPUT, ensureTestModels } from "../scripts/make-test-models.js";
 import { postJson, startTestService } from "./helpers/service.js";
 
 const chromiumPath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
@@ -31,6 +32,7 @@ declare class MutationObserver {
   constructor(callback: () => void);
   observe(target: object, options: { subtree: boolean; childList: boolean; characterData: boolean }): void;
 }
+declare const sessionStorage: { getItem(key: string): string | null };
 declare function getComputedStyle(element: object): { backgroundColor: string };
 
 type GenerateResult = { answer: string; tokens_generated: number; finish_reason: string };
@@ -42,12 +44,18 @@ if (!existsSync(chromiumPath)) {
   mkdirSync(screenshots, { recursive: true });
   // One decode thread: on a busy shared CI machine two threads spinning at ggml's barrier made the
   // tiny model 15x slower; what this file checks does not depend on the thread count.
-  const service = await startTestService({ LLM_PARALLEL: "2", LLM_CONTEXT_SIZE: "4096", LLM_THREADS: "1" });
+  // A second service on the scripted fixture (it always thinks, then answers, with known text) and
+  // with an API key set; both load at once to keep the file short.
+  const apiKey = "playground-test-key";
+  const [service, scripted] = await Promise.all([
+    startTestService({ LLM_PARALLEL: "2", LLM_CONTEXT_SIZE: "4096", LLM_THREADS: "1" }),
+    ensureTestModels().then(({ scripted }) => startTestService({ LLM_MODEL: scripted, LLM_API_KEY: apiKey, LLM_THREADS: "1" })),
+  ]);
   const base = await service.listen();
   const browser: Browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs, headless: true });
   t.teardown(async () => {
     await browser.close();
-    await service.close();
+    await Promise.all([service.close(), scripted.close()]);
   });
   const chat = service.engines.chat;
   let finishedGenerations = 0;
@@ -232,6 +240,46 @@ if (!existsSync(chromiumPath)) {
     await page.click("#tab-chat");
     await page.screenshot({ path: path.join(screenshots, "chat-phone-dark.png"), fullPage: true });
       });
+
+  t.test("thinking: the reasoning streams apart, collapsed; with an API key set the page asks for it", async (t) => {
+    // Where API-key auth is built in, the page must ask for the key before anything works.
+    const scriptedBase = await scripted.listen();
+    const authRequired = (await fetch(`${scriptedBase}/api/status`)).status === 401;
+    const context = await browser.newContext({ viewport: { width: 1000, height: 900 } });
+    t.teardown(() => context.close());
+    const page = await context.newPage();
+    page.on("pageerror", (error) => t.fail(`page error: ${error.message}`));
+    await page.goto(`${scriptedBase}/`);
+    if (authRequired) {
+      await page.locator("#key-panel").waitFor({ state: "visible", timeout: 10_000 });
+      t.equal(await page.evaluate(() => document.activeElement?.id), "api-key", "the key field has the focus");
+      const unauthorized = await fetch(`${scriptedBase}/api/status`).then((r) => r.json()) as { error: { message: string } };
+      t.equal(await page.locator("#key-reason").textContent(), unauthorized.error.message, "the service's own reason");
+      await page.fill("#api-key", apiKey);
+      await page.press("#api-key", "Enter");
+      t.ok(await page.locator("#key-panel").isHidden(), "the key panel closes");
+    } else {
+      t.comment("this build has no API-key auth (LLM_API_KEY ignored): the key prompt is not exercised");
+    }
+    await page.locator("#summary", { hasText: scripted.engines.chat.modelName }).waitFor({ timeout: 10_000 });
+
+    await page.fill("#temperature", "0");
+    await page.check("#thinking");
+    await page.fill("#message", "¿Qué significa 'ímihí'?");
+    await page.press("#message", "Enter");
+    const answer = lastAnswer(page);
+    await answer.locator(".meta", { hasText: "finish: stop" }).waitFor({ timeout: 60_000 });
+    t.equal(await answer.locator(".text").textContent(), SCRIPTED_OUTPUT.answer, "the answer alone");
+    const reasoning = answer.locator("details.reasoning");
+    t.ok(await reasoning.isVisible(), "a reasoning section");
+    t.equal(await reasoning.getAttribute("open"), null, "collapsed");
+    t.equal(await reasoning.locator(".reasoning-text").textContent(), SCRIPTED_OUTPUT.reasoning);
+    t.ok(await reasoning.locator(".reasoning-text").isHidden(), "its text hidden until opened");
+    await reasoning.locator("summary").click();
+    t.ok(await reasoning.locator(".reasoning-text").isVisible(), "a click opens it");
+    if (authRequired) t.equal(await page.evaluate(() => sessionStorage.getItem("bora.apiKey")), apiKey, "the key is kept for this tab");
+    await page.screenshot({ path: path.join(screenshots, "chat-thinking.png"), fullPage: true });
+  });
 
   t.test("GET /api/status is the JSON the panel reads", async (t) => {
     const response = await service.app.inject({ method: "GET", url: "/api/status" });

@@ -38,7 +38,8 @@ export function toServiceError(body, status) {
       const message = text(e.message);
       if (message !== undefined) return new ServiceError(status, message, text(e.code) ?? text(e.type), text(e.field) ?? text(e.param));
     }
-    const flat = text(inner) ?? text(record.message) ?? text(record.detail);
+    // Fastify puts the status text in `error` and the explanation in `message`; Ollama has `error` only.
+    const flat = text(record.message) ?? text(inner) ?? text(record.detail);
     if (flat !== undefined) return new ServiceError(status, flat, text(record.code), undefined);
   }
   const raw = text(body);
@@ -52,6 +53,8 @@ export function toServiceError(body, status) {
 export class SseParser {
   constructor() {
     this.buffer = "";
+    /** A chunk that ended in "\r" may continue with "\n": one line break, not two. */
+    this.pendingCr = false;
   }
 
   /**
@@ -59,7 +62,10 @@ export class SseParser {
    * @returns {{ event: string, data: string }[]}
    */
   push(chunk) {
-    this.buffer += chunk.replace(/\r\n?/g, "\n");
+    let text = (this.pendingCr ? "\r" : "") + chunk;
+    this.pendingCr = text.endsWith("\r");
+    if (this.pendingCr) text = text.slice(0, -1);
+    this.buffer += text.replace(/\r\n?/g, "\n");
     /** @type {{ event: string, data: string }[]} */
     const events = [];
     let end;
