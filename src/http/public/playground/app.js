@@ -155,7 +155,7 @@ async function refreshStatus() {
 function renderStatus(s) {
   const backend = s.runtime ? s.runtime.backend.toUpperCase() : "?";
   byId("summary", HTMLElement).textContent = s.chat
-    ? `${s.chat.model} · ${backend} · ${s.runtime?.threads ?? s.chat.threads} threads · ${s.chat.slots_busy}/${s.chat.slots_total} slots busy · ${s.status}`
+    ? `${s.chat.model} · ${backend} · ${plural(s.runtime?.threads ?? s.chat.threads, "thread")} · ${s.chat.slots_busy}/${s.chat.slots_total} slots busy · ${s.status}`
     : `Models ${s.status}…`;
 
   /** @type {[string, string][]} */
@@ -179,6 +179,14 @@ function renderStatus(s) {
   const slots = byId("slot-list", HTMLElement);
   slots.replaceChildren(...(s.chat?.slots ?? []).map((slot) =>
     make("li", slot.busy ? "slot busy" : "slot", `Slot ${slot.id}: ${slot.busy ? "generating" : "idle"} · ${slot.cached_tokens} tokens cached`)));
+}
+
+/**
+ * @param {number} count
+ * @param {string} noun
+ */
+function plural(count, noun) {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
 }
 
 /** @param {number} seconds */
