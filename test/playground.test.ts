@@ -238,7 +238,14 @@ if (!existsSync(chromiumPath)) {
     t.equal(background, "rgb(21, 23, 27)", "dark colours when the system asks for them");
     await page.screenshot({ path: path.join(screenshots, "status-phone-dark.png"), fullPage: true });
     await page.click("#tab-chat");
+    t.equal(await page.getAttribute("#settings", "open"), null, "settings start folded on a phone");
     await page.screenshot({ path: path.join(screenshots, "chat-phone-dark.png"), fullPage: true });
+    await page.click("#tab-embed");
+    await page.click("#embed");
+    await page.locator("#heatmap-figure").waitFor({ state: "visible", timeout: 10_000 });
+    const embedOverflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    t.equal(embedOverflow, 0, "the heat map fits a phone screen");
+    await page.screenshot({ path: path.join(screenshots, "embeddings-phone-dark.png"), fullPage: true });
       });
 
   t.test("thinking: the reasoning streams apart, collapsed; with an API key set the page asks for it", async (t) => {
@@ -292,5 +299,8 @@ if (!existsSync(chromiumPath)) {
       embedding: { model: service.engines.embed.modelName, dimension: service.engines.embed.dimension },
     });
     t.equal((body.chat!.slots as unknown[]).length, 2);
+    const doc = (await service.app.inject({ method: "GET", url: "/docs/json" })).json() as { paths: Record<string, unknown> };
+    t.ok("/api/status" in doc.paths, "documented in /docs");
+    t.same(Object.keys(doc.paths).filter((p) => p === "/" || p.startsWith("/playground")), [], "the page's files are not API routes in /docs");
   });
 }

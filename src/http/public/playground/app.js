@@ -145,6 +145,8 @@ async function refreshStatus() {
     const status = /** @type {Status} */ (await api.json("/api/status"));
     clearError(statusError);
     renderStatus(status);
+    // Opened while the models load: keep the header current until they are ready.
+    if (status.status === "loading" && statusTimer === undefined) setTimeout(() => void refreshStatus(), STATUS_POLL_MS);
   } catch (error) {
     showError(statusError, error);
     byId("summary", HTMLElement).textContent = "Status unavailable";
@@ -475,5 +477,7 @@ matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => redr
 
 // ---------------------------------------------------------------------------------------------
 
+// On a phone the settings would push the conversation off screen: start them folded.
+if (matchMedia("(max-width: 30rem)").matches) byId("settings", HTMLDetailsElement).open = false;
 updateButtons();
 void refreshStatus();

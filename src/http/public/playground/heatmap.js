@@ -92,13 +92,15 @@ export function drawHeatmap(canvas, labels, matrix, theme) {
   const cell = Math.max(18, Math.min(72, Math.floor((cssWidth - labelWidth - 4) / n)));
   const legendHeight = 44;
   const cssHeight = top + cell * n + legendHeight;
+  // Many sentences: the picture grows wider than its box and the box scrolls (never squeezed).
+  const drawWidth = Math.max(cssWidth, Math.ceil(labelWidth + cell * n + 4));
 
-  canvas.width = Math.round(cssWidth * ratio);
+  canvas.width = Math.round(drawWidth * ratio);
   canvas.height = Math.round(cssHeight * ratio);
-  canvas.style.width = `${cssWidth}px`;
+  canvas.style.width = `${drawWidth}px`;
   canvas.style.height = `${cssHeight}px`;
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-  ctx.clearRect(0, 0, cssWidth, cssHeight);
+  ctx.clearRect(0, 0, drawWidth, cssHeight);
   ctx.font = `${fontSize}px ${theme.font}`;
   ctx.textBaseline = "middle";
 
