@@ -33,7 +33,41 @@ declare class MutationObserver {
   observe(target: object, options: { subtree: boolean; childList: boolean; characterData: boolean }): void;
 }
 declare const sessionStorage: { getItem(key: string): string | null };
-declare function getComputedStyle(element: object): { backgroundColor: string };
+declare function getComputedStyle(element: object): { backgroundColor: string; color: string; borderColor: string };
+
+/** WCAG contrast ratio of two computed CSS colours ("rgb(r, g, b)"). */
+function contrast(a: string, b: string): number {
+  const luminance = (css: string) => {
+    const [r, g, bl] = (css.match(/\d+(\.\d+)?/g) ?? []).slice(0, 3).map((v) => {
+      const c = Number(v) / 255;
+      return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r! + 0.7152 * g! + 0.0722 * bl!;
+  };
+  const [hi, lo] = [luminance(a), luminance(b)].sort((x, y) => y - x);
+  return (hi! + 0.05) / (lo! + 0.05);
+}
+
+/** Text/background pairs of the page's main elements: [name, element, colour property, background element]. */
+const colourChecks: [string, string, "color" | "borderColor", string][] = [
+  ["body text", "body", "color", "body"],
+  ["header summary", "#summary", "color", "body"],
+  ["selected tab", '[aria-selected="true"]', "color", "body"],
+  ["primary button", "#send", "color", "#send"],
+  ["secondary button", "#clear", "color", "body"],
+  ["settings label", ".settings label", "color", ".settings"],
+  ["hint text", "#seed-hint", "color", ".settings"],
+  ["stop button", "#stop", "borderColor", "body"],
+];
+
+/** The computed colours of `colourChecks` (no named functions inside: tsx would wrap them in a helper the page lacks). */
+async function colourPairs(page: Page): Promise<[string, string, string][]> {
+  return page.evaluate((checks) => checks.map(([name, selector, property, background]) => [
+    name,
+    getComputedStyle(document.querySelector(selector)!)[property],
+    getComputedStyle(document.querySelector(background)!).backgroundColor,
+  ] as [string, string, string]), colourChecks);
+}
 
 type GenerateResult = { answer: string; tokens_generated: number; finish_reason: string };
 type EmbedResult = { embeddings: number[][] };
@@ -84,6 +118,7 @@ if (!existsSync(chromiumPath)) {
     const unlabelled = await page.$$eval("input, textarea", (els) =>
       els.filter((e) => (e as unknown as { labels: unknown[] }).labels.length === 0 && !e.getAttribute("aria-label")).map((e) => e.id));
     t.same(unlabelled, [], "all inputs labelled");
+    for (const [name, fg, bg] of await colourPairs(page)) t.ok(contrast(fg, bg) >= 4.5, `light: ${name} contrast ${contrast(fg, bg).toFixed(1)}:1`);
     const missing = await page.request.get(`${base}/no-such-page`);
     t.equal(missing.status(), 404);
     t.match(await missing.json(), { error: { code: "not_found" } }, "unknown paths keep the JSON 404");
@@ -175,6 +210,12 @@ if (!existsSync(chromiumPath)) {
     const api = (await postJson(service.app, "/api/llm/generate", { messages: [{ role: "user", content: "Hola" }], max_new_tokens: 0 })).json() as { error: { message: string; code: string } };
     t.equal(await error.textContent(), `${api.error.message} (HTTP 400, ${api.error.code}, field: max_new_tokens)`);
     t.equal(await page.locator("#transcript li.assistant").count(), 0, "no empty answer is left behind");
+    // The question stays; Regenerate asks it again once the setting is fixed.
+    await page.fill("#max-tokens", "3");
+    await page.click("#regenerate");
+    await lastAnswer(page).locator(".meta", { hasText: "finish:" }).waitFor({ timeout: 60_000 });
+    t.match(await lastAnswer(page).locator(".meta").textContent(), /^3 tokens · /, "the retry answers");
+    t.equal(await page.locator("#transcript li").count(), 2, "one question, one answer");
       });
 
   t.test("embeddings: three sentences give a drawn similarity matrix", async (t) => {
@@ -236,6 +277,7 @@ if (!existsSync(chromiumPath)) {
     t.equal(overflow, 0, "nothing wider than a phone screen");
     const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
     t.equal(background, "rgb(21, 23, 27)", "dark colours when the system asks for them");
+    for (const [name, fg, bg] of await colourPairs(page)) t.ok(contrast(fg, bg) >= 4.5, `dark: ${name} contrast ${contrast(fg, bg).toFixed(1)}:1`);
     await page.screenshot({ path: path.join(screenshots, "status-phone-dark.png"), fullPage: true });
     await page.click("#tab-chat");
     t.equal(await page.getAttribute("#settings", "open"), null, "settings start folded on a phone");

@@ -227,7 +227,8 @@ function updateButtons() {
   const busy = running !== null;
   sendButton.disabled = busy;
   stopButton.disabled = !busy;
-  regenerateButton.disabled = busy || turns.at(-1)?.role !== "assistant";
+  // Also offered after a failed answer (the question is then the last turn): it asks again.
+  regenerateButton.disabled = busy || turns.length === 0;
   transcript.setAttribute("aria-busy", String(busy));
 }
 
@@ -410,9 +411,17 @@ messageBox.addEventListener("keydown", (event) => {
 stopButton.addEventListener("click", () => running?.abort());
 
 regenerateButton.addEventListener("click", () => {
-  if (running !== null || turns.at(-1)?.role !== "assistant") return;
-  turns.pop()?.item.remove();
+  if (running !== null || turns.length === 0) return;
+  if (turns.at(-1)?.role === "assistant") turns.pop()?.item.remove();
   void generate();
+});
+
+// Escape stops a running answer from anywhere on the page.
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && running !== null) {
+    event.preventDefault();
+    running.abort();
+  }
 });
 
 byId("clear", HTMLButtonElement).addEventListener("click", () => {
