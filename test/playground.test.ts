@@ -2,6 +2,8 @@
 // the real service on the test models: streamed chat, stop frees the slot on the server, regenerate,
 // errors in the service's words, the embeddings heat map, status. Screenshots go to test/.screenshots/.
 import { existsSync, mkdirSync } from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium, type Browser, type Page } from "playwright-core";
@@ -302,8 +304,10 @@ if (!existsSync(chromiumPath)) {
     if (authRequired) {
       await page.locator("#key-panel").waitFor({ state: "visible", timeout: 10_000 });
       t.equal(await page.evaluate(() => document.activeElement?.id), "api-key", "the key field has the focus");
-      const unauthorized = await fetch(`${scriptedBase}/api/status`).then((r) => r.json()) as { error: { message: string } };
-      t.equal(await page.locator("#key-reason").textContent(), unauthorized.error.message, "the service's own reason");
+      // Whichever error shape the auth layer answers with: its message, word for word.
+      const unauthorized = await fetch(`${scriptedBase}/api/status`).then((r) => r.json()) as { error?: string | { message?: string }; message?: string };
+      const reason = typeof unauthorized.error === "object" ? unauthorized.error.message : unauthorized.message ?? unauthorized.error;
+      t.equal(await page.locator("#key-reason").textContent(), reason, "the service's own reason");
       await page.fill("#api-key", apiKey);
       await page.press("#api-key", "Enter");
       t.ok(await page.locator("#key-panel").isHidden(), "the key panel closes");
@@ -328,6 +332,49 @@ if (!existsSync(chromiumPath)) {
     t.ok(await reasoning.locator(".reasoning-text").isVisible(), "a click opens it");
     if (authRequired) t.equal(await page.evaluate(() => sessionStorage.getItem("bora.apiKey")), apiKey, "the key is kept for this tab");
     await page.screenshot({ path: path.join(screenshots, "chat-thinking.png"), fullPage: true });
+  });
+
+  t.test("behind a reverse proxy that demands a key, the page asks for it and then works", async (t) => {
+    // As an nginx with auth in front of the service would: the page's files are open, the APIs need
+    // `Authorization: Bearer <key>` and answer 401 with a JSON reason otherwise.
+    const target = new URL(base);
+    const reason = "An API key is required: send Authorization: Bearer <key>.";
+    const proxy = http.createServer((request, response) => {
+      const url = request.url ?? "/";
+      const open = url === "/" || url.startsWith("/playground/");
+      if (!open && request.headers.authorization !== "Bearer proxy-key") {
+        response.writeHead(401, { "content-type": "application/json" }).end(JSON.stringify({ error: { code: "unauthorized", message: reason } }));
+        return;
+      }
+      const upstream = http.request({ host: target.hostname, port: target.port, path: url, method: request.method, headers: request.headers }, (answer) => {
+        response.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(response);
+      });
+      request.pipe(upstream);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    t.teardown(() => new Promise<void>((resolve) => proxy.close(() => resolve())));
+    const context = await browser.newContext({ viewport: { width: 1000, height: 900 } });
+    t.teardown(() => context.close());
+    const page = await context.newPage();
+    await page.goto(`http://127.0.0.1:${(proxy.address() as AddressInfo).port}/`);
+    await page.locator("#key-panel").waitFor({ state: "visible", timeout: 10_000 });
+    t.equal(await page.locator("#key-reason").textContent(), reason, "the proxy's reason, word for word");
+    t.equal(await page.evaluate(() => document.activeElement?.id), "api-key", "the key field has the focus");
+    t.equal(await page.locator("#summary").textContent(), "API key needed");
+    await page.fill("#api-key", "wrong-key");
+    await page.press("#api-key", "Enter");
+    await page.locator("#key-panel").waitFor({ state: "visible", timeout: 10_000 });
+    await page.fill("#api-key", "proxy-key");
+    await page.press("#api-key", "Enter");
+    await page.locator("#summary", { hasText: chat.modelName }).waitFor({ timeout: 10_000 });
+    t.ok(await page.locator("#key-panel").isHidden(), "a good key closes the panel");
+    await page.fill("#max-tokens", "3");
+    await page.fill("#message", "Hola");
+    await page.press("#message", "Enter");
+    await lastAnswer(page).locator(".meta", { hasText: "finish:" }).waitFor({ timeout: 60_000 });
+    t.match(await lastAnswer(page).locator(".meta").textContent(), /^3 tokens · /, "a streamed answer through the proxy, key sent");
+    t.equal(await page.evaluate(() => sessionStorage.getItem("bora.apiKey")), "proxy-key", "kept for this tab");
   });
 
   t.test("GET /api/status is the JSON the panel reads", async (t) => {

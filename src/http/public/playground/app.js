@@ -149,7 +149,7 @@ async function refreshStatus() {
     if (status.status === "loading" && statusTimer === undefined) setTimeout(() => void refreshStatus(), STATUS_POLL_MS);
   } catch (error) {
     showError(statusError, error);
-    byId("summary", HTMLElement).textContent = "Status unavailable";
+    byId("summary", HTMLElement).textContent = error instanceof ServiceError && error.status === 401 ? "API key needed" : "Status unavailable";
   }
 }
 
