@@ -4,7 +4,9 @@ import type { ChatEngine } from "./engine/chat.js";
 import type { EmbedEngine } from "./engine/embed.js";
 import { EngineError } from "./engine/errors.js";
 
-export type Engines = { chat: ChatEngine; embed: EmbedEngine };
+export type Engines = { chat: ChatEngine; embed: EmbedEngine; runtime?: RuntimeSummary };
+/** What /api/status reports about the native runtime (engines.ts passes its Runtime, which has these). */
+export type RuntimeSummary = { backend: string; cpu: { threads: number; source: string } };
 export type ServiceStatus = "loading" | "ready" | "stopping" | "failed";
 
 export class ServiceState {

@@ -1,0 +1,38 @@
+// GET /api/status: a thin read of the service state and the engines' own describe()/stats(). Answers
+// while the models load too (status "loading", no model sections), so a page can show progress.
+import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import type { ServiceState } from "../../service.js";
+import { StatusResponseSchema, type StatusResponse } from "../schemas/status.js";
+
+export const statusRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = async (app, { state }) => {
+  app.get("/api/status", {
+    schema: {
+      summary: "Models, backend, threads, GPU layers, slots and queue",
+      tags: ["operations"],
+      response: { 200: StatusResponseSchema },
+    },
+  }, async (): Promise<StatusResponse> => {
+    const engines = state.loaded();
+    const body: StatusResponse = { status: state.status, uptime_s: Math.round((Date.now() - state.startedAt) / 1000) };
+    if (engines === null) return body;
+    if (engines.runtime) {
+      body.runtime = { backend: engines.runtime.backend, threads: engines.runtime.cpu.threads, threads_source: engines.runtime.cpu.source };
+    }
+    const chat = engines.chat.describe();
+    const stats = engines.chat.stats();
+    body.chat = {
+      model: chat.model,
+      gpu_layers: chat.gpuLayers,
+      threads: chat.threads,
+      context_per_slot: chat.contextPerSlot,
+      slots_total: stats.slotsTotal,
+      slots_busy: stats.slotsBusy,
+      queued: stats.queued,
+      queue_capacity: stats.queueCapacity,
+      slots: engines.chat.slotsSnapshot().map((s) => ({ id: s.id, busy: s.busy, cached_tokens: s.cachedTokens })),
+    };
+    const embed = engines.embed.describe();
+    body.embedding = { model: embed.model, backend: embed.backend, dimension: embed.dimension, max_tokens_per_text: embed.maxTokensPerText };
+    return body;
+  });
+};

@@ -1,0 +1,35 @@
+// GET /api/status: what the playground's status panel shows (and what an operator asks first): the
+// models, the native backend, threads, GPU layers, slots and queue, in one JSON document.
+import { Type, type Static } from "@sinclair/typebox";
+
+export const StatusResponseSchema = Type.Object({
+  status: Type.Union([Type.Literal("ready"), Type.Literal("loading"), Type.Literal("stopping"), Type.Literal("failed")]),
+  uptime_s: Type.Integer(),
+  runtime: Type.Optional(Type.Object({
+    backend: Type.String({ description: "The llama.cpp backend actually loaded: cpu, cuda, metal or vulkan" }),
+    threads: Type.Integer({ description: "CPU threads for decoding" }),
+    threads_source: Type.String({ description: "Where the thread count came from: override (LLM_THREADS), affinity or cgroup" }),
+  })),
+  chat: Type.Optional(Type.Object({
+    model: Type.String(),
+    gpu_layers: Type.Integer({ description: "Layers offloaded to the GPU" }),
+    threads: Type.Integer(),
+    context_per_slot: Type.Integer(),
+    slots_total: Type.Integer(),
+    slots_busy: Type.Integer(),
+    queued: Type.Integer({ description: "Requests waiting for a free slot" }),
+    queue_capacity: Type.Integer(),
+    slots: Type.Array(Type.Object({
+      id: Type.Integer(),
+      busy: Type.Boolean(),
+      cached_tokens: Type.Integer({ description: "Tokens held in this slot's KV cache" }),
+    })),
+  })),
+  embedding: Type.Optional(Type.Object({
+    model: Type.String(),
+    backend: Type.String({ description: "native (batched addon) or node-llama-cpp's embedding context" }),
+    dimension: Type.Integer(),
+    max_tokens_per_text: Type.Integer(),
+  })),
+}, { $id: "StatusResponse" });
+export type StatusResponse = Static<typeof StatusResponseSchema>;
