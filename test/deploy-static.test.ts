@@ -2,7 +2,8 @@
 // docker-compose.yml (compose-spec schema), every Kubernetes manifest after the overlay is applied
 // (kubernetes-models), probes on routes the app has, ports equal to the configured default, the HPA metric
 // in a real /metrics, the Dockerfiles (dockerfile-ast) and their CUDA major against the installed binding.
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { DockerfileParser, type Dockerfile } from "dockerfile-ast";
 import { Ajv2019 } from "ajv/dist/2019.js";
@@ -12,7 +13,10 @@ import { PodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBu
 import { Service } from "kubernetes-models/v1/Service";
 import t from "tap";
 import { parse } from "yaml";
+import { ensureTestModels } from "../scripts/make-test-models.js";
+import { pullModels } from "../scripts/pull-models.js";
 import { EnvSchema, projectRoot } from "../src/config.js";
+import { sha256File } from "../src/engine/modelFiles.js";
 import { buildApp } from "../src/http/app.js";
 import { ServiceState } from "../src/service.js";
 import { neededLibraries } from "./helpers/elf.js";
@@ -296,4 +300,26 @@ t.test("Dockerfile.cuda's CUDA runtime major is the one the installed CUDA bindi
   t.equal(buildStage.getImage(), "${CUDA_IMAGE}", "the addons are built on the same CUDA image");
   if (fallback !== null) t.match(read("Dockerfile.cuda"), new RegExp(`CUDA ${fallback}\\b`), `the CUDA ${fallback} fallback (-cuda-ext) is documented`);
   t.match(read("README.md"), new RegExp(`CUDA ${primary}\\b`), "the README names the CUDA major");
+});
+
+// ----------------------------------------------------------------------------------- pull-models script
+t.test("scripts/pull-models.ts (the init container, BAKE_MODELS): verifies size and sha256 against the manifest", async (t) => {
+  const fixtures = await ensureTestModels();
+  const dir = mkdtempSync(path.join(os.tmpdir(), "bora-pull-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const entries = [["tiny-chat", "chat", fixtures.chat], ["tiny-embed", "embedding", fixtures.embed]] as const;
+  const manifest = async (corrupt: string | null) => ({
+    models: await Promise.all(entries.map(async ([name, kind, file]) => ({
+      name, kind, file: `${name}.gguf`, url: `https://models.invalid/${name}.gguf`, size: statSync(file).size,
+      sha256: name === corrupt ? "0".repeat(64) : await sha256File(file),
+    }))),
+  });
+  for (const [name, , file] of entries) symlinkSync(file, path.join(dir, `${name}.gguf`));
+  const env = { MODELS_DIR: dir, LLM_MODEL: "tiny-chat", EMBED_MODEL: "tiny-embed" };
+  const lines: string[] = [];
+  writeFileSync(path.join(dir, "models.json"), JSON.stringify(await manifest(null)));
+  await pullModels(env, (l) => lines.push(l));
+  t.equal(lines.filter((l) => / ok \(/.test(l)).length, 2, "both files verified");
+  writeFileSync(path.join(dir, "models.json"), JSON.stringify(await manifest("tiny-embed")));
+  await t.rejects(pullModels(env, () => {}), { name: "ModelFileError", message: /tiny-embed\.gguf: sha256 [0-9a-f]{64}, models\.json says 0{64}/ }, "a wrong sha256 fails");
 });
