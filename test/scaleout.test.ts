@@ -4,7 +4,8 @@
 // - everything that was not in flight on the killed replica succeeded (before, during and after the kill),
 // - both replicas served traffic while up,
 // - no generation that had started on the killed replica was re-sent to the survivor (nginx's X-Upstream
-//   lists every replica a request was sent to; each replica's /metrics counts the generations it ran).
+//   lists every replica a request was sent to; each replica's /metrics counts the generations it ran),
+// - and a POST whose connect is refused (the dead replica) is retried on the next one.
 import t from "tap";
 import { ensureTestModels } from "../scripts/make-test-models.js";
 import { findNginx, startNginx, type NginxProcess } from "./helpers/nginx.js";
@@ -109,12 +110,16 @@ async function slotsInUse(replica: string): Promise<number> {
 
 t.test("two replicas behind nginx: balance, a replica killed mid-run, no generation re-sent", { skip }, async (t) => {
   const models = await ensureTestModels();
-  const env = { LLM_MODEL: models.chat, EMBED_MODEL: models.embed, LLM_CONTEXT_SIZE: "2048", LLM_PARALLEL: "2", MODEL_DOWNLOAD: "false" };
+  const env = { LLM_MODEL: models.chat, EMBED_MODEL: models.embed, LLM_CONTEXT_SIZE: "1024", LLM_PARALLEL: "2", MODEL_DOWNLOAD: "false",
+    // One decode thread each: two replicas share the machine's cores, as they would share a node.
+    LLM_THREADS: "1" };
   const replicas: ServiceProcess[] = [startServiceProcess(env), startServiceProcess(env)];
   let nginx: NginxProcess | null = null;
+  let nginxAfterKill: NginxProcess | null = null;
   t.teardown(async () => {
     for (const r of replicas) r.child.kill("SIGKILL");
     await nginx?.stop();
+    await nginxAfterKill?.stop();
   });
   const addresses = await Promise.all(replicas.map(async (r) => /http:\/\/([^"]+)/.exec(await r.waitForLine(/Server listening at/))![1]!));
   await Promise.all(replicas.map((r) => r.waitForLine(/"msg":"ready"/, 120_000)));
@@ -139,7 +144,7 @@ t.test("two replicas behind nginx: balance, a replica killed mid-run, no generat
 
   // 2. Long generations on both replicas (two streams, two plain), then the victim dies mid-generation.
   // Sent back to back: least_conn gives each replica one stream and one plain generation.
-  const longTokens = 200;
+  const longTokens = 120;
   const streams = [stream(base, "at the kill", longTokens), stream(base, "at the kill", longTokens)];
   const plain = [generate(base, "at the kill", longTokens), generate(base, "at the kill", longTokens)];
   const streamUpstreams = await Promise.all(streams.map((s) => s.started));
@@ -169,7 +174,7 @@ t.test("two replicas behind nginx: balance, a replica killed mid-run, no generat
   t.same(onSurvivor.filter((o) => !o.ok), [], "the generations running on the survivor finished");
   for (const o of onVictim) t.same(o.upstreams, [victim], `a ${o.kind} sent to the killed replica was not re-sent to the survivor`);
   // A generation on the victim either finished in the instant between the slot count and the kill, or was
-  // cut; at least one was cut (200 tokens take far longer than that instant), and a cut one is a failure.
+  // cut; at least one was cut (120 tokens take far longer than that instant), and a cut one is a failure.
   const cut = onVictim.filter((o) => !o.ok);
   t.ok(cut.length >= 1, `the kill cut ${cut.length} of the ${onVictim.length} generations on the killed replica`);
   for (const o of cut) {
@@ -183,4 +188,15 @@ t.test("two replicas behind nginx: balance, a replica killed mid-run, no generat
   const all = [...phase1, ...phase2, ...phase3];
   const toSurvivor = all.filter((o) => o.kind !== "embed" && o.upstreams.at(-1) === survivor).length;
   t.equal(await servedByReplica(survivor, "/api/llm/generate"), toSurvivor, "the survivor's /metrics count equals the generations answered from it");
+
+  // 4. A connect that is refused is retried on the next replica, POST included: a fresh nginx (no failure
+  // marks yet) whose first upstream is the dead replica. Two requests one after the other: the first
+  // tie-break goes to the first upstream, so at least one of them meets the refused connect.
+  nginxAfterKill = await startNginx(nginxBinary!, [victim, survivor]);
+  const retried = [
+    await generate(`http://127.0.0.1:${nginxAfterKill.port}`, "after the kill", 4),
+    await generate(`http://127.0.0.1:${nginxAfterKill.port}`, "after the kill", 4),
+  ];
+  t.same(retried.filter((o) => !o.ok), [], "both succeeded");
+  t.ok(retried.some((o) => o.upstreams.join(" ") === `${victim} ${survivor}`), "a refused connect was retried on the survivor");
 });
