@@ -1,0 +1,202 @@
+// Scale-out for real on loopback: two service processes (what `npm start` and the containers run) behind
+// Debian's nginx running the project's own deploy/nginx/nginx.conf. Concurrent generate, stream and embed
+// requests go through nginx; one replica is killed (SIGKILL) while generations run on both; then:
+// - everything that was not in flight on the killed replica succeeded (before, during and after the kill),
+// - both replicas served traffic while up,
+// - no generation that had started on the killed replica was re-sent to the survivor (nginx's X-Upstream
+//   lists every replica a request was sent to; each replica's /metrics counts the generations it ran),
+// - and a POST whose connect is refused (the dead replica) is retried on the next one.
+import t from "tap";
+import { ensureTestModels } from "../scripts/make-test-models.js";
+import { findNginx, startNginx, type NginxProcess } from "./helpers/nginx.js";
+import { startServiceProcess, type ServiceProcess } from "./helpers/process.js";
+
+const nginxBinary = findNginx();
+const skip = nginxBinary === null ? "nginx is not installed (.ci/run installs Debian's nginx-light; `apt-get install nginx-light`)" : false;
+
+type Kind = "generate" | "stream" | "embed";
+type Outcome = {
+  kind: Kind;
+  phase: "both up" | "at the kill" | "after the kill";
+  status: number;
+  /** nginx's X-Upstream: every replica the request was sent to, in order. */
+  upstreams: string[];
+  /** generate/embed: a JSON body of the right shape; stream: a `done` event as the last event. */
+  ok: boolean;
+  error?: string;
+};
+
+const message = [{ role: "user", content: "Cuéntame algo sobre Madrid" }];
+
+function upstreamsOf(response: Response): string[] {
+  return (response.headers.get("x-upstream") ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
+}
+
+/** Never throws: a refused or reset connection is an outcome like any other. */
+async function settle(kind: Kind, phase: Outcome["phase"], run: () => Promise<Outcome>): Promise<Outcome> {
+  try {
+    return await run();
+  } catch (e) {
+    return { kind, phase, status: 0, upstreams: [], ok: false, error: (e as Error).message };
+  }
+}
+
+function generate(base: string, phase: Outcome["phase"], maxTokens: number): Promise<Outcome> {
+  return settle("generate", phase, async () => {
+    const response = await fetch(`${base}/api/llm/generate`, {
+      method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ messages: message, max_new_tokens: maxTokens, temperature: 0, ignore_eos: true }),
+    });
+    const body = await response.json() as { tokens_generated?: number };
+    return { kind: "generate", phase, status: response.status, upstreams: upstreamsOf(response), ok: response.status === 200 && body.tokens_generated === maxTokens };
+  });
+}
+
+function embed(base: string, phase: Outcome["phase"]): Promise<Outcome> {
+  return settle("embed", phase, async () => {
+    const response = await fetch(`${base}/api/llm/embed`, {
+      method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ texts: ["hola", "¿qué tal?", "buenos días"] }),
+    });
+    const body = await response.json() as { embeddings?: number[][] };
+    return { kind: "embed", phase, status: response.status, upstreams: upstreamsOf(response), ok: response.status === 200 && body.embeddings?.length === 3 };
+  });
+}
+
+/** A streamed generation; `started` resolves at its first SSE event (the generation is running). */
+function stream(base: string, phase: Outcome["phase"], maxTokens: number): { started: Promise<string[]>; done: Promise<Outcome> } {
+  let markStarted!: (upstreams: string[]) => void;
+  const started = new Promise<string[]>((resolve) => { markStarted = resolve; });
+  const done = settle("stream", phase, async (): Promise<Outcome> => {
+    const response = await fetch(`${base}/api/llm/generate`, {
+      method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ messages: message, max_new_tokens: maxTokens, temperature: 0, ignore_eos: true, stream: true }),
+    });
+    const upstreams = upstreamsOf(response);
+    let text = "";
+    let error: string | undefined;
+    try {
+      for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+        text += Buffer.from(chunk).toString("utf8");
+        if (text.includes("event: ")) markStarted(upstreams);
+      }
+    } catch (e) {
+      error = (e as Error).message;
+    }
+    markStarted(upstreams);
+    const events = [...text.matchAll(/^event: (\w+)$/gm)].map((m) => m[1]);
+    const doneData = /event: done\ndata: (.*)\n/.exec(text)?.[1];
+    const ok = response.status === 200 && error === undefined && events.at(-1) === "done" &&
+      (JSON.parse(doneData ?? "{}") as { tokens_generated?: number }).tokens_generated === maxTokens;
+    return { kind: "stream", phase, status: response.status, upstreams, ok, ...(error !== undefined ? { error } : {}) };
+  }).finally(() => markStarted([]));
+  return { started, done };
+}
+
+/** Requests the replica's /metrics counted for a route, all statuses together. */
+async function servedByReplica(replica: string, route: string): Promise<number> {
+  const text = await (await fetch(`http://${replica}/metrics`)).text();
+  let total = 0;
+  for (const m of text.matchAll(/^bora_http_requests_total\{([^}]*)\} (\d+)$/gm)) {
+    if (m[1]!.includes(`route="${route}"`)) total += Number(m[2]);
+  }
+  return total;
+}
+
+async function slotsInUse(replica: string): Promise<number> {
+  const body = await (await fetch(`http://${replica}/ready`)).json() as { slots?: { busy: number; queued: number } };
+  return (body.slots?.busy ?? 0) + (body.slots?.queued ?? 0);
+}
+
+t.test("two replicas behind nginx: balance, a replica killed mid-run, no generation re-sent", { skip }, async (t) => {
+  const models = await ensureTestModels();
+  const env = { LLM_MODEL: models.chat, EMBED_MODEL: models.embed, LLM_CONTEXT_SIZE: "1024", LLM_PARALLEL: "2", MODEL_DOWNLOAD: "false",
+    // One decode thread each: two replicas share the machine's cores, as they would share a node.
+    LLM_THREADS: "1" };
+  const replicas: ServiceProcess[] = [startServiceProcess(env), startServiceProcess(env)];
+  let nginx: NginxProcess | null = null;
+  let nginxAfterKill: NginxProcess | null = null;
+  t.teardown(async () => {
+    for (const r of replicas) r.child.kill("SIGKILL");
+    await nginx?.stop();
+    await nginxAfterKill?.stop();
+  });
+  const addresses = await Promise.all(replicas.map(async (r) => /http:\/\/([^"]+)/.exec(await r.waitForLine(/Server listening at/))![1]!));
+  await Promise.all(replicas.map((r) => r.waitForLine(/"msg":"ready"/, 120_000)));
+  nginx = await startNginx(nginxBinary!, addresses);
+  const base = `http://127.0.0.1:${nginx.port}`;
+  const [victim, survivor] = addresses as [string, string];
+
+  // 1. Both up: a concurrent mix, every request answered by exactly one replica, both replicas used.
+  const phase1 = await Promise.all([
+    ...Array.from({ length: 2 }, () => generate(base, "both up", 4)),
+    ...Array.from({ length: 2 }, () => stream(base, "both up", 4).done),
+    ...Array.from({ length: 3 }, () => embed(base, "both up")),
+  ]);
+  t.same(phase1.filter((o) => !o.ok), [], "every request succeeded with both replicas up");
+  t.ok(phase1.every((o) => o.upstreams.length === 1), "each was sent to one replica");
+  t.same([...new Set(phase1.map((o) => o.upstreams[0]))].sort(), [...addresses].sort(), "both replicas got traffic");
+  for (const address of addresses) {
+    const generations = phase1.filter((o) => o.kind !== "embed" && o.upstreams[0] === address).length;
+    t.equal(await servedByReplica(address, "/api/llm/generate"), generations, `${address} ran exactly the generations nginx sent it`);
+    t.equal(await servedByReplica(address, "/api/llm/embed"), phase1.filter((o) => o.kind === "embed" && o.upstreams[0] === address).length);
+  }
+
+  // 2. Long generations on both replicas (two streams, two plain), then the victim dies mid-generation.
+  // Sent back to back: least_conn gives each replica one stream and one plain generation.
+  const longTokens = 120;
+  const streams = [stream(base, "at the kill", longTokens), stream(base, "at the kill", longTokens)];
+  const plain = [generate(base, "at the kill", longTokens), generate(base, "at the kill", longTokens)];
+  const streamUpstreams = await Promise.all(streams.map((s) => s.started));
+  t.not(streamUpstreams[0]![0], streamUpstreams[1]![0], "the two streams run on different replicas");
+  // Wait (bounded) until all four generations hold a slot or a queue place on one of the replicas.
+  let inUse = [0, 0];
+  for (let i = 0; i < 400; i++) {
+    inUse = await Promise.all(addresses.map(slotsInUse));
+    if (inUse[0]! + inUse[1]! === 4) break;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  replicas[0]!.child.kill("SIGKILL");
+  await replicas[0]!.exited;
+  t.equal(inUse[0]! + inUse[1]!, 4, `all four long generations were running or queued at the kill (${victim}: ${inUse[0]}, ${survivor}: ${inUse[1]})`);
+  t.ok(inUse[0]! >= 1, "the killed replica had generations in flight");
+
+  // 3. After the kill: a new concurrent mix, all of it must succeed on the survivor.
+  const phase3 = await Promise.all([
+    ...Array.from({ length: 2 }, () => generate(base, "after the kill", 4)),
+    ...Array.from({ length: 2 }, () => stream(base, "after the kill", 4).done),
+    ...Array.from({ length: 2 }, () => embed(base, "after the kill")),
+  ]);
+  const phase2 = await Promise.all([...streams.map((s) => s.done), ...plain]);
+
+  const onVictim = phase2.filter((o) => o.upstreams.includes(victim));
+  const onSurvivor = phase2.filter((o) => !o.upstreams.includes(victim));
+  t.same(onSurvivor.filter((o) => !o.ok), [], "the generations running on the survivor finished");
+  for (const o of onVictim) t.same(o.upstreams, [victim], `a ${o.kind} sent to the killed replica was not re-sent to the survivor`);
+  // A generation on the victim either finished in the instant between the slot count and the kill, or was
+  // cut; at least one was cut (120 tokens take far longer than that instant), and a cut one is a failure.
+  const cut = onVictim.filter((o) => !o.ok);
+  t.ok(cut.length >= 1, `the kill cut ${cut.length} of the ${onVictim.length} generations on the killed replica`);
+  for (const o of cut) {
+    if (o.kind === "generate") t.equal(o.status, 502, "nginx answers the cut plain generation with 502 (JSON)");
+    if (o.kind === "stream") t.ok(o.error !== undefined, "the cut stream ends with a transport error, no `done`");
+  }
+  t.same(phase3.filter((o) => !o.ok), [], "every request after the kill succeeded");
+  t.ok(phase3.every((o) => o.upstreams.at(-1) === survivor), "and was answered by the survivor");
+
+  // Each generation the survivor ran is one a client received from it: nothing was replayed there.
+  const all = [...phase1, ...phase2, ...phase3];
+  const toSurvivor = all.filter((o) => o.kind !== "embed" && o.upstreams.at(-1) === survivor).length;
+  t.equal(await servedByReplica(survivor, "/api/llm/generate"), toSurvivor, "the survivor's /metrics count equals the generations answered from it");
+
+  // 4. A connect that is refused is retried on the next replica, POST included: a fresh nginx (no failure
+  // marks yet) whose first upstream is the dead replica. Two requests one after the other: the first
+  // tie-break goes to the first upstream, so at least one of them meets the refused connect.
+  nginxAfterKill = await startNginx(nginxBinary!, [victim, survivor]);
+  const retried = [
+    await generate(`http://127.0.0.1:${nginxAfterKill.port}`, "after the kill", 4),
+    await generate(`http://127.0.0.1:${nginxAfterKill.port}`, "after the kill", 4),
+  ];
+  t.same(retried.filter((o) => !o.ok), [], "both succeeded");
+  t.ok(retried.some((o) => o.upstreams.join(" ") === `${victim} ${survivor}`), "a refused connect was retried on the survivor");
+});
