@@ -51,7 +51,7 @@ export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT
     // On the raw response, so streamed (hijacked) replies carry it too.
     reply.raw.setHeader("x-request-id", request.id);
     // Headers only at debug (credentials redacted by the logger), never at info.
-    request.log.debug({ req: { method: request.method, url: request.url, headers: request.headers } }, "request received");
+    request.log.debug({ method: request.method, url: request.url, headers: request.headers }, "request received");
     if (state.draining) reply.raw.setHeader("Connection", "close"); // keep-alive clients reconnect elsewhere
     if (probes.has(request.url.split("?")[0]!)) return;
     // A drain waits for every open response, streams included; 'close' fires however it ends.
