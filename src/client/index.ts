@@ -297,7 +297,8 @@ export class LlmClient {
         return await attempt(attemptSignal, timeout);
       } catch (raw) {
         if (signal?.aborted) throw signal.reason;
-        const error = timeout.fired && !(raw instanceof LlmClientError)
+        // Our own timer aborted the fetch (which then looks like a connection error): a timeout.
+        const error = timeout.fired && !(raw instanceof LlmStreamInterruptedError)
           ? new LlmTimeoutError(`The LLM service did not answer within ${this.timeoutMs} ms`)
           : toClientError(raw);
         error.attempts = n;
