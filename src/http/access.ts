@@ -47,8 +47,9 @@ export function corsOptionsFor(origin: string | undefined, allowed: readonly str
   const listed = allowed.filter((o) => o !== "*");
   if (origin !== undefined && listed.includes(origin)) return { ...common, origin, credentials: true };
   if (allowed.includes("*")) return { ...common, origin: "*", credentials: false };
-  // An array of origins reflects only a matching one: none matches here, so no Allow-Origin is sent.
-  return { ...common, origin: listed.length > 0 ? listed : ["null-origin-never-matches"], credentials: false };
+  // An array reflects only a matching origin: none matches here, so no Allow-Origin is sent (an
+  // `origin: false` would skip the preflight answer altogether and leave it to the 404 handler).
+  return { ...common, origin: [...listed], credentials: false };
 }
 
 /** The key a client sent: `Authorization: Bearer <key>` (OpenAI clients) or `x-api-key: <key>`. */
