@@ -73,6 +73,8 @@ t.test("every API's 401 has the shape of that path's own errors", async (t) => {
 
 t.test("probes, the OpenAPI page and static pages need no key; /metrics per METRICS_AUTH", async (t) => {
   for (const path of ["/health", "/ready", "/metrics", "/docs/json"]) t.equal((await fetch(`${base}${path}`)).status, 200, path);
+  const doc = await (await fetch(`${base}/docs/json`)).json() as { components: { securitySchemes: Record<string, unknown> } };
+  t.same(Object.keys(doc.components.securitySchemes).sort(), ["apiKey", "bearer"], "the OpenAPI doc offers both ways of sending the key");
   // The playground page (static files) must load without a key: it asks for the key itself.
   for (const path of ["/", "/index.html", "/playground/app.js"]) t.not((await fetch(`${base}${path}`)).status, 401, path);
 

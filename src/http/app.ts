@@ -71,6 +71,11 @@ export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT
     openapi: {
       openapi: "3.1.0",
       info: { title: "Bora LLM service", version: "0.1.0", description: "Qwen3 chat and MiniLM embeddings over llama.cpp (node-llama-cpp). The seed API and an OpenAI-compatible API over the same engine." },
+      // With LLM_API_KEY set, the docs page offers both ways of sending the key.
+      ...(access.apiKeys.length > 0 ? {
+        components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" }, apiKey: { type: "apiKey", in: "header", name: "x-api-key" } } },
+        security: [{ bearer: [] }, { apiKey: [] }],
+      } : {}),
     },
   });
   await app.register(swaggerUi, { routePrefix: "/docs" });
