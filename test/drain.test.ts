@@ -68,6 +68,9 @@ t.test("past DRAIN_TIMEOUT_MS: both APIs' streams end with an error event, exit 
     messages: [{ role: "user", content: "Cuéntame una historia larga" }], max_tokens: 900, temperature: 0, ignore_eos: true, stream: true,
   }), (e) => e.data.includes('"content":"') && !e.data.includes('"content":""'));
   await Promise.all([seed.first, openai.first]);
+  // Both slots are busy: a third request waits in the queue.
+  const queued = post(base, "/api/llm/generate", { messages: [{ role: "user", content: "hola" }], max_new_tokens: 5 });
+  while ((await (await fetch(`${base}/ready`)).json() as { slots: { queued: number } }).slots.queued !== 1) await new Promise((r) => setTimeout(r, 20));
 
   proc.child.kill("SIGTERM");
   const [seedEnd, openaiEnd] = await Promise.all([seed.ended, openai.ended]);
@@ -83,6 +86,11 @@ t.test("past DRAIN_TIMEOUT_MS: both APIs' streams end with an error event, exit 
   const lastChunk = JSON.parse(openai.events.at(-1)!.data) as { error?: { type: string; code: string } };
   t.same(lastChunk.error && { type: lastChunk.error.type, code: lastChunk.error.code }, { type: "service_unavailable_error", code: "shutting_down" });
   t.notOk(openai.events.some((e) => e.data === "[DONE]"), "no [DONE] after a cancelled stream");
+
+  const queuedResponse = await queued;
+  t.equal(queuedResponse.status, 503, "the queued request is cancelled with a 503");
+  t.equal(queuedResponse.headers.get("retry-after"), "1");
+  t.equal((await queuedResponse.json() as { error: { code: string } }).error.code, "shutting_down");
 
   t.same(await proc.exited, { code: 0, signal: null });
   t.match(proc.output(), /drain deadline passed: cancelling/);
