@@ -225,6 +225,21 @@ t.test("timeouts: a generation longer than timeoutMs fails with LlmTimeoutError,
   t.equal(next.tokens_generated, 2);
 });
 
+t.test("a call's request id reaches the service and comes back", async (t) => {
+  const echoed: (string | null)[] = [];
+  const client = new LlmClient({
+    baseUrl: base,
+    fetch: async (input, init) => {
+      const response = await fetch(input, init);
+      echoed.push(response.headers.get("x-request-id"));
+      return response;
+    },
+  });
+  await client.embed(["hola"], { requestId: "backend-req-1" });
+  for await (const event of client.stream({ messages, max_new_tokens: 2 }, { requestId: "backend-req-2" })) void event;
+  t.same(echoed, ["backend-req-1", "backend-req-2"]);
+});
+
 t.test("the API key is sent as a bearer token", async (t) => {
   const state = new ServiceState();
   state.setEngines(service.engines);

@@ -16,6 +16,9 @@ export type StreamEvent =
   | { type: "reasoning"; text: string }
   | { type: "done"; response: GenerateResponse };
 
+/** Per call: cancel it, or give it the id that follows it into the service's log (x-request-id, kept across retries). */
+export type CallOptions = { signal?: AbortSignal; requestId?: string };
+
 export type RetryInfo = {
   /** The attempt that failed (1 = the first). */
   attempt: number;
@@ -168,10 +171,10 @@ export class LlmClient {
   }
 
   /** The whole answer at once. */
-  async generate(request: GenerateInput, { signal }: { signal?: AbortSignal } = {}): Promise<GenerateResponse> {
+  async generate(request: GenerateInput, { signal, requestId }: CallOptions = {}): Promise<GenerateResponse> {
     try {
       return await this.withRetries(signal, async (attemptSignal) => {
-        const response = await this.post("/api/llm/generate", { ...request, stream: false }, attemptSignal);
+        const response = await this.post("/api/llm/generate", { ...request, stream: false }, attemptSignal, requestId);
         return await response.json() as GenerateResponse;
       });
     } catch (error) {
@@ -180,10 +183,10 @@ export class LlmClient {
   }
 
   /** Vectors in input order, L2-normalised. */
-  async embed(texts: readonly string[], { signal, model }: { signal?: AbortSignal; model?: string } = {}): Promise<EmbedResponse> {
+  async embed(texts: readonly string[], { signal, requestId, model }: CallOptions & { model?: string } = {}): Promise<EmbedResponse> {
     try {
       return await this.withRetries(signal, async (attemptSignal) => {
-        const response = await this.post("/api/llm/embed", { texts, ...(model ? { model } : {}) }, attemptSignal);
+        const response = await this.post("/api/llm/embed", { texts, ...(model ? { model } : {}) }, attemptSignal, requestId);
         return await response.json() as EmbedResponse;
       });
     } catch (error) {
@@ -196,7 +199,7 @@ export class LlmClient {
    * response. Retried like generate until the first token arrives, never after; with a fallback, a
    * failure before the first token yields the fallback's answer as one delta and a done.
    */
-  async *stream(request: GenerateInput, { signal }: { signal?: AbortSignal } = {}): AsyncGenerator<StreamEvent> {
+  async *stream(request: GenerateInput, { signal, requestId }: CallOptions = {}): AsyncGenerator<StreamEvent> {
     let delivered = "";
     let producedTokens = false;
     // Stops the attempt when the caller leaves the loop early (break, return, throw).
@@ -211,7 +214,7 @@ export class LlmClient {
     // that has already pushed a token is final: its failure becomes a LlmStreamInterruptedError.
     const run = this.withRetries(combined, async (attemptSignal, timeout) => {
       let sawDone = false;
-      const response = await this.post("/api/llm/generate", { ...request, stream: true }, attemptSignal);
+      const response = await this.post("/api/llm/generate", { ...request, stream: true }, attemptSignal, requestId);
       timeout.restart();
       try {
         for await (const event of readSse(response.body!)) {
@@ -264,7 +267,7 @@ export class LlmClient {
     yield { type: "done", response };
   }
 
-  private async post(path: string, body: unknown, signal: AbortSignal): Promise<Response> {
+  private async post(path: string, body: unknown, signal: AbortSignal, requestId: string | undefined): Promise<Response> {
     let response: Response;
     try {
       response = await this.fetchImpl(`${this.baseUrl}${path}`, {
@@ -273,6 +276,7 @@ export class LlmClient {
           "content-type": "application/json",
           ...(this.options.apiKey ? { authorization: `Bearer ${this.options.apiKey}` } : {}),
           ...this.options.headers,
+          ...(requestId ? { "x-request-id": requestId } : {}),
         },
         body: JSON.stringify(body),
         signal,
