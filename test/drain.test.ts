@@ -25,7 +25,7 @@ const seedStream = (base: string, tokens: number) => post(base, "/api/llm/genera
 
 t.test("SIGTERM during a stream: it finishes with done, /ready 503, new requests 503, exit 0", async (t) => {
   const { proc, base } = await start(t);
-  const response = await seedStream(base, 80);
+  const response = await seedStream(base, 120);
   t.equal(response.status, 200);
   const stream = collectEvents(response, (e) => e.event === "delta");
   await stream.first;
@@ -52,7 +52,7 @@ t.test("SIGTERM during a stream: it finishes with done, /ready 503, new requests
   const done = stream.events.at(-1)!;
   t.equal(done.event, "done", "the running stream finished with its done event");
   const result = JSON.parse(done.data) as { tokens_generated: number; finish_reason: string };
-  t.equal(result.tokens_generated, 80, "all 80 tokens");
+  t.equal(result.tokens_generated, 120, "all 120 tokens");
   t.equal(result.finish_reason, "length");
   t.notOk(stream.events.some((e) => e.event === "error"));
 
