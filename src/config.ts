@@ -36,6 +36,11 @@ export const EnvSchema = Type.Object({
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, maximum: 1_073_741_824, default: 8 * 1024 * 1024, description: "Largest request body accepted; larger: 413" }),
   WARMUP: Type.Boolean({ default: true, description: "Run one short generation before /ready turns ready" }),
   LOG_LEVEL: Type.Union(["fatal", "error", "warn", "info", "debug", "trace", "silent"].map((l) => Type.Literal(l)), { default: "info", description: "pino log level" }),
+  LOG_FORMAT: Type.Union([Type.Literal("auto"), Type.Literal("pretty"), Type.Literal("json")], { default: "auto", description: "auto: readable (pino-pretty) on a terminal, JSON lines otherwise" }),
+  LLM_API_KEY: Type.String({ default: "", description: "API key(s), comma-separated; empty: no key needed. Sent as Authorization: Bearer or x-api-key" }),
+  CORS_ORIGINS: Type.String({ default: "http://localhost:8000", description: "Browser origins allowed (comma-separated, with credentials); * allows any origin without credentials" }),
+  METRICS_AUTH: Type.Boolean({ default: false, description: "true: /metrics needs the API key too" }),
+  DRAIN_TIMEOUT_MS: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400_000, description: "On SIGTERM, how long running requests may finish; default LLM_REQUEST_TIMEOUT_MS" })),
 });
 export type Env = Static<typeof EnvSchema>;
 
@@ -61,6 +66,11 @@ export type Config = Readonly<{
   bodyLimitBytes: number;
   warmup: boolean;
   logLevel: Env["LOG_LEVEL"];
+  logFormat: Env["LOG_FORMAT"];
+  apiKeys: readonly string[];
+  corsOrigins: readonly string[];
+  metricsAuth: boolean;
+  drainTimeoutMs: number;
 }>;
 
 export class ConfigError extends Error {
@@ -109,6 +119,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`Invalid configuration:\n${[...new Set(lines)].join("\n")}`);
   }
   const e = withDefaults as Env;
+  const corsOrigins = parseCorsOrigins(e.CORS_ORIGINS);
   return Object.freeze({
     port: e.PORT,
     host: e.HOST,
@@ -131,5 +142,29 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
     warmup: e.WARMUP,
     logLevel: e.LOG_LEVEL,
+    logFormat: e.LOG_FORMAT,
+    apiKeys: Object.freeze(splitList(e.LLM_API_KEY)),
+    corsOrigins,
+    metricsAuth: e.METRICS_AUTH,
+    // A request never outlives its own deadline, so draining that long lets every answer finish.
+    drainTimeoutMs: e.DRAIN_TIMEOUT_MS ?? e.LLM_REQUEST_TIMEOUT_MS,
   });
+}
+
+const splitList = (value: string): string[] => value.split(",").map((item) => item.trim()).filter((item) => item !== "");
+
+/** Each entry must be `*` or a bare origin (`scheme://host[:port]`): a path or a trailing slash never matches a browser's Origin. */
+function parseCorsOrigins(value: string): readonly string[] {
+  const origins = splitList(value);
+  for (const origin of origins) {
+    if (origin === "*") continue;
+    let parsed: URL | undefined;
+    try {
+      parsed = new URL(origin);
+    } catch { /* reported below */ }
+    if (parsed?.origin !== origin) {
+      throw new ConfigError(`Invalid configuration:\n  CORS_ORIGINS=${JSON.stringify(value)}: ${JSON.stringify(origin)} is not an origin like http://localhost:8000 (scheme://host[:port], no path)`);
+    }
+  }
+  return Object.freeze(origins);
 }

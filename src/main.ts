@@ -1,11 +1,18 @@
-// The process: config -> HTTP (health answers at once) -> engines -> warm-up -> ready; signals; shutdown.
+// The process: config -> HTTP (health answers at once) -> engines -> warm-up -> ready; signals; drain;
+// shutdown. Run it with node directly (npm start does), so the exit code is the service's own.
 import closeWithGrace from "close-with-grace";
-import { pino } from "pino";
+import { constants } from "node:os";
 import { ConfigError, loadConfig } from "./config.js";
+import { drain } from "./drain.js";
 import { ModelFileError } from "./engine/modelFiles.js";
 import { disposeEngines, loadEngines, warmUp, type LoadedEngines } from "./engines.js";
+import { accessFrom } from "./http/access.js";
 import { buildApp } from "./http/app.js";
+import { createLogger } from "./logging.js";
 import { ServiceState } from "./service.js";
+
+/** After a drain: time for closing the port and freeing the models before close-with-grace gives up. */
+const SHUTDOWN_MARGIN_MS = 30_000;
 
 async function main(): Promise<void> {
   let config;
@@ -18,17 +25,32 @@ async function main(): Promise<void> {
     }
     throw error;
   }
-  const log = pino({ level: config.logLevel });
+  const log = createLogger(config);
   const state = new ServiceState();
-  const app = await buildApp({ state, bodyLimitBytes: config.bodyLimitBytes, logger: log });
+  const app = await buildApp({
+    state, bodyLimitBytes: config.bodyLimitBytes, logger: log,
+    access: accessFrom(config),
+  });
+  if (config.apiKeys.length === 0) log.warn("LLM_API_KEY is not set: the APIs need no key (set it wherever the port is reachable by others)");
   let engines: LoadedEngines | null = null;
 
-  closeWithGrace({ delay: 10_000, logger: log }, async ({ signal, err }) => {
+  closeWithGrace({
+    // The safety net: a drain that hangs past its own deadline plus this margin ends with exit 1.
+    delay: config.drainTimeoutMs + SHUTDOWN_MARGIN_MS,
+    logger: { error: (message: unknown) => log.error(message) },
+    // A second SIGTERM/SIGINT stops at once, with the conventional 128 + signal number.
+    onSecondSignal: (signal) => {
+      log.warn({ signal, inFlight: state.inFlight }, "second signal: stopping now");
+      process.exit(128 + (constants.signals[signal as NodeJS.Signals] ?? 15));
+    },
+  }, async ({ signal, err }) => {
     if (err) log.error({ err }, "shutting down after an error");
     else log.info({ signal }, "shutting down");
-    state.markStopping();
+    // After an uncaught error the process cannot be trusted for minutes: cancel at once.
+    await drain(state, { timeoutMs: err ? 0 : config.drainTimeoutMs, log });
     await app.close();
     if (engines) await disposeEngines(engines);
+    log.info("stopped");
   });
 
   await app.listen({ port: config.port, host: config.host });

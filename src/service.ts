@@ -4,6 +4,12 @@ import type { ChatEngine } from "./engine/chat.js";
 import type { EmbedEngine } from "./engine/embed.js";
 import { EngineError } from "./engine/errors.js";
 
+/**
+ * Retry-After while draining: short, because a load balancer sends the retry to another replica, and
+ * without one the restarted process is back within seconds.
+ */
+export const DRAIN_RETRY_AFTER_S = 1;
+
 export type Engines = { chat: ChatEngine; embed: EmbedEngine; runtime?: RuntimeSummary };
 /** What /api/status reports about the native runtime (engines.ts passes its Runtime, which has these). */
 export type RuntimeSummary = { backend: string; cpu: { threads: number; source: string } };
@@ -13,7 +19,13 @@ export class ServiceState {
   private current: Engines | null = null;
   private state: ServiceStatus = "loading";
   private readonly engineListeners: ((engines: Engines) => void)[] = [];
+  private readonly drainDeadlineController = new AbortController();
+  private running = 0;
+  private idleWaiters: (() => void)[] = [];
   readonly startedAt = Date.now();
+
+  /** Aborted when a drain's deadline passes: whatever still runs is cancelled with a clear error. */
+  readonly drainDeadline: AbortSignal = this.drainDeadlineController.signal;
 
   get status(): ServiceStatus {
     return this.state;
@@ -33,11 +45,45 @@ export class ServiceState {
 
   markReady(): void {
     if (this.current === null) throw new Error("markReady before engines are set");
-    this.state = "ready";
+    // A signal that arrived during the load wins: a stopping service never turns ready again.
+    if (this.state === "loading") this.state = "ready";
   }
 
+  /** From now on /ready is 503 and new model requests get 503 + Retry-After; running ones go on. */
   markStopping(): void {
     this.state = "stopping";
+  }
+
+  get draining(): boolean {
+    return this.state === "stopping";
+  }
+
+  /** Past the drain deadline: cancels every request still running (they end with a shutting_down error). */
+  cancelRunning(): void {
+    this.drainDeadlineController.abort(new EngineError("shutting_down", "The service stopped before this request finished (drain deadline passed).", 503, undefined, DRAIN_RETRY_AFTER_S));
+  }
+
+  /** Counts a request until the returned function is called (once its response is closed). */
+  trackRequest(): () => void {
+    this.running++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.running--;
+      if (this.running === 0) for (const resolve of this.idleWaiters.splice(0)) resolve();
+    };
+  }
+
+  /** Requests whose responses are still open (probes excluded). */
+  get inFlight(): number {
+    return this.running;
+  }
+
+  /** Resolves when no request is in flight (at once when none is). */
+  whenIdle(): Promise<void> {
+    if (this.running === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
   markFailed(): void {
@@ -47,7 +93,7 @@ export class ServiceState {
   /** The engines, or a 503 that says why they cannot be used yet. */
   engines(): Engines {
     if (this.state === "ready" && this.current !== null) return this.current;
-    if (this.state === "stopping") throw new EngineError("shutting_down", "The service is shutting down.", 503, undefined, 5);
+    if (this.state === "stopping") throw new EngineError("shutting_down", "The service is shutting down; retry (another replica will answer).", 503, undefined, DRAIN_RETRY_AFTER_S);
     throw new EngineError("not_ready", "The models are still loading; try again shortly.", 503, undefined, 5);
   }
 

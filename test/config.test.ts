@@ -55,3 +55,23 @@ t.test("cgroup quota files", async (t) => {
   t.equal(cgroupCpuQuota(files({ "/sys/fs/cgroup/cpu/cpu.cfs_quota_us": "-1", "/sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000" })), null);
   t.equal(cgroupCpuQuota(files({})), null);
 });
+
+t.test("access, CORS, drain and log settings", async (t) => {
+  const d = loadConfig({});
+  t.same(d.apiKeys, [], "no key by default");
+  t.same(d.corsOrigins, ["http://localhost:8000"], "the seed's CORS origin");
+  t.equal(d.metricsAuth, false);
+  t.equal(d.drainTimeoutMs, d.requestTimeoutMs, "a drain lasts as long as one request may");
+  t.equal(d.logFormat, "auto");
+  t.equal(loadConfig({ LLM_REQUEST_TIMEOUT_MS: "60000" }).drainTimeoutMs, 60_000);
+  t.equal(loadConfig({ DRAIN_TIMEOUT_MS: "0" }).drainTimeoutMs, 0);
+  const c = loadConfig({ LLM_API_KEY: " a-key , another-key ,", CORS_ORIGINS: "https://app.example, http://localhost:3000", METRICS_AUTH: "true", LOG_FORMAT: "json" });
+  t.same(c.apiKeys, ["a-key", "another-key"]);
+  t.same(c.corsOrigins, ["https://app.example", "http://localhost:3000"]);
+  t.equal(c.metricsAuth, true);
+  t.equal(c.logFormat, "json");
+  t.same(loadConfig({ CORS_ORIGINS: "*" }).corsOrigins, ["*"]);
+  for (const [key, value] of [["CORS_ORIGINS", "https://app.example/"], ["CORS_ORIGINS", "localhost:8000"], ["DRAIN_TIMEOUT_MS", "-1"], ["LOG_FORMAT", "xml"], ["METRICS_AUTH", "yes"]] as const) {
+    t.throws(() => loadConfig({ [key]: value }), new RegExp(`${key}=.*${value.replace(/[/*.]/g, "\\$&")}`), `${key}=${value} is refused`);
+  }
+});

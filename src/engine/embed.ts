@@ -52,6 +52,7 @@ export class EmbedEngine {
   private readonly pending: PendingText[] = [];
   private draining = false;
   private closed = false;
+  private readonly batchListeners = new Set<(texts: number, tokens: number) => void>();
 
   private constructor(private readonly backend: PoolingBackend, private readonly options: EmbedEngineOptions, loadMs: number) {
     this.modelName = options.modelName;
@@ -99,6 +100,12 @@ export class EmbedEngine {
     return name === this.modelName || this.aliases.includes(name);
   }
 
+  /** Called for every decode batch with its text and token counts (metrics: batch sizes). */
+  onBatch(listener: (texts: number, tokens: number) => void): () => void {
+    this.batchListeners.add(listener);
+    return () => this.batchListeners.delete(listener);
+  }
+
   async embed(texts: readonly string[]): Promise<EmbedResult> {
     if (this.closed) throw new EngineError("shutting_down", "The service is shutting down.", 503, undefined, 5);
     if (texts.length > this.options.maxTexts) {
@@ -140,6 +147,7 @@ export class EmbedEngine {
     try {
       while (this.pending.length > 0) {
         const batch = this.takeBatch();
+        for (const listener of this.batchListeners) listener(batch.length, batch.reduce((sum, p) => sum + p.tokens.length, 0));
         try {
           const vectors = await this.backend.pool(batch.map((p) => p.tokens));
           batch.forEach((p, i) => p.resolve(vectors[i]!));

@@ -1,9 +1,11 @@
 // Builds the Fastify app (no port): tests inject into it, main.ts listens with it.
+import { randomUUID } from "node:crypto";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import type { ServiceState } from "../service.js";
+import { DEFAULT_ACCESS, installAccess, type AccessOptions } from "./access.js";
 import { installErrorHandling } from "./errors.js";
 import { installMetrics } from "./metrics.js";
 import { healthRoutes } from "./routes/health.js";
@@ -16,14 +18,25 @@ export type AppOptions = {
   state: ServiceState;
   bodyLimitBytes: number;
   logger: Logger | false;
+  /** API keys, CORS origins, /metrics access (default: no key, the seed's CORS origin). */
+  access?: AccessOptions;
 };
 
-export async function buildApp({ state, bodyLimitBytes, logger }: AppOptions): Promise<FastifyInstance> {
+/** An incoming x-request-id is kept when it is a plausible id (it ends up in every log line). */
+const REQUEST_ID = /^[\w.:@-]{1,128}$/;
+
+export function requestIdFor(header: string | string[] | undefined): string {
+  return typeof header === "string" && REQUEST_ID.test(header) ? header : randomUUID();
+}
+
+export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT_ACCESS }: AppOptions): Promise<FastifyInstance> {
   const app = Fastify({
     ...(logger === false ? { logger: false } : { loggerInstance: logger as FastifyBaseLogger }),
     bodyLimit: bodyLimitBytes,
     // Fastify's own per-request lines are replaced by the onResponse line below.
     logController: new LogController({ disableRequestLogging: true }),
+    // Every line logged for a request carries its id; a proxy's or client's x-request-id is honoured.
+    genReqId: (req) => requestIdFor(req.headers["x-request-id"]),
     ajv: {
       // The schema is the contract: no silent coercion ("12" is not 12, 5 is not "5") and unknown
       // fields are reported, not stripped.
@@ -31,10 +44,21 @@ export async function buildApp({ state, bodyLimitBytes, logger }: AppOptions): P
     },
   });
 
+  app.decorate("drainDeadline", state.drainDeadline);
   // Every endpoint takes JSON: any other body type is a 415, not a string that fails validation.
   app.removeContentTypeParser("text/plain");
   installErrorHandling(app);
   const probes = new Set(["/health", "/ready", "/metrics"]);
+  app.addHook("onRequest", async (request, reply) => {
+    // On the raw response, so streamed (hijacked) replies carry it too.
+    reply.raw.setHeader("x-request-id", request.id);
+    // Headers only at debug (credentials redacted by the logger), never at info.
+    request.log.debug({ method: request.method, url: request.url, headers: request.headers }, "request received");
+    if (state.draining) reply.raw.setHeader("Connection", "close"); // keep-alive clients reconnect elsewhere
+    if (probes.has(request.url.split("?")[0]!)) return;
+    // A drain waits for every open response, streams included; 'close' fires however it ends.
+    reply.raw.once("close", state.trackRequest());
+  });
   app.addHook("onResponse", async (request, reply) => {
     // Method, path, status and time only: never a body, never user text. Probes (polled by load
     // balancers many times a second) only at debug.
@@ -44,10 +68,16 @@ export async function buildApp({ state, bodyLimitBytes, logger }: AppOptions): P
     else request.log.info(line, "request");
   });
 
+  await installAccess(app, access);
   await app.register(swagger, {
     openapi: {
       openapi: "3.1.0",
       info: { title: "Bora LLM service", version: "0.1.0", description: "Qwen3 chat and MiniLM embeddings over llama.cpp (node-llama-cpp). The seed API and an OpenAI-compatible API over the same engine." },
+      // With LLM_API_KEY set, the docs page offers both ways of sending the key.
+      ...(access.apiKeys.length > 0 ? {
+        components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" }, apiKey: { type: "apiKey", in: "header", name: "x-api-key" } } },
+        security: [{ bearer: [] }, { apiKey: [] }],
+      } : {}),
     },
   });
   await app.register(swaggerUi, { routePrefix: "/docs" });

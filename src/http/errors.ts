@@ -2,6 +2,13 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { EngineError } from "../engine/errors.js";
 
+declare module "fastify" {
+  interface FastifyInstance {
+    /** The service's drain deadline (ServiceState.drainDeadline): aborted, it cancels running requests. */
+    drainDeadline: AbortSignal;
+  }
+}
+
 export type ErrorPayload = { status: number; code: string; message: string; field?: string; retryAfterSeconds?: number };
 
 /** `/messages/0/content` -> `messages[0].content` */
@@ -63,9 +70,20 @@ export type ErrorStyle = "seed" | "openai";
 
 export const errorStyleFor = (url: string): ErrorStyle => url.startsWith("/v1/") ? "openai" : "seed";
 
+/**
+ * A request cancelled because the drain deadline passed: a 503 (or SSE `error`) that says so, where a
+ * client disconnect would get nothing (nobody is listening) or a 499.
+ */
+export function drainFailure(error: unknown, server: FastifyInstance): ErrorPayload | null {
+  if (!server.drainDeadline.aborted || !(error instanceof EngineError && error.code === "cancelled")) return null;
+  const reason = server.drainDeadline.reason;
+  return reason instanceof EngineError ? toErrorPayload(reason)
+    : { status: 503, code: "shutting_down", message: "The service stopped before this request finished." };
+}
+
 export function installErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
-    const payload = toErrorPayload(error);
+    const payload = drainFailure(error, request.server) ?? toErrorPayload(error);
     if (payload.status >= 500 && payload.code === "internal_error") {
       // The message of a native failure carries no request text; the request's body is never logged.
       request.log.error({ err: error instanceof Error ? { type: error.name, message: error.message, stack: error.stack } : error }, "request failed");

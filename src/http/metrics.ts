@@ -31,6 +31,27 @@ export function installMetrics(app: FastifyInstance, state: ServiceState): void 
     name: "bora_queue_waiting", help: "Generation requests waiting for a slot", registers: [registry],
     collect() { this.set(state.loaded()?.chat.stats().queued ?? 0); },
   });
+  const embedBatchTexts = new Histogram({
+    name: "bora_embed_batch_texts", help: "Texts per embedding decode (texts of concurrent requests share a decode)", registers: [registry],
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+  });
+  new Gauge({
+    name: "bora_model_load_seconds", help: "Time to load each model at start", labelNames: ["model"], registers: [registry],
+    collect() {
+      const engines = state.loaded();
+      if (!engines) return;
+      this.set({ model: "chat" }, engines.chat.loadMs / 1000);
+      this.set({ model: "embedding" }, engines.embed.loadMs / 1000);
+    },
+  });
+  new Gauge({
+    name: "bora_draining", help: "1 while the service drains after SIGTERM (/ready is 503, new requests are refused)", registers: [registry],
+    collect() { this.set(state.draining ? 1 : 0); },
+  });
+  new Gauge({
+    name: "bora_http_requests_in_flight", help: "Requests whose responses are still open (probes excluded)", registers: [registry],
+    collect() { this.set(state.inFlight); },
+  });
   new Gauge({
     name: "bora_ready", help: "1 when the models are loaded and warmed up", registers: [registry],
     collect() { this.set(state.status === "ready" ? 1 : 0); },
@@ -43,6 +64,7 @@ export function installMetrics(app: FastifyInstance, state: ServiceState): void 
       generatedTokens.inc(r.tokensGenerated);
       if (r.timings.firstTokenMs !== null) firstToken.observe((r.timings.queueMs + r.timings.firstTokenMs) / 1000);
     });
+    engines.embed.onBatch((texts) => embedBatchTexts.observe(texts));
   });
   app.addHook("onResponse", async (request, reply) => {
     const route = request.routeOptions.url ?? "unmatched";

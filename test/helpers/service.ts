@@ -3,6 +3,7 @@ import type { FastifyInstance } from "fastify";
 import { ensureTestModels } from "../../scripts/make-test-models.js";
 import { loadConfig, type Config } from "../../src/config.js";
 import { disposeEngines, loadEngines, warmUp, type LoadedEngines } from "../../src/engines.js";
+import { accessFrom } from "../../src/http/access.js";
 import { buildApp } from "../../src/http/app.js";
 import { ServiceState } from "../../src/service.js";
 import { pino } from "pino";
@@ -30,7 +31,7 @@ export async function startTestService(env: Record<string, string> = {}): Promis
   state.setEngines(engines);
   await warmUp(engines);
   state.markReady();
-  const app = await buildApp({ state, bodyLimitBytes: config.bodyLimitBytes, logger: false });
+  const app = await buildApp({ state, bodyLimitBytes: config.bodyLimitBytes, logger: false, access: accessFrom(config) });
   await app.ready();
   return {
     app, engines, config, state,

@@ -3,13 +3,12 @@ import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { EngineError } from "../../engine/errors.js";
 import type { ServiceState } from "../../service.js";
 import { toGenerateRequest } from "../adapt.js";
-import { toErrorPayload } from "../errors.js";
 import { ErrorBodySchema } from "../schemas/common.js";
 import {
   EmbedBodySchema, EmbedResponseSchema, GenerateBodySchema, GenerateResponseSchema,
   type EmbedResponse, type GenerateResponse,
 } from "../schemas/llm.js";
-import { clientDisconnectSignal, startSse } from "../streaming.js";
+import { clientDisconnectSignal, startSse, streamFailure } from "../streaming.js";
 
 export const llmRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = async (app, { state }) => {
   const errors = { 400: ErrorBodySchema, 413: ErrorBodySchema, 415: ErrorBodySchema, 429: ErrorBodySchema, 500: ErrorBodySchema, 503: ErrorBodySchema };
@@ -48,8 +47,8 @@ export const llmRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = asy
       const result = await chat.run(prepared, (d) => { if (d.kind === "content" || d.kind === "reasoning") sse.send({ text: d.text }, d.kind === "content" ? "delta" : "reasoning"); });
       sse.send(toResponse(result), "done");
     } catch (error) {
-      const e = toErrorPayload(error);
-      if (!(error instanceof EngineError && error.code === "cancelled")) sse.send({ error: { code: e.code, message: e.message } }, "error");
+      const e = streamFailure(error, reply);
+      if (e) sse.send({ error: { code: e.code, message: e.message } }, "error");
     } finally {
       sse.end();
     }

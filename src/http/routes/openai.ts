@@ -5,12 +5,12 @@ import type { ChatMessage, GenerationResult } from "../../engine/chat.js";
 import { EngineError } from "../../engine/errors.js";
 import type { ServiceState } from "../../service.js";
 import { toGenerateRequest } from "../adapt.js";
-import { errorBody, toErrorPayload } from "../errors.js";
+import { errorBody } from "../errors.js";
 import {
   ChatCompletionBodySchema, ChatCompletionSchema, EmbeddingsBodySchema, EmbeddingsResponseSchema, ModelListSchema, OpenAIErrorSchema,
   type ChatCompletion, type ChatCompletionBody, type EmbeddingsResponse,
 } from "../schemas/openai.js";
-import { clientDisconnectSignal, startSse } from "../streaming.js";
+import { clientDisconnectSignal, startSse, streamFailure } from "../streaming.js";
 
 /** Thinking is off unless asked for, as on the seed API: the token budget goes to the answer. */
 const DEFAULT_THINKING = false;
@@ -90,7 +90,8 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
       }
       sse.sendRaw("[DONE]");
     } catch (error) {
-      if (!(error instanceof EngineError && error.code === "cancelled")) sse.send(errorBody(toErrorPayload(error), "openai"));
+      const e = streamFailure(error, reply);
+      if (e) sse.send(errorBody(e, "openai"));
     } finally {
       sse.end();
     }
