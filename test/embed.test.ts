@@ -2,6 +2,7 @@
 import { Value } from "@sinclair/typebox/value";
 import t from "tap";
 import { EmbedEngine } from "../src/engine/embed.js";
+import { NativeBatchEmbedder } from "../src/engine/native/batchEmbedder.js";
 import { EmbedResponseSchema } from "../src/http/schemas/llm.js";
 import { EmbeddingsResponseSchema } from "../src/http/schemas/openai.js";
 import { base64Float32, vectorResponseJson } from "../src/http/vectors.js";
@@ -130,4 +131,21 @@ t.test("embedding responses: the fast writer sends exactly what the response sch
   t.equal(vectorResponseJson({ embeddings: [[0.1, -2e-7, 1]], dim: 3, model: "m", truncated: 0 }), '{"embeddings":[[0.1,-2e-7,1]],"dim":3,"model":"m","truncated":0}');
   const view = new Float32Array([9, 1.5, -0.25, 9]).subarray(1, 3);
   t.equal(base64Float32(Array.from(view)), Buffer.from(new Float32Array([1.5, -0.25]).buffer).toString("base64"));
+});
+
+t.test("the texts of one request, and of requests arriving together, share one decode", async (t) => {
+  // A call-through spy on the real embedder: it only records how many texts each decode got.
+  const decodes: number[] = [];
+  const embed = NativeBatchEmbedder.prototype.embed;
+  NativeBatchEmbedder.prototype.embed = function (this: NativeBatchEmbedder, lists) {
+    decodes.push(lists.length);
+    return embed.call(this, lists);
+  };
+  t.teardown(() => { NativeBatchEmbedder.prototype.embed = embed; });
+  const engine = service.engines.embed;
+  await engine.embed(["uno", "dos", "tres"]);
+  t.same(decodes, [3], "one request of 3 texts: one decode of 3 (the first text is not decoded alone)");
+  decodes.length = 0;
+  await Promise.all([engine.embed(["a", "b"]), engine.embed(["c", "d"]), engine.embed(["e"])]);
+  t.same(decodes, [5], "three requests in the same tick: one decode of 5");
 });

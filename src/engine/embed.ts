@@ -138,6 +138,9 @@ export class EmbedEngine {
   private async drain(): Promise<void> {
     if (this.draining) return;
     this.draining = true;
+    // Start one microtask later: every text the caller enqueues in this tick joins the first batch
+    // (started synchronously, the first text of each request was decoded alone).
+    await Promise.resolve();
     try {
       while (this.pending.length > 0) {
         const batch = this.takeBatch();
