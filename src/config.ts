@@ -30,7 +30,7 @@ export const EnvSchema = Type.Object({
   LLM_QUEUE_SIZE: Type.Integer({ minimum: 0, maximum: 100_000, default: 64, description: "Generation requests that may wait for a free slot; beyond it: 429" }),
   LLM_REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 300_000, description: "Deadline for a generation request, waiting included" }),
   EMBED_MAX_TEXTS: Type.Integer({ minimum: 1, maximum: 100_000, default: 2048, description: "Texts allowed in one embed request" }),
-  EMBED_BATCH_TOKENS: Type.Integer({ minimum: 64, maximum: 65536, default: 1024, description: "Tokens per embedding decode (texts packed together)" }),
+  EMBED_BATCH_TOKENS: Type.Integer({ minimum: 64, maximum: 65536, default: 512, description: "Tokens packed into one embedding decode; never limits a text (a longer text is decoded alone)" }),
   EMBED_BATCH_SEQUENCES: Type.Integer({ minimum: 1, maximum: 256, default: 32, description: "Texts per embedding decode" }),
   EMBED_NATIVE: Type.Boolean({ default: true, description: "Use the batched native embedder when it is built (false: node-llama-cpp's embedding context)" }),
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, maximum: 1_073_741_824, default: 8 * 1024 * 1024, description: "Largest request body accepted; larger: 413" }),

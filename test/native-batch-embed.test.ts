@@ -27,8 +27,13 @@ async function load(
   batchTokens: number,
   addonFile: string,
   flashAttention?: boolean,
+  maxTokensPerText?: number,
 ): Promise<NativeBatchEmbedder> {
-  const options = { modelPath, threads: THREADS, maxSequences, batchTokens, ...(flashAttention === undefined ? {} : { flashAttention }) };
+  const options = {
+    modelPath, threads: THREADS, maxSequences, batchTokens,
+    ...(flashAttention === undefined ? {} : { flashAttention }),
+    ...(maxTokensPerText === undefined ? {} : { maxTokensPerText }),
+  };
   const result = await NativeBatchEmbedder.tryLoad(options, addonFile);
   if ("unavailable" in result) throw new Error(`native embedder unavailable: ${result.unavailable}`);
   return result.embedder;
@@ -78,13 +83,28 @@ if (addonFile === null) {
   const longest = Math.max(...tokenLists.map((tokens) => tokens.length));
   const small = await load(modelPath, 3, 3 * Math.ceil(longest / 3), addonFile, false);
   t.teardown(() => small.dispose());
+  // A batch far smaller than most texts: it must not cut any text (longer ones are decoded alone).
+  const tinyBatch = await load(modelPath, 3, 16, addonFile, false);
+  t.teardown(() => tinyBatch.dispose());
 
   t.test("tryLoad reports what it loaded, and reports unavailability instead of throwing", async (t) => {
     t.equal(embedder.dimension, model.embeddingVectorSize);
     t.equal(embedder.trainContextSize, model.trainContextSize);
     t.equal(embedder.maxSequences, 64);
     t.equal(embedder.batchTokens, 2048);
-    t.equal(embedder.maxTokensPerText, Math.min(2048, model.trainContextSize));
+    t.equal(embedder.contextTokens, 2048);
+    t.equal(embedder.maxTokensPerText, model.trainContextSize, "the model's trained context by default");
+    t.equal(tinyBatch.batchTokens, 16);
+    t.equal(tinyBatch.maxTokensPerText, model.trainContextSize, "a small batch does not lower the per-text limit");
+    t.equal(tinyBatch.contextTokens, 3 * Math.ceil(model.trainContextSize / 3), "the context holds the longest text, rounded up to the sequences");
+    const limited = await load(modelPath, 4, 64, addonFile, false, 100);
+    t.teardown(() => limited.dispose());
+    t.equal(limited.maxTokensPerText, 100, "maxTokensPerText option (sentence-transformers' max_seq_length)");
+    t.equal(limited.contextTokens, 100);
+    await t.rejects(limited.embed([new Uint32Array(101).fill(tokenLists[1]?.[1] ?? 1)]), { message: /more than the maximum of 100/ });
+    const capped = await load(modelPath, 4, 64, addonFile, false, 100_000);
+    t.teardown(() => capped.dispose());
+    t.equal(capped.maxTokensPerText, model.trainContextSize, "capped at the trained context");
     t.equal(embedder.poolingType, "mean");
 
     const missingModel = await NativeBatchEmbedder.tryLoad({ modelPath: "/nonexistent.gguf", threads: 1, maxSequences: 1, batchTokens: 64 }, addonFile);
@@ -141,6 +161,24 @@ if (addonFile === null) {
     t.ok(worstBatched <= 1e-5, `one 64-sequence decode: max diff ${worstBatched.toExponential(2)} <= 1e-5`);
     const worstSmall = worstAgainstAlone(await small.embed(tokenLists));
     t.ok(worstSmall <= 1e-5, `3-sequence / ${small.batchTokens}-token decodes: max diff ${worstSmall.toExponential(2)} <= 1e-5`);
+    const worstTinyBatch = worstAgainstAlone(await tinyBatch.embed(tokenLists));
+    t.ok(worstTinyBatch <= 1e-5, `16-token batches (longer texts alone): max diff ${worstTinyBatch.toExponential(2)} <= 1e-5`);
+    const stats = tinyBatch.lastStats();
+    const totalTokens = tokenLists.reduce((sum, tokens) => sum + tokens.length, 0);
+    t.same({ texts: stats.texts, tokens: stats.tokens }, { texts: texts.length, tokens: totalTokens }, "every token decoded once");
+    t.ok(stats.decodes >= tokenLists.filter((tokens) => tokens.length > 16).length, `${stats.decodes} decodes: each long text alone`);
+    t.ok(stats.decodeMs > 0 && stats.decodeMs >= stats.packMs && stats.readMs >= 0, "per-phase timers");
+
+    // A text of exactly the model's limit, with a 16-token batch and with a large one.
+    const filler = tokenLists[1]?.[1] ?? 1;
+    const full = new Uint32Array(tinyBatch.maxTokensPerText).fill(filler);
+    full[0] = tokenLists[1]?.[0] ?? 101;
+    full[full.length - 1] = tokenLists[1]?.at(-1) ?? 102;
+    const [fullTiny] = await tinyBatch.embed([tokenLists[0] ?? new Uint32Array(), full]).then((v) => v.slice(1));
+    const [fullExact] = await exact.embed([full]);
+    const fullDiff = maxAbsDiff(fullTiny ?? [], fullExact ?? []);
+    t.ok(fullDiff <= 1e-5, `a ${full.length}-token text: max diff ${fullDiff.toExponential(2)} <= 1e-5`);
+
     const worstDefault = worstAgainstAlone(await embedder.embed(tokenLists));
     t.ok(worstDefault <= 1e-4, `default settings (flash attention auto): max diff ${worstDefault.toExponential(2)} <= 1e-4`);
 
@@ -189,7 +227,7 @@ if (addonFile === null) {
     const tooLong = new Uint32Array(embedder.maxTokensPerText + 1).fill(tokenLists[1]?.[1] ?? 1);
     await t.rejects(embedder.embed([tokenLists[0] ?? new Uint32Array(), tooLong]), { message: /more than the maximum/ });
     const smallTooLong = new Uint32Array(small.maxTokensPerText + 1).fill(tokenLists[1]?.[1] ?? 1);
-    await t.rejects(small.embed([smallTooLong]), { message: /more than the maximum/ }, "longer than batchTokens");
+    await t.rejects(small.embed([smallTooLong]), { message: /more than the maximum/ }, "longer than the model reads");
     await t.rejects(embedder.embed([new Uint32Array(0)]), { message: /no tokens/ });
     await t.rejects(embedder.embed([Uint32Array.of(101, 0xfffffff, 102)]), { message: /outside the vocabulary/ });
     t.same(await embedder.embed([]), []);

@@ -9,8 +9,8 @@ import { NativeBatchEmbedder } from "./native/batchEmbedder.js";
 interface PoolingBackend {
   readonly kind: "native-batched" | "node-llama-cpp";
   readonly dimension: number;
-  /** Most tokens one text may have (the model's trained context, or its sentence-transformers limit). */
-  readonly contextTokens: number;
+  /** Most tokens one text may have: the model's limit, never a batch setting. */
+  readonly maxTokensPerText: number;
   readonly maxSequences: number;
   readonly batchTokens: number;
   tokenize(text: string): Uint32Array;
@@ -58,7 +58,7 @@ export class EmbedEngine {
     this.modelName = options.modelName;
     this.aliases = options.aliases;
     this.loadMs = loadMs;
-    this.maxTokens = Math.min(backend.contextTokens, options.maxTokens ?? Infinity, backend.batchTokens);
+    this.maxTokens = backend.maxTokensPerText;
   }
 
   static async load(llama: Llama, options: EmbedEngineOptions): Promise<EmbedEngine> {
@@ -70,6 +70,7 @@ export class EmbedEngine {
         threads: options.threads,
         maxSequences: options.batchSequences,
         batchTokens: options.batchTokens,
+        ...(options.maxTokens === undefined ? {} : { maxTokensPerText: options.maxTokens }),
         gpuLayers: typeof options.gpuLayers === "number" ? options.gpuLayers : undefined,
       });
       if ("embedder" in native) backend = nativeBackend(native.embedder);
@@ -144,6 +145,9 @@ export class EmbedEngine {
   private async drain(): Promise<void> {
     if (this.draining) return;
     this.draining = true;
+    // Start one microtask later: every text the caller enqueues in this tick joins the first batch
+    // (started synchronously, the first text of each request was decoded alone).
+    await Promise.resolve();
     try {
       while (this.pending.length > 0) {
         const batch = this.takeBatch();
@@ -198,7 +202,7 @@ function nativeBackend(embedder: NativeBatchEmbedder): PoolingBackend {
   return {
     kind: "native-batched",
     dimension: embedder.dimension,
-    contextTokens: embedder.trainContextSize,
+    maxTokensPerText: embedder.maxTokensPerText,
     maxSequences: embedder.maxSequences,
     batchTokens: embedder.batchTokens,
     tokenize: (text) => embedder.tokenize(text),
@@ -212,16 +216,22 @@ class LlamaCppBackend implements PoolingBackend {
   readonly kind = "node-llama-cpp" as const;
   readonly maxSequences = 1;
 
-  private constructor(private readonly model: LlamaModel, private readonly context: LlamaEmbeddingContext, readonly batchTokens: number) {}
+  private constructor(
+    private readonly model: LlamaModel,
+    private readonly context: LlamaEmbeddingContext,
+    readonly maxTokensPerText: number,
+    readonly batchTokens: number,
+  ) {}
 
   static async load(llama: Llama, options: EmbedEngineOptions): Promise<LlamaCppBackend> {
     const model = await llama.loadModel({ modelPath: options.modelPath, gpuLayers: options.gpuLayers });
-    const usable = Math.min(model.trainContextSize, options.batchTokens);
+    // One text per decode: the context holds the longest text the model reads, whatever the batch setting.
+    const usable = Math.min(model.trainContextSize, options.maxTokens ?? Infinity);
     try {
       // node-llama-cpp wants an input strictly shorter than the context: one spare slot lets a text of
       // the model's full length through, as on the native path.
       const context = await model.createEmbeddingContext({ contextSize: usable + 1, batchSize: usable + 1, threads: options.threads });
-      return new LlamaCppBackend(model, context, usable);
+      return new LlamaCppBackend(model, context, usable, options.batchTokens);
     } catch (error) {
       await model.dispose();
       throw error;
@@ -230,10 +240,6 @@ class LlamaCppBackend implements PoolingBackend {
 
   get dimension(): number {
     return this.model.embeddingVectorSize;
-  }
-
-  get contextTokens(): number {
-    return this.batchTokens;
   }
 
   /** [CLS] text [SEP], as llama.cpp adds them for embeddings (and as the native path returns them). */

@@ -24,11 +24,16 @@ export interface NativeBatchEmbedderOptions {
   /** Most texts (sequences) per llama_decode, 1..256 (capped at batchTokens). */
   maxSequences: number;
   /**
-   * Tokens per llama_decode; also n_ctx = n_batch = n_ubatch of the addon's context. Rounded down to a
-   * multiple of maxSequences (llama.cpp aborts on other combinations); the effective value is
-   * `embedder.batchTokens`.
+   * Tokens packed into one llama_decode. It never limits a text: a text longer than this (up to
+   * `maxTokensPerText`) is decoded alone, so no batch setting changes a vector.
    */
   batchTokens: number;
+  /**
+   * Longest text (in tokens) the model reads, e.g. sentence-transformers' max_seq_length; capped at the
+   * model's trained context, which is also the default. The context (n_ctx = n_batch = n_ubatch) holds
+   * max(batchTokens, this), rounded up to a multiple of maxSequences (llama.cpp aborts otherwise).
+   */
+  maxTokensPerText?: number;
   /** Layers to offload to a GPU; defaults to 0 (CPU). */
   gpuLayers?: number;
   /** Flash attention on/off; default: llama.cpp's "auto". */
@@ -42,12 +47,29 @@ interface NativeLoadInfo {
   poolingType: string;
   maxSequences: number;
   batchTokens: number;
+  contextTokens: number;
   maxTokensPerText: number;
   hasMemory: boolean;
 }
 
+/** Where the time of the last `embed` call went, from the addon's own timers (milliseconds). */
+export interface NativeEmbedStats {
+  texts: number;
+  tokens: number;
+  decodes: number;
+  /** Filling llama_batch. */
+  packMs: number;
+  /** llama_decode: the model. */
+  decodeMs: number;
+  /** Reading each text's pooled vector. */
+  readMs: number;
+  /** Handing the vectors to JS (on the JS thread). */
+  returnMs: number;
+}
+
 /** The native object (see batch_embed.cpp). */
 interface NativeHandle {
+  lastStats(): NativeEmbedStats;
   load(): Promise<NativeLoadInfo>;
   tokenize(text: string): Uint32Array;
   embed(tokens: Uint32Array, lengths: Uint32Array): Promise<Float32Array>;
@@ -57,7 +79,7 @@ interface NativeHandle {
 interface NativeModule {
   BatchEmbedder: new (
     modelPath: string,
-    options: { threads: number; maxSequences: number; batchTokens: number; gpuLayers: number; flashAttention?: boolean },
+    options: { threads: number; maxSequences: number; batchTokens: number; maxTokensPerText?: number; gpuLayers: number; flashAttention?: boolean },
   ) => NativeHandle;
   systemInfo(): { backendDevices: number; llamaLibraryDir: string; llamaSystemInfo: string };
 }
@@ -219,8 +241,11 @@ export class NativeBatchEmbedder {
   readonly dimension: number;
   readonly trainContextSize: number;
   readonly maxSequences: number;
+  /** Tokens packed into one decode (a longer text is decoded alone). */
   readonly batchTokens: number;
-  /** Most tokens one text may have: min(batchTokens, trainContextSize). */
+  /** Most tokens one decode holds: max(batchTokens, maxTokensPerText), rounded up to a multiple of maxSequences. */
+  readonly contextTokens: number;
+  /** Most tokens one text may have: the requested limit capped at trainContextSize; independent of batchTokens. */
   readonly maxTokensPerText: number;
   /** The context's pooling type as llama.cpp reports it ("mean", "cls", "last", "none"). */
   readonly poolingType: string;
@@ -236,6 +261,7 @@ export class NativeBatchEmbedder {
     this.trainContextSize = info.trainContextSize;
     this.maxSequences = info.maxSequences;
     this.batchTokens = info.batchTokens;
+    this.contextTokens = info.contextTokens;
     this.maxTokensPerText = info.maxTokensPerText;
     this.poolingType = info.poolingType;
     this.addonFile = addonFile;
@@ -250,6 +276,7 @@ export class NativeBatchEmbedder {
       checkInteger("threads", opts.threads, 1, 1024);
       checkInteger("maxSequences", opts.maxSequences, 1, 256);
       checkInteger("batchTokens", opts.batchTokens, 1, 1 << 20);
+      if (opts.maxTokensPerText !== undefined) checkInteger("maxTokensPerText", opts.maxTokensPerText, 1, 1 << 20);
       if (opts.gpuLayers !== undefined) checkInteger("gpuLayers", opts.gpuLayers, -1, 1 << 20);
       if (!existsSync(opts.modelPath)) return { unavailable: `model file not found: ${opts.modelPath}` };
 
@@ -268,6 +295,7 @@ export class NativeBatchEmbedder {
         threads: opts.threads,
         maxSequences: opts.maxSequences,
         batchTokens: opts.batchTokens,
+        ...(opts.maxTokensPerText === undefined ? {} : { maxTokensPerText: opts.maxTokensPerText }),
         gpuLayers: opts.gpuLayers ?? 0,
         ...(opts.flashAttention === undefined ? {} : { flashAttention: opts.flashAttention }),
       });
@@ -287,7 +315,8 @@ export class NativeBatchEmbedder {
 
   /**
    * Pooled (not normalised) embedding of each token list, in input order. Texts are packed into as few
-   * llama_decode calls as possible (<= maxSequences texts and <= batchTokens tokens per decode); the
+   * llama_decode calls as possible (<= maxSequences texts and <= batchTokens tokens per decode, a longer
+   * text alone); the
    * work runs on a libuv worker thread. An empty array resolves to []. Rejects with an Error (the whole
    * call) for an empty token list, a token list longer than `maxTokensPerText` or a token id outside the
    * vocabulary.
@@ -320,9 +349,15 @@ export class NativeBatchEmbedder {
       const vectors = await this.#handle.embed(flat, lengths);
       const dim = this.dimension;
       const result: Float32Array[] = [];
-      for (let i = 0; i < tokenLists.length; i++) result.push(vectors.slice(i * dim, (i + 1) * dim));
+      // Views into the one buffer the addon returned: no copy per text.
+      for (let i = 0; i < tokenLists.length; i++) result.push(vectors.subarray(i * dim, (i + 1) * dim));
       return result;
     });
+  }
+
+  /** Per-phase timings of the last completed `embed` call (the addon's own timers). */
+  lastStats(): NativeEmbedStats {
+    return this.#handle.lastStats();
   }
 
   /** Frees the model and context after queued work finished. Idempotent; later calls to embed reject. */

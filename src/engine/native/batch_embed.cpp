@@ -7,8 +7,13 @@
 // with llama_get_embeddings_seq (the same approach llama-server uses for /embeddings).
 //
 // JS surface (wrapped by batchEmbedder.ts, which is the only intended caller):
-//   new BatchEmbedder(modelPath: string, { threads, maxSequences, batchTokens, gpuLayers, flashAttention? })
-//   load(): Promise<{ dimension, trainContextSize, poolingType, maxSequences, batchTokens, maxTokensPerText }>
+//   new BatchEmbedder(modelPath: string, { threads, maxSequences, batchTokens, maxTokensPerText?, gpuLayers, flashAttention? })
+//   load(): Promise<{ dimension, trainContextSize, poolingType, maxSequences, batchTokens, contextTokens, maxTokensPerText }>
+//   lastStats(): { texts, tokens, decodes, packMs, decodeMs, readMs, returnMs }   (the last embed call's phases)
+//
+// batchTokens is how many tokens one decode packs; it never limits a text: the context holds the longest
+// text the model reads (maxTokensPerText, default its trained context) and a longer text than
+// batchTokens is decoded alone. So no batch setting can cut a text shorter or change its vector.
 //   tokenize(text: string): Uint32Array            (add_special = true, parse_special = true)
 //   embed(tokens: Uint32Array, lengths: Uint32Array): Promise<Float32Array>   (flat, lengths.length * dimension)
 //   dispose(): Promise<void>
@@ -22,6 +27,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -34,12 +40,28 @@
 
 namespace {
 
+// Where the time of one embed() call went (the embedder's own per-phase timers, read with lastStats()).
+struct EmbedStats {
+    int32_t texts = 0;
+    int32_t tokens = 0;
+    int32_t decodes = 0;
+    double packMs = 0;    // filling llama_batch
+    double decodeMs = 0;  // llama_decode (the model itself)
+    double readMs = 0;    // llama_get_embeddings_seq + copy into the output
+    double returnMs = 0;  // handing the vectors to JS (on the JS thread)
+};
+
+double msSince(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+}
+
 struct EmbedderCore {
     // configuration
     std::string modelPath;
     int32_t threads = 1;
     int32_t requestedSequences = 1;
     int32_t requestedBatchTokens = 512;
+    int32_t requestedTextTokens = 0;  // 0: the model's trained context
     int32_t gpuLayers = 0;
     enum llama_flash_attn_type flashAttention = LLAMA_FLASH_ATTN_TYPE_AUTO;
 
@@ -55,8 +77,9 @@ struct EmbedderCore {
     int32_t trainContextSize = 0;
     int32_t nVocab = 0;
     int32_t maxSequences = 0;      // effective, from the created context
-    int32_t batchTokens = 0;       // effective tokens per llama_decode (min of n_batch, n_ubatch, requested)
-    int32_t maxTokensPerText = 0;  // min(batchTokens, trainContextSize)
+    int32_t batchTokens = 0;       // tokens packed into one llama_decode (a longer text goes alone)
+    int32_t contextTokens = 0;     // n_ctx = n_batch = n_ubatch: the most tokens one decode can hold
+    int32_t maxTokensPerText = 0;  // the model's limit: requestedTextTokens capped at trainContextSize
 
     void release() {
         if (batchAllocated) {
@@ -131,6 +154,7 @@ class BatchEmbedder : public Napi::ObjectWrap<BatchEmbedder> {
                                InstanceMethod("tokenize", &BatchEmbedder::Tokenize),
                                InstanceMethod("embed", &BatchEmbedder::Embed),
                                InstanceMethod("dispose", &BatchEmbedder::Dispose),
+                               InstanceMethod("lastStats", &BatchEmbedder::LastStats),
                            });
     }
 
@@ -144,6 +168,9 @@ class BatchEmbedder : public Napi::ObjectWrap<BatchEmbedder> {
         core.threads = readPositiveInt(env, options, "threads", 1, 1024);
         core.requestedSequences = readPositiveInt(env, options, "maxSequences", 1, 256);
         core.requestedBatchTokens = readPositiveInt(env, options, "batchTokens", 1, 1 << 20);
+        if (!options.Get("maxTokensPerText").IsUndefined()) {
+            core.requestedTextTokens = readPositiveInt(env, options, "maxTokensPerText", 1, 1 << 20);
+        }
         const auto gpu = options.Get("gpuLayers");
         if (gpu.IsNumber()) core.gpuLayers = gpu.As<Napi::Number>().Int32Value();
         const auto flash = options.Get("flashAttention");
@@ -158,6 +185,7 @@ class BatchEmbedder : public Napi::ObjectWrap<BatchEmbedder> {
     }
 
     EmbedderCore core;
+    EmbedStats lastStats;
     bool busy = false;
     bool loaded = false;
     bool disposed = false;
@@ -183,6 +211,19 @@ class BatchEmbedder : public Napi::ObjectWrap<BatchEmbedder> {
     Napi::Value Load(const Napi::CallbackInfo& info);
     Napi::Value Embed(const Napi::CallbackInfo& info);
     Napi::Value Dispose(const Napi::CallbackInfo& info);
+
+    Napi::Value LastStats(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        auto result = Napi::Object::New(env);
+        result.Set("texts", Napi::Number::New(env, lastStats.texts));
+        result.Set("tokens", Napi::Number::New(env, lastStats.tokens));
+        result.Set("decodes", Napi::Number::New(env, lastStats.decodes));
+        result.Set("packMs", Napi::Number::New(env, lastStats.packMs));
+        result.Set("decodeMs", Napi::Number::New(env, lastStats.decodeMs));
+        result.Set("readMs", Napi::Number::New(env, lastStats.readMs));
+        result.Set("returnMs", Napi::Number::New(env, lastStats.returnMs));
+        return result;
+    }
 
     Napi::Value Tokenize(const Napi::CallbackInfo& info) {
         Napi::Env env = info.Env();
@@ -240,6 +281,7 @@ class LoadWorker : public Napi::AsyncWorker {
         result.Set("poolingType", Napi::String::New(env, poolingName(core.pooling)));
         result.Set("maxSequences", Napi::Number::New(env, core.maxSequences));
         result.Set("batchTokens", Napi::Number::New(env, core.batchTokens));
+        result.Set("contextTokens", Napi::Number::New(env, core.contextTokens));
         result.Set("maxTokensPerText", Napi::Number::New(env, core.maxTokensPerText));
         result.Set("hasMemory", Napi::Boolean::New(env, core.hasMemory));
         deferred.Resolve(result);
@@ -268,12 +310,18 @@ class LoadWorker : public Napi::AsyncWorker {
             return fail("encoder-decoder models are not supported for embeddings");
         }
 
+        // The longest text the model reads must fit into one decode whatever batchTokens says.
+        const int32_t trained = llama_model_n_ctx_train(core.model);
+        int32_t textLimit = core.requestedTextTokens > 0 ? core.requestedTextTokens : (trained > 0 ? trained : core.requestedBatchTokens);
+        if (trained > 0) textLimit = std::min(textLimit, trained);
+
         // llama_context's worst-case graph reservation rounds n_ubatch up to a multiple of n_seq_max but
         // keeps n_outputs = n_ubatch; with pooling that builds a graph whose shapes do not match and
-        // GGML_ASSERT(ggml_can_mul_mat) aborts the process (e.g. n_seq_max = 3, n_ubatch = 2048). So use a
-        // token budget that is a multiple of the sequence count (2048 stays 2048 for 1, 2, 4, ..., 256).
+        // GGML_ASSERT(ggml_can_mul_mat) aborts the process (e.g. n_seq_max = 3, n_ubatch = 2048). So the
+        // context size is rounded UP to a multiple of the sequence count.
         const int32_t sequences = std::min(core.requestedSequences, core.requestedBatchTokens);
-        const int32_t budget = core.requestedBatchTokens - core.requestedBatchTokens % sequences;
+        const int32_t needed = std::max(core.requestedBatchTokens, textLimit);
+        const int32_t budget = (needed + sequences - 1) / sequences * sequences;
 
         auto ctxParams = llama_context_default_params();
         ctxParams.embeddings = true;
@@ -306,14 +354,19 @@ class LoadWorker : public Napi::AsyncWorker {
         core.trainContextSize = llama_model_n_ctx_train(core.model);
 
         const auto nBatch = static_cast<int32_t>(std::min(llama_n_batch(core.ctx), llama_n_ubatch(core.ctx)));
-        core.batchTokens = std::min(nBatch, budget);
+        core.contextTokens = std::min(nBatch, budget);
+        core.batchTokens = std::min(core.requestedBatchTokens, core.contextTokens);
         core.maxSequences = std::min(static_cast<int32_t>(llama_n_seq_max(core.ctx)), sequences);
-        core.maxTokensPerText = core.trainContextSize > 0 ? std::min(core.batchTokens, core.trainContextSize) : core.batchTokens;
+        core.maxTokensPerText = textLimit;
         if (core.dimension <= 0 || core.batchTokens <= 0 || core.maxSequences <= 0) {
             return fail("the created context has unusable parameters");
         }
+        if (core.contextTokens < textLimit) {
+            return fail("the context holds " + std::to_string(core.contextTokens) + " tokens, fewer than the " + std::to_string(textLimit) +
+                        " tokens of the longest text the model reads");
+        }
 
-        core.batch = llama_batch_init(core.batchTokens, 0, 1);
+        core.batch = llama_batch_init(core.contextTokens, 0, 1);
         core.batchAllocated = true;
     }
 
@@ -346,8 +399,11 @@ class EmbedWorker : public Napi::AsyncWorker {
     void OnOK() override {
         owner->busy = false;
         Napi::Env env = Env();
+        const auto started = std::chrono::steady_clock::now();
         auto result = Napi::Float32Array::New(env, output.size());
         if (!output.empty()) std::memcpy(result.Data(), output.data(), output.size() * sizeof(float));
+        stats.returnMs = msSince(started);
+        owner->lastStats = stats;
         deferred.Resolve(result);
     }
 
@@ -367,15 +423,18 @@ class EmbedWorker : public Napi::AsyncWorker {
         llama_batch& batch = core.batch;
         std::vector<int32_t> lastIndex(static_cast<size_t>(core.maxSequences));
 
+        stats.texts = static_cast<int32_t>(count);
         size_t next = 0;        // next text to place
         size_t tokenOffset = 0;  // offset of that text in `tokens`
         while (next < count) {
-            // Greedily pack texts in input order: <= maxSequences sequences and <= batchTokens tokens.
+            auto phase = std::chrono::steady_clock::now();
+            // Greedily pack texts in input order: <= maxSequences sequences and <= batchTokens tokens; a
+            // text longer than batchTokens (<= maxTokensPerText <= contextTokens) is decoded alone.
             const size_t first = next;
             int32_t used = 0;
             batch.n_tokens = 0;
             while (next < count && static_cast<int32_t>(next - first) < core.maxSequences &&
-                   used + lengths[next] <= core.batchTokens) {
+                   (next == first ? lengths[next] <= core.contextTokens : used + lengths[next] <= core.batchTokens)) {
                 const auto seq = static_cast<llama_seq_id>(next - first);
                 const int32_t length = lengths[next];
                 for (int32_t p = 0; p < length; p++) {
@@ -399,14 +458,20 @@ class EmbedWorker : public Napi::AsyncWorker {
             }
 
             if (memory != nullptr) llama_memory_clear(memory, false);
+            stats.packMs += msSince(phase);
+            stats.tokens += batch.n_tokens;
+            stats.decodes++;
 
+            phase = std::chrono::steady_clock::now();
             const int32_t status = llama_decode(core.ctx, batch);
+            stats.decodeMs += msSince(phase);
             if (status != 0) {
                 if (memory != nullptr) llama_memory_clear(memory, false);
                 SetError("llama_decode failed with status " + std::to_string(status));
                 return;
             }
 
+            phase = std::chrono::steady_clock::now();
             for (size_t s = 0; s < next - first; s++) {
                 const float* embedding = core.pooling == LLAMA_POOLING_TYPE_NONE
                                              ? llama_get_embeddings_ith(core.ctx, lastIndex[s])
@@ -417,6 +482,7 @@ class EmbedWorker : public Napi::AsyncWorker {
                 }
                 std::memcpy(output.data() + (first + s) * dim, embedding, dim * sizeof(float));
             }
+            stats.readMs += msSince(phase);
         }
         if (memory != nullptr) llama_memory_clear(memory, false);
     }
@@ -427,6 +493,7 @@ class EmbedWorker : public Napi::AsyncWorker {
     std::vector<llama_token> tokens;
     std::vector<int32_t> lengths;
     std::vector<float> output;
+    EmbedStats stats;
 };
 
 class DisposeWorker : public Napi::AsyncWorker {

@@ -9,6 +9,7 @@ import {
   type EmbedResponse, type GenerateResponse,
 } from "../schemas/llm.js";
 import { clientDisconnectSignal, startSse, streamFailure } from "../streaming.js";
+import { useVectorJson } from "../vectors.js";
 
 export const llmRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = async (app, { state }) => {
   const errors = { 400: ErrorBodySchema, 413: ErrorBodySchema, 415: ErrorBodySchema, 429: ErrorBodySchema, 500: ErrorBodySchema, 503: ErrorBodySchema };
@@ -62,7 +63,7 @@ export const llmRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = asy
       body: EmbedBodySchema,
       response: { 200: EmbedResponseSchema, ...errors },
     },
-  }, async (request): Promise<EmbedResponse> => {
+  }, async (request, reply): Promise<EmbedResponse> => {
     const { embed } = state.engines();
     const { texts, model } = request.body;
     if (model !== undefined && !embed.serves(model)) {
@@ -70,6 +71,7 @@ export const llmRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = asy
         `model '${model}' is not served here; use one of: ${[embed.modelName, ...embed.aliases].join(", ")}.`, 400, "model");
     }
     const result = await embed.embed(texts);
+    useVectorJson(reply);
     return { embeddings: result.embeddings, dim: result.dim, model: embed.modelName, truncated: result.truncated };
   });
 };

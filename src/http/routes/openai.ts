@@ -11,6 +11,7 @@ import {
   type ChatCompletion, type ChatCompletionBody, type EmbeddingsResponse,
 } from "../schemas/openai.js";
 import { clientDisconnectSignal, startSse, streamFailure } from "../streaming.js";
+import { base64Float32, useVectorJson } from "../vectors.js";
 
 /** Thinking is off unless asked for, as on the seed API: the token budget goes to the answer. */
 const DEFAULT_THINKING = false;
@@ -105,7 +106,7 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
       body: EmbeddingsBodySchema,
       response: { 200: EmbeddingsResponseSchema, ...errors },
     },
-  }, async (request): Promise<EmbeddingsResponse> => {
+  }, async (request, reply): Promise<EmbeddingsResponse> => {
     const { embed } = state.engines();
     const body = request.body;
     requireModel(body.model, embed.modelName, embed.aliases);
@@ -115,12 +116,13 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
     const texts = typeof body.input === "string" ? [body.input] : body.input;
     const result = await embed.embed(texts);
     const base64 = body.encoding_format === "base64";
+    useVectorJson(reply);
     return {
       object: "list",
       data: result.embeddings.map((vector, index) => ({
         object: "embedding" as const,
         index,
-        embedding: base64 ? Buffer.from(Float32Array.from(vector).buffer).toString("base64") : vector,
+        embedding: base64 ? base64Float32(vector) : vector,
       })),
       model: embed.modelName,
       usage: { prompt_tokens: result.promptTokens, total_tokens: result.promptTokens },
