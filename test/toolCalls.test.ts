@@ -47,7 +47,7 @@ function* splits(text: string): Generator<string[]> {
   }
 }
 
-function check(t: Tap.Test, name: string, text: string, expected: Outcome | Omit<Outcome, "wantsMore">, options: { parallel?: boolean } = {}) {
+function check(name: string, text: string, expected: Outcome | Omit<Outcome, "wantsMore">, options: { parallel?: boolean } = {}) {
   t.test(name, async (t) => {
     const failures: string[] = [];
     let count = 0;
@@ -67,58 +67,58 @@ function check(t: Tap.Test, name: string, text: string, expected: Outcome | Omit
 const QWEN_CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Madrid", "days": [1, 2]}}\n</tool_call>';
 const WEATHER = { name: "get_weather", arguments: '{"city": "Madrid", "days": [1, 2]}' };
 
-check(t, "plain text passes through", "Hola, ¿qué tal? 2 < 3 y <b>negrita</b> <tool", { content: "Hola, ¿qué tal? 2 < 3 y <b>negrita</b> <tool", calls: [] });
-check(t, "a Qwen3 call: name, then the arguments exactly as written; no content", QWEN_CALL, { content: "", calls: [WEATHER], wantsMore: true });
-check(t, "text before a call is content, without the whitespace before the tag", `Voy a mirar el tiempo.\n\n${QWEN_CALL}`,
+check("plain text passes through", "Hola, ¿qué tal? 2 < 3 y <b>negrita</b> <tool", { content: "Hola, ¿qué tal? 2 < 3 y <b>negrita</b> <tool", calls: [] });
+check("a Qwen3 call: name, then the arguments exactly as written; no content", QWEN_CALL, { content: "", calls: [WEATHER], wantsMore: true });
+check("text before a call is content, without the whitespace before the tag", `Voy a mirar el tiempo.\n\n${QWEN_CALL}`,
   { content: "Voy a mirar el tiempo.", calls: [WEATHER] });
-check(t, "two calls (parallel): the newline between them is not content",
+check("two calls (parallel): the newline between them is not content",
   `${QWEN_CALL}\n<tool_call>\n{"name": "get_time", "arguments": {"tz": "Europe/Madrid"}}\n</tool_call>`,
   { content: "", calls: [WEATHER, { name: "get_time", arguments: '{"tz": "Europe/Madrid"}' }], wantsMore: true });
-check(t, "parallel calls off: the first call only",
+check("parallel calls off: the first call only",
   `${QWEN_CALL}\n<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>`,
   { content: "", calls: [WEATHER], wantsMore: false }, { parallel: false });
-check(t, "arguments before the name are buffered",
+check("arguments before the name are buffered",
   '<tool_call>{"arguments": {"a": [1, {"b": "}]"}], "c": null}, "name": "f"}</tool_call>',
   { content: "", calls: [{ name: "f", arguments: '{"a": [1, {"b": "}]"}], "c": null}' }] });
-check(t, "escaped quotes, backslashes, braces and tags inside strings",
+check("escaped quotes, backslashes, braces and tags inside strings",
   '<tool_call>{"name": "f", "arguments": {"q": "a \\"}\\" b\\\\", "r": "<tool_call>"}}</tool_call>',
   { content: "", calls: [{ name: "f", arguments: '{"q": "a \\"}\\" b\\\\", "r": "<tool_call>"}' }] });
-check(t, "non-ASCII arguments", '<tool_call>\n{"name": "traducir", "arguments": {"texto": "¿Qué significa ímihí? 🦙"}}\n</tool_call>',
+check("non-ASCII arguments", '<tool_call>\n{"name": "traducir", "arguments": {"texto": "¿Qué significa ímihí? 🦙"}}\n</tool_call>',
   { content: "", calls: [{ name: "traducir", arguments: '{"texto": "¿Qué significa ímihí? 🦙"}' }] });
-check(t, "an escaped name is decoded", '<tool_call>{"name": "f\\u00f1", "arguments": {}}</tool_call>',
+check("an escaped name is decoded", '<tool_call>{"name": "f\\u00f1", "arguments": {}}</tool_call>',
   { content: "", calls: [{ name: "fñ", arguments: "{}" }] });
-check(t, "no arguments key: {}", '<tool_call>{"name": "ping"}</tool_call>', { content: "", calls: [{ name: "ping", arguments: "{}" }] });
-check(t, "'parameters' is read as the arguments", '<tool_call>{"name": "f", "parameters": {"x": 1}}</tool_call>',
+check("no arguments key: {}", '<tool_call>{"name": "ping"}</tool_call>', { content: "", calls: [{ name: "ping", arguments: "{}" }] });
+check("'parameters' is read as the arguments", '<tool_call>{"name": "f", "parameters": {"x": 1}}</tool_call>',
   { content: "", calls: [{ name: "f", arguments: '{"x": 1}' }] });
-check(t, "scalar arguments stay as written", '<tool_call>{"name": "f", "arguments": 12.5e3}</tool_call>',
+check("scalar arguments stay as written", '<tool_call>{"name": "f", "arguments": 12.5e3}</tool_call>',
   { content: "", calls: [{ name: "f", arguments: "12.5e3" }] });
-check(t, "other keys are skipped", '<tool_call>{"id": 3, "meta": {"x": "}"}, "name": "f", "arguments": {"k": true}}</tool_call>',
+check("other keys are skipped", '<tool_call>{"id": 3, "meta": {"x": "}"}, "name": "f", "arguments": {"k": true}}</tool_call>',
   { content: "", calls: [{ name: "f", arguments: '{"k": true}' }] });
-check(t, "not JSON: the block is content", "Antes <tool_call>no es json</tool_call> después",
+check("not JSON: the block is content", "Antes <tool_call>no es json</tool_call> después",
   { content: "Antes <tool_call>no es json</tool_call> después", calls: [] });
-check(t, "no name: the block is content", '<tool_call>{"arguments": {"a": 1}}</tool_call>',
+check("no name: the block is content", '<tool_call>{"arguments": {"a": 1}}</tool_call>',
   { content: '<tool_call>{"arguments": {"a": 1}}</tool_call>', calls: [] });
-check(t, "a name that is not a string: the block is content", '<tool_call>{"name": 5}</tool_call>!',
+check("a name that is not a string: the block is content", '<tool_call>{"name": 5}</tool_call>!',
   { content: '<tool_call>{"name": 5}</tool_call>!', calls: [] });
-check(t, "a broken block, then a real call inside it", '<tool_call>oops <tool_call>{"name": "f", "arguments": {}}</tool_call>',
+check("a broken block, then a real call inside it", '<tool_call>oops <tool_call>{"name": "f", "arguments": {}}</tool_call>',
   { content: "<tool_call>oops", calls: [{ name: "f", arguments: "{}" }] });
-check(t, "named, then broken: the call stands with what it has", '<tool_call>{"name": "f" "arguments": {"a": 1}}</tool_call>Fin',
+check("named, then broken: the call stands with what it has", '<tool_call>{"name": "f" "arguments": {"a": 1}}</tool_call>Fin',
   { content: "Fin", calls: [{ name: "f", arguments: "{}" }] });
-check(t, "invalid arguments JSON is kept verbatim", '<tool_call>{"name": "f", "arguments": {"a": tru, }}</tool_call>',
+check("invalid arguments JSON is kept verbatim", '<tool_call>{"name": "f", "arguments": {"a": tru, }}</tool_call>',
   { content: "", calls: [{ name: "f", arguments: '{"a": tru, }' }] });
-check(t, "missing </tool_call>: the object ends the call, text after it is content",
+check("missing </tool_call>: the object ends the call, text after it is content",
   '<tool_call>\n{"name": "f", "arguments": {"a": 1}}\nHecho.', { content: "Hecho.", calls: [{ name: "f", arguments: '{"a": 1}' }] });
-check(t, "missing </tool_call>, straight into a second call",
+check("missing </tool_call>, straight into a second call",
   '<tool_call>{"name": "f", "arguments": {}}\n<tool_call>{"name": "g", "arguments": {}}</tool_call>',
   { content: "", calls: [{ name: "f", arguments: "{}" }, { name: "g", arguments: "{}" }] });
-check(t, "output ends inside the arguments (max_tokens): the call keeps the prefix",
+check("output ends inside the arguments (max_tokens): the call keeps the prefix",
   '<tool_call>\n{"name": "f", "arguments": {"city": "Ma', { content: "", calls: [{ name: "f", arguments: '{"city": "Ma' }] });
-check(t, "output ends before the name: the text is content", '<tool_call>\n{"na', { content: '<tool_call>\n{"na', calls: [] });
-check(t, "output ends in a half open tag: it is content", "Hola <tool_ca", { content: "Hola <tool_ca", calls: [] });
-check(t, "output ends in a half close tag", '<tool_call>{"name": "f", "arguments": {}}</tool_c',
+check("output ends before the name: the text is content", '<tool_call>\n{"na', { content: '<tool_call>\n{"na', calls: [] });
+check("output ends in a half open tag: it is content", "Hola <tool_ca", { content: "Hola <tool_ca", calls: [] });
+check("output ends in a half close tag", '<tool_call>{"name": "f", "arguments": {}}</tool_c',
   { content: "", calls: [{ name: "f", arguments: "{}" }] });
-check(t, "whitespace-only answer without calls stays", "\n  \n", { content: "\n  \n", calls: [] });
-check(t, "trailing whitespace after a call is dropped, text after a call is kept",
+check("whitespace-only answer without calls stays", "\n  \n", { content: "\n  \n", calls: [] });
+check("trailing whitespace after a call is dropped, text after a call is kept",
   `${QWEN_CALL}\n\nLo miro.\n`, { content: "Lo miro.", calls: [WEATHER] });
 
 t.test("no content delta ever holds part of a tag when the output is a call", async (t) => {
