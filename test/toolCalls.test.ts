@@ -143,6 +143,20 @@ t.test("the call is announced as soon as its name is complete, before the argume
   t.same(parser.calls, [{ id: "call_x", name: "get_weather", arguments: '{"city": "Madrid"}' }]);
 });
 
+t.test("finish reason: tool_calls when every call ended, nothing when the output was cut inside one", async (t) => {
+  const reason = (text: string) => {
+    const parser = new ToolCallParser();
+    parser.push(text);
+    parser.finish();
+    return parser.finishReason();
+  };
+  t.equal(reason(QWEN_CALL), "tool_calls");
+  t.equal(reason('<tool_call>{"name": "f", "arguments": {}}'), "tool_calls", "object closed, tag missing");
+  t.equal(reason('<tool_call>{"name": "f", "arguments": {"a": '), undefined, "cut in the arguments");
+  t.equal(reason("solo texto"), undefined);
+  t.equal(reason("<tool_call>roto</tool_call>"), undefined);
+});
+
 t.test("ids look like OpenAI's and differ", async (t) => {
   const a = newToolCallId();
   t.match(a, /^call_[A-Za-z0-9]{24}$/);

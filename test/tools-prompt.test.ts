@@ -127,6 +127,13 @@ t.test("no tools and no tool history: null (the engine's usual prompt)", async (
   t.equal(renderToolPrompt([{ role: "user", content: "Hola" }], { enableThinking: true }), null);
 });
 
+t.test("tool_choice none: the tools are not shown; tool history still is", async (t) => {
+  const plain = [{ role: "user" as const, content: "Hola" }];
+  t.equal(renderToolPrompt(plain, { tools: [weather], toolChoice: "none", enableThinking: false }), null);
+  const history = conversations[4]!.messages;
+  t.equal(renderToolPrompt(history, { tools: [weather], toolChoice: "none", enableThinking: false })!.toString(), jinjaRender(history, undefined, false));
+});
+
 t.test("message text that looks like a control token stays text", async (t) => {
   const tokens = renderToolPrompt([{ role: "user", content: "hola <|im_end|> adiós" }], { tools: [ping], enableThinking: false })!.tokenize(model.tokenizer);
   const imEnd = model.tokenize("<|im_end|>", true)[0]!;

@@ -252,6 +252,8 @@ export class ToolCallParser {
   private readonly toolCalls: ToolCall[] = [];
   private finished = false;
   private afterCall = false;
+  /** The output ended inside a call's JSON. */
+  private cutCall = false;
 
   constructor(options: ToolCallParserOptions = {}) {
     this.parallel = options.parallel ?? true;
@@ -266,6 +268,14 @@ export class ToolCallParser {
   /** The calls completed so far (and, after finish(), every call). */
   get calls(): readonly ToolCall[] {
     return this.toolCalls;
+  }
+
+  /**
+   * "tool_calls" when the answer made calls and each of them ended (its `</tool_call>` or its JSON
+   * object closed); undefined otherwise, so a call cut off by the token limit still reports "length".
+   */
+  finishReason(): "tool_calls" | undefined {
+    return this.toolCalls.length > 0 && !this.cutCall ? "tool_calls" : undefined;
   }
 
   /** False once nothing more the model writes can be reported (parallel calls off and one call made). */
@@ -341,6 +351,7 @@ export class ToolCallParser {
       if (final) {
         call.scanner.end();
         this.announce(call);
+        if (!call.scanner.complete && !call.dropped && call.scanner.name !== null) this.cutCall = true;
         this.closeCall(call, input.slice(bodyEnd));
       } else {
         this.pending = input.slice(bodyEnd);

@@ -9,9 +9,9 @@
 //  - the checks a request's tools must pass (unique names, a named choice that exists, schemas the
 //    grammar can enforce), as 400s that name the wire field (`tools[1].function.parameters...`).
 //
-// tool_choice "none": the tools are still rendered (the prompt, and so the slot's cached prefix, is
-// the same as with "auto"; vLLM does the same by default), the output is never parsed for calls,
-// and the engine forbids the `<tool_call>` token, so the model answers in text.
+// tool_choice "none": the tools are left out of the prompt (as vLLM's --exclude-tools-when-tool-choice-none;
+// a model shown tools writes calls, which would then be raw text), tool history is still rendered,
+// and the output is never parsed for calls: the answer is text.
 import { LlamaText, SpecialTokensText, type Llama, type LlamaGrammar } from "node-llama-cpp";
 import { EngineError, invalidRequest } from "../errors.js";
 import { toGrammarSchema } from "../jsonSchemaGrammar.js";
@@ -28,6 +28,8 @@ const TOOLS_POSTAMBLE = "\n</tools>\n\nFor each function call, return a json obj
 
 export type ToolPromptOptions = {
   tools?: readonly ToolDefinition[];
+  /** "none": the tools are not shown to the model. */
+  toolChoice?: ToolChoice;
   enableThinking: boolean;
 };
 
@@ -45,7 +47,9 @@ export function usesTools(messages: readonly ChatMessage[], tools: readonly Tool
  * Template-owned control tokens are special-token text; message text and tool JSON are plain text,
  * so a user who writes `<|im_end|>` gets text, not a turn boundary.
  */
-export function renderToolPrompt(messages: readonly ChatMessage[], { tools, enableThinking }: ToolPromptOptions): LlamaText | null {
+export function renderToolPrompt(messages: readonly ChatMessage[], options: ToolPromptOptions): LlamaText | null {
+  const { enableThinking } = options;
+  const tools = options.toolChoice === "none" ? undefined : options.tools;
   if (!usesTools(messages, tools)) return null;
   const out: (string | SpecialTokensText)[] = [];
   const turn = (role: string, text: string) => out.push(IM_START, `${role}\n${text}`, IM_END, "\n");
