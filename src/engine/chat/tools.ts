@@ -15,8 +15,8 @@
 import { LlamaText, SpecialTokensText, type Llama, type LlamaGrammar } from "node-llama-cpp";
 import { EngineError, invalidRequest } from "../errors.js";
 import { toGrammarSchema } from "../jsonSchemaGrammar.js";
-import { TOOL_CALL_CLOSE, TOOL_CALL_OPEN } from "./toolCalls.js";
-import type { ChatMessage, ToolChoice, ToolDefinition } from "./types.js";
+import { TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ToolCallParser } from "./toolCalls.js";
+import type { ChatMessage, GenerateRequest, ToolChoice, ToolDefinition } from "./types.js";
 
 const IM_START = new SpecialTokensText("<|im_start|>");
 const IM_END = new SpecialTokensText("<|im_end|>");
@@ -247,4 +247,10 @@ export function wrapToolCallGrammar(jsonGbnf: string, { parallel, enableThinking
 export async function createToolCallGrammar(llama: Llama, options: ToolGrammarOptions): Promise<LlamaGrammar | undefined> {
   const text = await toolCallGrammarText(llama, options);
   return text === null ? undefined : llama.createGrammar({ grammar: text });
+}
+
+/** The content-stream parser for a request that offers tools (none for tool_choice "none" or no tools). */
+export function toolCallParserFor(request: GenerateRequest): ToolCallParser | undefined {
+  if (request.rawPrompt !== undefined || request.tools === undefined || request.tools.length === 0 || request.toolChoice === "none") return undefined;
+  return new ToolCallParser({ parallel: request.parallelToolCalls ?? true });
 }
