@@ -11,6 +11,7 @@ import { renderToolPrompt } from "../src/engine/chat/tools.js";
 import { postJson, startTestService } from "./helpers/service.js";
 import { readSse } from "./helpers/sse.js";
 
+t.setTimeout(600_000);
 const service = await startTestService({ LLM_MODEL: await ensureScriptedToolsModel() });
 t.teardown(() => service.close());
 const base = await service.listen();
