@@ -209,7 +209,12 @@ struct LoopCore {
 
     ~LoopCore() { release(); }
 
-    void release() {
+    // Node is tearing the environment down (process exit without dispose): the loop thread must not
+    // outlive it.
+    static void onEnvCleanup(void* arg) { static_cast<LoopCore*>(arg)->stopThread(); }
+    bool cleanupHookAdded = false;
+
+    void stopThread() {
         if (thread.joinable()) {
             {
                 std::lock_guard<std::mutex> lock(commandMutex);
@@ -218,6 +223,10 @@ struct LoopCore {
             wake.notify_all();
             thread.join();
         }
+    }
+
+    void release() {
+        stopThread();
         for (auto& slot : slots) slot->freeSamplers();
         if (batchAllocated) {
             llama_batch_free(batch);
@@ -669,6 +678,7 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
 
     ~SlotLoop() override {
         if (!core) return;
+        if (core->cleanupHookAdded) napi_remove_env_cleanup_hook(Env(), LoopCore::onEnvCleanup, core.get());
         core->release();
         if (core->tsfnCreated) {
             core->tsfnReleased = true;
@@ -833,6 +843,7 @@ class LoadWorker : public Napi::AsyncWorker {
         core.tsfn.Unref(env);
         core.tsfnCreated = true;
         core.thread = std::thread([&core] { core.run(); });
+        if (napi_add_env_cleanup_hook(env, LoopCore::onEnvCleanup, &core) == napi_ok) core.cleanupHookAdded = true;
         owner->loading = false;
         owner->loaded = true;
         auto result = Napi::Object::New(env);
@@ -916,6 +927,10 @@ Napi::Value SlotLoop::Dispose(const Napi::CallbackInfo& info) {
         return deferred.Promise();
     }
     disposed = true;
+    if (core->cleanupHookAdded) {
+        napi_remove_env_cleanup_hook(env, LoopCore::onEnvCleanup, core.get());
+        core->cleanupHookAdded = false;
+    }
     auto* worker = new DisposeWorker(env, this, info.This().As<Napi::Object>(), std::move(core));
     auto promise = worker->Promise();
     worker->Queue();
