@@ -122,6 +122,7 @@ struct Slot {
     uint64_t startOrder = 0;
     llama_sampler* chain = nullptr;
     llama_sampler* grammar = nullptr;
+    bool plainGreedy = false;  // temperature 0 and nothing else in the chain: argmax of the logits
     std::atomic<uint32_t> endJob{0};  // a job id JS asked to end
     std::atomic<bool> busy{false};
     std::atomic<int64_t> tokensDecoded{0};
@@ -393,12 +394,14 @@ struct LoopCore {
         auto params = llama_sampler_chain_default_params();
         params.no_perf = true;
         slot.chain = llama_sampler_chain_init(params);
+        const bool penalties = s.repeatPenalty != 1.0f || s.presencePenalty != 0.0f || s.frequencyPenalty != 0.0f;
         if (s.ignoreEos && !noEndBias.empty()) {
             llama_sampler_chain_add(slot.chain, llama_sampler_init_logit_bias(nVocab, static_cast<int32_t>(noEndBias.size()), noEndBias.data()));
         }
-        if (s.repeatPenalty != 1.0f || s.presencePenalty != 0.0f || s.frequencyPenalty != 0.0f) {
+        if (penalties) {
             llama_sampler_chain_add(slot.chain, llama_sampler_init_penalties(nVocab, s.penaltyLastN, s.repeatPenalty, s.frequencyPenalty, s.presencePenalty));
         }
+        slot.plainGreedy = s.temperature <= 0.0f && !penalties && !(s.ignoreEos && !noEndBias.empty()) && job.grammar.empty();
         if (s.temperature <= 0.0f) {
             llama_sampler_chain_add(slot.chain, llama_sampler_init_greedy());
         } else {
@@ -504,10 +507,16 @@ struct LoopCore {
     void sampleSlot(Slot& slot, StepEvents& step) {
         const float* logits = llama_get_logits_ith(ctx, slot.batchIndex);
         if (logits == nullptr) return finish(slot, "error", "no logits for the slot", step);
-        fillCandidates(logits);
-        llama_token_data_array cur{candidates.data(), candidates.size(), -1, false};
-        llama_sampler_apply(slot.chain, &cur);
-        llama_token id = cur.selected >= 0 ? cur.data[cur.selected].id : LLAMA_TOKEN_NULL;
+        llama_token id = LLAMA_TOKEN_NULL;
+        if (slot.plainGreedy) {
+            // The chain would only pick the maximum: skip copying the vocabulary into candidates.
+            id = static_cast<llama_token>(std::max_element(logits, logits + nVocab) - logits);
+        } else {
+            fillCandidates(logits);
+            llama_token_data_array cur{candidates.data(), candidates.size(), -1, false};
+            llama_sampler_apply(slot.chain, &cur);
+            id = cur.selected >= 0 ? cur.data[cur.selected].id : LLAMA_TOKEN_NULL;
+        }
         if (slot.grammar != nullptr) {
             // Rejection sampling (common_sampler): check the token against the grammar; only when it is
             // not allowed, apply the grammar to the whole vocabulary and sample again.
@@ -516,7 +525,7 @@ struct LoopCore {
             if (id != LLAMA_TOKEN_NULL) llama_sampler_apply(slot.grammar, &one);
             if (id == LLAMA_TOKEN_NULL || single.logit == -INFINITY) {
                 fillCandidates(logits);
-                cur = {candidates.data(), candidates.size(), -1, false};
+                llama_token_data_array cur{candidates.data(), candidates.size(), -1, false};
                 llama_sampler_apply(slot.grammar, &cur);
                 llama_sampler_apply(slot.chain, &cur);
                 id = cur.selected >= 0 ? cur.data[cur.selected].id : LLAMA_TOKEN_NULL;
