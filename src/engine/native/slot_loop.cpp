@@ -260,6 +260,8 @@ struct LoopCore {
         ctx = llama_init_from_model(model, ctxParams);
         if (ctx == nullptr) return "failed to create the generation context";
         llama_set_n_threads(ctx, threads, threads);
+        // llama.cpp may pad n_ctx; a slot never holds more than was asked for.
+        contextPerSlot = std::min(contextPerSlot, static_cast<int32_t>(llama_n_ctx(ctx) / static_cast<uint32_t>(slotCount)));
 
         vocab = llama_model_get_vocab(model);
         nVocab = llama_vocab_n_tokens(vocab);
@@ -857,7 +859,7 @@ class LoadWorker : public Napi::AsyncWorker {
         owner->loaded = true;
         auto result = Napi::Object::New(env);
         result.Set("slots", Napi::Number::New(env, core.slotCount));
-        result.Set("contextSize", Napi::Number::New(env, static_cast<double>(llama_n_ctx(core.ctx)) / core.slotCount));
+        result.Set("contextSize", Napi::Number::New(env, core.contextPerSlot));
         result.Set("batchSize", Napi::Number::New(env, core.batchSize));
         result.Set("threads", Napi::Number::New(env, llama_n_threads(core.ctx)));
         result.Set("threadsBatch", Napi::Number::New(env, llama_n_threads_batch(core.ctx)));
