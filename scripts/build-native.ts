@@ -87,6 +87,14 @@ function pruneStaleBuilds(addonCacheDir: string, keep: string): void {
   }
 }
 
+/** Drops builds from the old one-addon layout (bora-native/<key>/), which nothing finds any more. */
+function pruneLegacyBuilds(cacheRoot: string): void {
+  if (!existsSync(cacheRoot)) return;
+  for (const entry of readdirSync(cacheRoot, { withFileTypes: true })) {
+    if (entry.isDirectory() && /^\d+\.\d+\.\d+-/.test(entry.name)) rmSync(path.join(cacheRoot, entry.name), { recursive: true, force: true });
+  }
+}
+
 /** Linker arguments for the loaded libllama, per platform. */
 function linkArgs(library: LoadedLlamaLibrary): string[] {
   if (process.platform === "darwin") {
@@ -178,6 +186,7 @@ export async function ensureNativeAddon(name: NativeAddonName, options: EnsureNa
     }
     renameSync(tmpFile, info.addonFile);
     pruneStaleBuilds(path.dirname(outDir), info.key);
+    pruneLegacyBuilds(path.dirname(path.dirname(outDir)));
     log(`[build-native] built ${path.relative(info.projectRoot, info.addonFile)} against ${path.join(info.library.dir, info.library.llama)} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
     return info.addonFile;
   } catch (error) {

