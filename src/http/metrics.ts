@@ -53,6 +53,22 @@ export function installMetrics(app: FastifyInstance, state: ServiceState): void 
     collect() { this.set(state.inFlight); },
   });
   new Gauge({
+    name: "bora_generation_engine_info", help: "1 for the generation path that runs (native slot loop or node-llama-cpp)", labelNames: ["engine", "requested"], registers: [registry],
+    collect() {
+      this.reset();
+      const selection = state.loaded()?.chat.selection;
+      if (selection) this.set({ engine: selection.kind, requested: selection.requested }, 1);
+    },
+  });
+  new Gauge({
+    name: "bora_slot_cached_tokens", help: "Tokens in each generation slot's KV cache", labelNames: ["slot"], registers: [registry],
+    collect() { for (const slot of state.loaded()?.chat.slotsSnapshot() ?? []) this.set({ slot: String(slot.id) }, slot.cachedTokens); },
+  });
+  new Gauge({
+    name: "bora_slot_decoded_tokens", help: "Tokens decoded on each generation slot since start (prompt and generated)", labelNames: ["slot"], registers: [registry],
+    collect() { for (const slot of state.loaded()?.chat.slotsSnapshot() ?? []) this.set({ slot: String(slot.id) }, slot.tokensDecoded); },
+  });
+  new Gauge({
     name: "bora_ready", help: "1 when the models are loaded and warmed up", registers: [registry],
     collect() { this.set(state.status === "ready" ? 1 : 0); },
   });
