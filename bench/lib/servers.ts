@@ -12,9 +12,14 @@ export const CHAT_SLOTS = 8;
 export const CONTEXT_PER_SLOT = 2048;
 /** Prompt-processing batch: our default LLM_BATCH_SIZE, and llama-server's default ubatch. */
 const CHAT_BATCH = 512;
-/** Embeddings: every text of a batch in one ubatch (BERT attention is not causal), 64 texts per batch. */
-const EMBED_BATCH_TOKENS = 4096;
-const EMBED_SEQUENCES = 64;
+/**
+ * Embeddings: every text of a batch in one ubatch (BERT attention is not causal). 512 tokens and 32 texts
+ * per decode on both sides: CPU flash attention scans a mask that grows with the square of the tokens in
+ * a decode, so this shape was faster than 4096 x 64 for llama-server and for ours alike (issue 8's
+ * measurements); our service's defaults.
+ */
+const EMBED_BATCH_TOKENS = 512;
+const EMBED_SEQUENCES = 32;
 /** MiniLM's trained context: each llama-server embedding slot gets this much. */
 const EMBED_CONTEXT_PER_SLOT = 512;
 const logDir = path.join(benchCacheDir, "logs");
