@@ -3,8 +3,10 @@
 import type { ChatEngine } from "./engine/chat.js";
 import type { EmbedEngine } from "./engine/embed.js";
 import { EngineError } from "./engine/errors.js";
+import type { ServedModels } from "./engine/servedModels.js";
 
-export type Engines = { chat: ChatEngine; embed: EmbedEngine };
+/** `models`: both models' names, GGUF details and tokenizers (every API resolves model names there). */
+export type Engines = { chat: ChatEngine; embed: EmbedEngine; models: ServedModels };
 export type ServiceStatus = "loading" | "ready" | "stopping" | "failed";
 
 export class ServiceState {

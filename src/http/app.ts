@@ -9,6 +9,8 @@ import { installMetrics } from "./metrics.js";
 import { healthRoutes } from "./routes/health.js";
 import { llmRoutes } from "./routes/llm.js";
 import { openaiRoutes } from "./routes/openai.js";
+import { ollamaRoutes } from "./routes/ollama.js";
+import { tokenizeRoutes } from "./routes/tokenize.js";
 
 export type AppOptions = {
   state: ServiceState;
@@ -54,5 +56,7 @@ export async function buildApp({ state, bodyLimitBytes, logger }: AppOptions): P
   await app.register(healthRoutes, { state });
   await app.register(llmRoutes, { state });
   await app.register(openaiRoutes, { state });
+  await app.register(ollamaRoutes, { state });
+  await app.register(tokenizeRoutes, { state });
   return app;
 }

@@ -1,6 +1,7 @@
 // The OpenAI-compatible API: a second thin adapter over the same engine calls as the seed API.
 import { randomUUID } from "node:crypto";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import { Type } from "@sinclair/typebox";
 import type { ChatMessage, GenerationResult } from "../../engine/chat.js";
 import { EngineError } from "../../engine/errors.js";
 import type { ServiceState } from "../../service.js";
@@ -11,6 +12,9 @@ import {
   type ChatCompletion, type ChatCompletionBody, type EmbeddingsResponse,
 } from "../schemas/openai.js";
 import { clientDisconnectSignal, startSse } from "../streaming.js";
+import { decodeTokenIdInput } from "../tokenIds.js";
+
+const isTextList = (input: readonly unknown[]): input is string[] => typeof input[0] === "string";
 
 /** Thinking is off unless asked for, as on the seed API: the token budget goes to the answer. */
 const DEFAULT_THINKING = false;
@@ -35,9 +39,16 @@ function usageOf(r: GenerationResult) {
 export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = async (app, { state }) => {
   const errors = { 400: OpenAIErrorSchema, 404: OpenAIErrorSchema, 429: OpenAIErrorSchema, 500: OpenAIErrorSchema, 503: OpenAIErrorSchema };
 
-  const requireModel = (requested: string | undefined, served: string, aliases: readonly string[]) => {
-    if (requested !== undefined && requested !== served && !aliases.includes(requested)) {
-      throw new EngineError("model_not_found", `The model '${requested}' does not exist here; this server serves '${served}'.`, 404, "model");
+  /** `requested` must name the served model `served` (any of its names: see ServedModels.find). */
+  const requireModel = (requested: string | undefined, served: string, _aliases: readonly string[] = []) => {
+    if (requested === undefined) return;
+    const { models } = state.engines();
+    const found = models.find(requested);
+    if (found === undefined) {
+      throw new EngineError("model_not_found", `The model '${requested}' does not exist here; this server serves ${models.describeServed()}.`, 404, "model");
+    }
+    if (found.name !== served) {
+      throw new EngineError("model_not_found", `The model '${requested}' cannot serve this endpoint; use '${served}'.`, 404, "model");
     }
   };
 
@@ -111,8 +122,8 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
     if (body.dimensions !== undefined && body.dimensions !== embed.dimension) {
       throw new EngineError("invalid_request", `dimensions must be ${embed.dimension} for ${embed.modelName} (it cannot be shortened).`, 400, "dimensions");
     }
-    const texts = typeof body.input === "string" ? [body.input] : body.input;
-    const result = await embed.embed(texts);
+    const texts = typeof body.input === "string" ? [body.input] : isTextList(body.input) ? body.input : decodeTokenIdInput(body.input);
+    const result = await embed.embed(texts, { field: "input" });
     const base64 = body.encoding_format === "base64";
     return {
       object: "list",
@@ -129,11 +140,29 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
   app.get("/v1/models", {
     schema: { summary: "The models this server serves", tags: ["OpenAI API"], response: { 200: ModelListSchema, 503: OpenAIErrorSchema } },
   }, async () => {
-    const { chat, embed } = state.engines();
+    const { models } = state.engines();
     const created = Math.floor(state.startedAt / 1000);
     return {
       object: "list" as const,
-      data: [chat.modelName, embed.modelName].map((id) => ({ id, object: "model" as const, created, owned_by: "bora-llm-service" })),
+      data: models.list().map((m) => ({ id: m.name, object: "model" as const, created, owned_by: "bora-llm-service" })),
     };
+  });
+
+  // A wildcard, so names with a slash (sentence-transformers/all-MiniLM-L6-v2) work unencoded too.
+  app.get("/v1/models/*", {
+    schema: {
+      summary: "One served model, by any of its names",
+      tags: ["OpenAI API"],
+      params: Type.Object({ "*": Type.String() }),
+      response: { 200: ModelListSchema.properties.data.items, 404: OpenAIErrorSchema, 503: OpenAIErrorSchema },
+    },
+  }, async (request) => {
+    const { models } = state.engines();
+    const requested = request.params["*"];
+    const found = models.find(requested);
+    if (found === undefined) {
+      throw new EngineError("model_not_found", `The model '${requested}' does not exist here; this server serves ${models.describeServed()}.`, 404, "model");
+    }
+    return { id: found.name, object: "model" as const, created: Math.floor(state.startedAt / 1000), owned_by: "bora-llm-service" };
   });
 };

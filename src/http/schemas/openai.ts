@@ -51,7 +51,9 @@ export const EmbeddingsBodySchema = Type.Object({
   input: Type.Union([
     Type.String({ minLength: 1 }),
     Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }),
-  ], { description: "A text or an array of texts" }),
+    Type.Array(Type.Integer(), { minItems: 1, description: "cl100k_base token ids of one text" }),
+    Type.Array(Type.Array(Type.Integer()), { minItems: 1, description: "cl100k_base token ids of several texts (what Python LangChain sends)" }),
+  ], { description: "A text, an array of texts, or tiktoken cl100k_base token ids (decoded to text, then embedded as text)" }),
   model: Type.Optional(Type.String({ minLength: 1 })),
   encoding_format: Type.Optional(Type.Union([Type.Literal("float"), Type.Literal("base64")], { default: "float" })),
   dimensions: Type.Optional(Type.Integer({ minimum: 1, description: "Must equal the model's dimension if given" })),

@@ -1,0 +1,62 @@
+// The engine's per-token log-probabilities in each API's shape: OpenAI chat completions
+// (`choices[].logprobs.content[]`), legacy completions (`tokens`, `token_logprobs`, `top_logprobs`,
+// `text_offset`) and Ollama (`logprobs[]`). Pure functions: the numbers are the engine's.
+import type { TokenLogprob } from "../engine/chat/types.js";
+
+export type ChatLogprobs = {
+  content: { token: string; logprob: number; bytes: number[]; top_logprobs: { token: string; logprob: number; bytes: number[] }[] }[];
+  refusal: null;
+};
+
+/** OpenAI chat completions: every token with its `top` alternatives. */
+export function toChatLogprobs(tokens: readonly TokenLogprob[]): ChatLogprobs {
+  return {
+    content: tokens.map((t) => ({
+      token: t.token,
+      logprob: t.logprob,
+      bytes: t.bytes,
+      top_logprobs: t.top.map((alt) => ({ token: alt.token, logprob: alt.logprob, bytes: alt.bytes })),
+    })),
+    refusal: null,
+  };
+}
+
+export type CompletionLogprobs = {
+  tokens: string[];
+  token_logprobs: number[];
+  /** One `{token: logprob}` map per token (of the `logprobs` most likely), as the legacy API returns. */
+  top_logprobs: Record<string, number>[];
+  /** Where each token starts in the text, in characters (UTF-16 units, as JavaScript and OpenAI count). */
+  text_offset: number[];
+};
+
+/**
+ * The legacy completions shape. `startOffset` is where the generated text begins (0 without echo;
+ * a streamed chunk passes the length already sent). A token that ends inside a character starts at
+ * the offset of that character's end.
+ */
+export function toCompletionLogprobs(tokens: readonly TokenLogprob[], startOffset = 0): CompletionLogprobs {
+  const decoder = new TextDecoder("utf-8");
+  let offset = startOffset;
+  const text_offset: number[] = [];
+  for (const t of tokens) {
+    text_offset.push(offset);
+    offset += decoder.decode(Uint8Array.from(t.bytes), { stream: true }).length;
+  }
+  return {
+    tokens: tokens.map((t) => t.token),
+    token_logprobs: tokens.map((t) => t.logprob),
+    top_logprobs: tokens.map((t) => Object.fromEntries(t.top.map((alt) => [alt.token, alt.logprob]))),
+    text_offset,
+  };
+}
+
+/** Ollama's `logprobs` (api/types.go Logprob): token, logprob, bytes and the top alternatives. */
+export function toOllamaLogprobs(tokens: readonly TokenLogprob[]) {
+  return tokens.map((t) => ({
+    token: t.token,
+    logprob: t.logprob,
+    bytes: t.bytes,
+    top_logprobs: t.top.map((alt) => ({ token: alt.token, logprob: alt.logprob, bytes: alt.bytes })),
+  }));
+}
