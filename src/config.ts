@@ -30,6 +30,7 @@ export const EnvSchema = Type.Object({
   LLM_GPU_LAYERS: Type.Union([Type.Literal("auto"), Type.Literal("max"), Type.Integer({ minimum: 0 })], { default: "auto", description: "Layers offloaded to the GPU: auto, max or a number" }),
   LLM_THREADS: Type.Integer({ minimum: 0, maximum: 1024, default: 0, description: "CPU threads for decoding; 0 = the CPUs this process may use (affinity and cgroup quota)" }),
   LLM_QUEUE_SIZE: Type.Integer({ minimum: 0, maximum: 100_000, default: 64, description: "Generation requests that may wait for a free slot; beyond it: 429" }),
+  LLM_ENGINE: Type.Union([Type.Literal("native"), Type.Literal("node-llama-cpp")], { default: "native", description: "Generation path: native (our slot loop; falls back to node-llama-cpp when the addon is not built) or node-llama-cpp" }),
   LLM_REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 300_000, description: "Deadline for a generation request, waiting included" }),
   EMBED_MAX_TEXTS: Type.Integer({ minimum: 1, maximum: 100_000, default: 2048, description: "Texts allowed in one embed request" }),
   EMBED_BATCH_TOKENS: Type.Integer({ minimum: 64, maximum: 65536, default: 1024, description: "Tokens per embedding decode (texts packed together)" }),
@@ -58,6 +59,7 @@ export type Config = Readonly<{
   threads: number;
   queueSize: number;
   requestTimeoutMs: number;
+  llmEngine: Env["LLM_ENGINE"];
   embedMaxTexts: number;
   embedBatchTokens: number;
   embedBatchSequences: number;
@@ -130,6 +132,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     threads: e.LLM_THREADS,
     queueSize: e.LLM_QUEUE_SIZE,
     requestTimeoutMs: e.LLM_REQUEST_TIMEOUT_MS,
+    llmEngine: e.LLM_ENGINE,
     embedMaxTexts: e.EMBED_MAX_TEXTS,
     embedBatchTokens: e.EMBED_BATCH_TOKENS,
     embedBatchSequences: e.EMBED_BATCH_SEQUENCES,

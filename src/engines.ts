@@ -35,6 +35,8 @@ export async function loadEngines(config: Config, log: Logger): Promise<LoadedEn
     threads: runtime.cpu.threads,
     queueSize: config.queueSize,
     requestTimeoutMs: config.requestTimeoutMs,
+    engine: config.llmEngine,
+    onFallback: (reason) => log.warn({ engine: "node-llama-cpp", reason }, "native slot loop unavailable; generating through node-llama-cpp"),
   });
   log.info({ backend: runtime.backend, ...chat.describe(), file: chatFile.path }, "chat model loaded");
 

@@ -32,6 +32,14 @@ export function installMetrics(app: FastifyInstance, state: ServiceState): void 
     collect() { this.set(state.loaded()?.chat.stats().queued ?? 0); },
   });
   new Gauge({
+    name: "bora_generation_engine_info", help: "1 for the generation path that runs (native slot loop or node-llama-cpp)", labelNames: ["engine", "requested"], registers: [registry],
+    collect() {
+      this.reset();
+      const selection = state.loaded()?.chat.selection;
+      if (selection) this.set({ engine: selection.kind, requested: selection.requested }, 1);
+    },
+  });
+  new Gauge({
     name: "bora_ready", help: "1 when the models are loaded and warmed up", registers: [registry],
     collect() { this.set(state.status === "ready" ? 1 : 0); },
   });

@@ -1,0 +1,319 @@
+// The chat engine: one interface over two generation backends. Admission and slot choice live in
+// scheduler.ts, prompts and grammars in prompt.ts, text post-processing in output.ts; the backend
+// (native slot loop, or node-llama-cpp's context sequences) only decodes and samples tokens.
+import type { Llama, LlamaModel, Token } from "node-llama-cpp";
+import { EngineError } from "../errors.js";
+import type { BackendKind, BackendToken, GenerationBackend, SamplingParams, SlotState } from "./backend.js";
+import { NodeLlamaCppBackend } from "./nodeLlamaCppBackend.js";
+import { GenerationOutput, type ContentTransformer, type GeneratedToken } from "./output.js";
+import { PromptBuilder, type RenderedPrompt } from "./prompt.js";
+import { SlotScheduler } from "./scheduler.js";
+import type { ChatMessage, GenerateRequest, GenerationResult, TokenLogprob } from "./types.js";
+
+export const DEFAULT_MAX_TOKENS = 4096;
+/** llama-server's default penalty window. */
+const PENALTY_LAST_N = 64;
+const MAX_LOGPROBS_TOP = 20;
+
+export type ChatEngineKind = BackendKind;
+
+export type ChatEngineOptions = {
+  modelPath: string;
+  modelName: string;
+  contextSize: number;
+  parallel: number;
+  batchSize: number;
+  gpuLayers: "auto" | "max" | number;
+  threads: number;
+  queueSize: number;
+  requestTimeoutMs: number;
+  /** Which backend to use; "native" falls back to node-llama-cpp when the addon is unavailable. Default native. */
+  engine?: ChatEngineKind;
+  /** Told once when the native path was asked for and cannot run, with the reason. */
+  onFallback?: (reason: string) => void;
+};
+
+export type PreparedGeneration = {
+  readonly request: GenerateRequest;
+  readonly prompt: Token[];
+  /** GBNF text constraining the output, when the request asked for one. */
+  readonly grammar: string | undefined;
+  readonly chat: boolean;
+  readonly preparedAt: number;
+};
+
+/** Where a backend was chosen: which runs, and why not the native loop when it is not. */
+export type EngineSelection = { kind: ChatEngineKind; requested: ChatEngineKind; fallbackReason: string | null };
+
+/** A loader for the native slot loop (phase 2); resolves `{ unavailable }` when it cannot run here. */
+export type NativeBackendLoader = (llama: Llama, vocabModel: LlamaModel, options: ChatEngineOptions) =>
+  Promise<{ backend: GenerationBackend & { contextSize: number } } | { unavailable: string }>;
+
+let nativeLoader: NativeBackendLoader | null = null;
+/** The native slot loop registers itself here, so the engine has no hard dependency on the addon. */
+export function registerNativeBackend(loader: NativeBackendLoader): void {
+  nativeLoader = loader;
+}
+
+export class ChatEngine {
+  readonly modelName: string;
+  readonly contextSize: number;
+  readonly loadMs: number;
+  readonly selection: EngineSelection;
+  private readonly scheduler: SlotScheduler;
+  private readonly prompts: PromptBuilder;
+  private readonly finishedListeners = new Set<(result: GenerationResult) => void>();
+  private closed = false;
+
+  private constructor(
+    llama: Llama,
+    /** node-llama-cpp's model: the tokenizer and chat template (vocabulary only on the native path). */
+    readonly model: LlamaModel,
+    private readonly backend: GenerationBackend & { contextSize: number },
+    private readonly options: ChatEngineOptions,
+    selection: EngineSelection,
+    loadMs: number,
+  ) {
+    this.modelName = options.modelName;
+    this.contextSize = backend.contextSize;
+    this.loadMs = loadMs;
+    this.selection = selection;
+    this.prompts = new PromptBuilder(llama, model);
+    this.scheduler = new SlotScheduler(backend.slotCount, options.queueSize, (slot) => backend.cachedTokens(slot));
+  }
+
+  static async load(llama: Llama, options: ChatEngineOptions): Promise<ChatEngine> {
+    const started = performance.now();
+    const requested = options.engine ?? "native";
+    let fallbackReason: string | null = null;
+    if (requested === "native") {
+      if (nativeLoader === null) {
+        fallbackReason = "the native slot loop is not part of this build";
+      } else {
+        // Vocabulary only: the addon loads the weights, once.
+        const vocab = await llama.loadModel({ modelPath: options.modelPath, vocabOnly: true });
+        try {
+          const loaded = await nativeLoader(llama, vocab, options);
+          if ("backend" in loaded) {
+            return new ChatEngine(llama, vocab, loaded.backend, options, { kind: "native", requested, fallbackReason: null }, performance.now() - started);
+          }
+          fallbackReason = loaded.unavailable;
+        } catch (error) {
+          fallbackReason = error instanceof Error ? error.message : String(error);
+        }
+        await vocab.dispose();
+      }
+      options.onFallback?.(fallbackReason);
+    }
+    const model = await llama.loadModel({ modelPath: options.modelPath, gpuLayers: options.gpuLayers });
+    try {
+      const backend = await NodeLlamaCppBackend.create(llama, model, {
+        contextSize: options.contextSize, slots: options.parallel, batchSize: options.batchSize, threads: options.threads,
+      });
+      return new ChatEngine(llama, model, backend, options, { kind: "node-llama-cpp", requested, fallbackReason }, performance.now() - started);
+    } catch (error) {
+      await model.dispose();
+      throw error;
+    }
+  }
+
+  /** What the process logs at start: which path generates, where the model lives, what the slots take. */
+  describe() {
+    const slots = this.backend.slotCount;
+    const estimate = this.model.fileInsights.estimateContextResourceRequirements({
+      contextSize: this.contextSize, sequences: slots, batchSize: this.options.batchSize, modelGpuLayers: this.model.gpuLayers,
+    });
+    return {
+      model: this.modelName,
+      engine: this.selection.kind,
+      ...(this.selection.fallbackReason !== null ? { engineFallbackReason: this.selection.fallbackReason } : {}),
+      gpuLayers: this.selection.kind === "native" ? this.options.gpuLayers : this.model.gpuLayers,
+      slots,
+      contextPerSlot: this.contextSize,
+      contextTotal: this.contextSize * slots,
+      contextMemoryMiB: Math.round((estimate.cpuRam + estimate.gpuVram) / 2 ** 20),
+      contextMemoryPerSlotMiB: Math.round((estimate.cpuRam + estimate.gpuVram) / slots / 2 ** 20),
+      threads: this.backend.threads,
+      chatWrapper: this.prompts.chatWrapperName,
+      loadMs: Math.round(this.loadMs),
+    };
+  }
+
+  stats() {
+    return this.scheduler.stats();
+  }
+
+  /** Called after every successful generation (metrics). */
+  onGenerationFinished(listener: (result: GenerationResult) => void): () => void {
+    this.finishedListeners.add(listener);
+    return () => this.finishedListeners.delete(listener);
+  }
+
+  /** Per slot: busy or not, the tokens its KV cache holds and the tokens it decoded (for /metrics and tests). */
+  slotsSnapshot(): SlotState[] {
+    return this.backend.slotStates().map((s) => ({ ...s, busy: this.scheduler.isBusy(s.id) }));
+  }
+
+  /** The exact tokens the chat template produces for these messages, generation prompt included. */
+  tokenizePrompt(messages: readonly ChatMessage[], enableThinking: boolean): Token[] {
+    return this.prompts.tokenizeMessages(messages, enableThinking);
+  }
+
+  /** Validates a request against the model (prompt length, grammar) without taking a slot. */
+  async prepare(request: GenerateRequest): Promise<PreparedGeneration> {
+    if (this.closed) throw shuttingDown();
+    const rendered: RenderedPrompt = this.prompts.renderPrompt(request);
+    const prompt = rendered.tokens;
+    if (prompt.length === 0) throw new EngineError("invalid_request", "The prompt is empty.", 400, request.rawPrompt !== undefined ? "prompt" : "messages");
+    const maxTokens = request.maxTokens ?? Math.max(1, Math.min(DEFAULT_MAX_TOKENS, this.contextSize - prompt.length));
+    this.checkBudget(prompt.length, maxTokens, request.maxTokensField ?? "max_new_tokens", request.rawPrompt !== undefined ? "prompt" : "messages");
+    const grammar = await this.prompts.selectGrammar(request);
+    return { request: { ...request, maxTokens }, prompt, grammar, chat: rendered.chat, preparedAt: performance.now() };
+  }
+
+  /** Waits for a slot (bounded queue, deadline) and generates. */
+  async run(prepared: PreparedGeneration, onDelta?: GenerateRequest["onDelta"]): Promise<GenerationResult> {
+    const { prompt, preparedAt } = prepared;
+    const request = onDelta ? { ...prepared.request, onDelta } : prepared.request;
+    const timeoutMs = this.options.requestTimeoutMs;
+    const deadline = AbortSignal.timeout(timeoutMs);
+    const signal = request.signal ? AbortSignal.any([request.signal, deadline]) : deadline;
+    const slot = await this.scheduler.acquire(prompt, signal, () => abortReason(deadline, timeoutMs, "waiting for a free slot"));
+    const queueMs = performance.now() - preparedAt;
+    try {
+      const result = await this.runOnSlot(slot, prepared, request, signal, deadline);
+      const totalMs = performance.now() - preparedAt;
+      this.scheduler.recordServiceTime(totalMs - queueMs);
+      const finished: GenerationResult = { ...result, slot, timings: { ...result.timings, queueMs, totalMs } };
+      for (const listener of this.finishedListeners) listener(finished);
+      return finished;
+    } finally {
+      this.scheduler.release(slot);
+    }
+  }
+
+  async generate(request: GenerateRequest): Promise<GenerationResult> {
+    return this.run(await this.prepare(request));
+  }
+
+  /** The content stream's further stage (the tool-call parser plugs in here); plain text today. */
+  protected contentTransformer(_request: GenerateRequest): ContentTransformer | undefined {
+    return undefined;
+  }
+
+  private async runOnSlot(slot: number, prepared: PreparedGeneration, request: GenerateRequest,
+    signal: AbortSignal, deadline: AbortSignal): Promise<Omit<GenerationResult, "slot">> {
+    const { prompt } = prepared;
+    const logprobsTop = request.logprobs === undefined ? undefined : Math.max(0, Math.min(MAX_LOGPROBS_TOP, Math.floor(request.logprobs.top)));
+    const output = new GenerationOutput({
+      stop: request.stop,
+      splitThinking: prepared.chat,
+      keepReasoning: prepared.chat && request.enableThinking,
+      logprobs: logprobsTop !== undefined,
+      content: this.contentTransformer(request),
+    });
+    const emit = (deltas: ReturnType<GenerationOutput["push"]>) => {
+      if (request.onDelta) for (const delta of deltas) request.onDelta(delta);
+    };
+    const outcome = await this.backend.generate(slot, {
+      prompt,
+      maxTokens: request.maxTokens ?? DEFAULT_MAX_TOKENS,
+      sampling: samplingOf(request),
+      ...(prepared.grammar !== undefined ? { grammar: prepared.grammar } : {}),
+      ...(logprobsTop !== undefined ? { logprobsTop } : {}),
+      signal,
+      onTokens: (tokens) => {
+        for (const token of tokens) {
+          emit(output.push(toGenerated(token)));
+          if (output.done) return true;
+        }
+        return false;
+      },
+    });
+    if (outcome.cancelled) throw abortReason(deadline, this.options.requestTimeoutMs, "generating");
+    emit(output.finish());
+    const summary = output.summary();
+    // Text after a stop string was never sent: the cache keeps only what the answer kept.
+    if (summary.stoppedByString) await this.backend.trimCache(slot, prompt.length + summary.keptTokens);
+    return {
+      text: summary.text,
+      reasoning: summary.reasoning,
+      toolCalls: [],
+      logprobs: summary.logprobs,
+      tokensGenerated: summary.tokensGenerated,
+      promptTokens: prompt.length,
+      cachedPromptTokens: outcome.cachedPromptTokens,
+      evaluatedTokens: outcome.evaluatedTokens,
+      finishReason: summary.finishReason,
+      timings: { queueMs: 0, firstTokenMs: outcome.firstTokenMs, totalMs: 0 },
+    };
+  }
+
+  private checkBudget(promptTokens: number, maxTokens: number, field: string, promptField: string): void {
+    if (maxTokens >= this.contextSize) {
+      throw new EngineError("context_length_exceeded",
+        `${field} is ${maxTokens}, but the context holds ${this.contextSize} tokens (prompt included).`, 400, field);
+    }
+    if (promptTokens >= this.contextSize) {
+      throw new EngineError("context_length_exceeded",
+        `The prompt is ${promptTokens} tokens, longer than the context of ${this.contextSize} tokens.`, 400, promptField);
+    }
+    if (promptTokens + maxTokens > this.contextSize) {
+      throw new EngineError("context_length_exceeded",
+        `The prompt (${promptTokens} tokens) plus ${field} (${maxTokens}) exceeds the context of ${this.contextSize} tokens; ` +
+        `lower ${field} to at most ${this.contextSize - promptTokens} or shorten the messages.`, 400, field);
+    }
+  }
+
+  /** Refuses new work, fails queued requests, and frees the model once running requests end. */
+  async dispose(): Promise<void> {
+    this.closed = true;
+    this.scheduler.rejectWaiting(shuttingDown);
+    await this.backend.dispose();
+    await this.model.dispose();
+  }
+}
+
+function shuttingDown(): EngineError {
+  return new EngineError("shutting_down", "The service is shutting down.", 503, undefined, 5);
+}
+
+function abortReason(deadline: AbortSignal, timeoutMs: number, phase: string): EngineError {
+  if (deadline.aborted) {
+    return new EngineError("deadline_exceeded", `The request exceeded its deadline of ${timeoutMs} ms while ${phase}.`, 504);
+  }
+  return new EngineError("cancelled", `The request was cancelled while ${phase}.`, 499);
+}
+
+/** The request's sampling settings with node-llama-cpp's / llama-server's defaults filled in. */
+export function samplingOf(request: GenerateRequest): SamplingParams {
+  return {
+    temperature: request.temperature,
+    topP: request.topP,
+    topK: request.topK ?? 40,
+    minP: request.minP ?? 0,
+    seed: request.seed ?? Math.floor(Math.random() * 0xffffffff),
+    // Off unless asked for, as in transformers' generate and llama-server.
+    repeatPenalty: request.repeatPenalty ?? 1,
+    presencePenalty: request.presencePenalty ?? 0,
+    frequencyPenalty: request.frequencyPenalty ?? 0,
+    penaltyLastN: PENALTY_LAST_N,
+    ignoreEos: request.ignoreEos ?? false,
+  };
+}
+
+const lossyUtf8 = new TextDecoder("utf-8", { fatal: false });
+
+function toGenerated(token: BackendToken): GeneratedToken {
+  const generated: GeneratedToken = { bytes: token.bytes, isEnd: token.isEnd };
+  if (token.logprob !== undefined) {
+    const logprob: TokenLogprob = {
+      token: lossyUtf8.decode(token.bytes),
+      logprob: token.logprob.logprob,
+      bytes: Array.from(token.bytes),
+      top: token.logprob.top.map((alt) => ({ token: lossyUtf8.decode(alt.bytes), logprob: alt.logprob, bytes: Array.from(alt.bytes) })),
+    };
+    generated.logprob = logprob;
+  }
+  return generated;
+}

@@ -1,0 +1,115 @@
+// The prompt a request is answered from, and the grammar that constrains the answer. Both backends
+// take these from here: prompt rendering is ONE function (renderPrompt) and grammar selection ONE
+// function (selectGrammar), so tool prompts and tool grammars plug in at exactly one place each.
+import {
+  QwenChatWrapper,
+  resolveChatWrapper,
+  type ChatHistoryItem,
+  type ChatWrapper,
+  type Llama,
+  type LlamaModel,
+  type Token,
+} from "node-llama-cpp";
+import { EngineError, invalidRequest } from "../errors.js";
+import { toGrammarSchema } from "../jsonSchemaGrammar.js";
+import type { ChatMessage, GenerateRequest, ResponseFormat } from "./types.js";
+
+export type RenderedPrompt = {
+  tokens: Token[];
+  /** The output is a chat answer that may hold a `<think>` segment (not a raw completion). */
+  chat: boolean;
+};
+
+export class PromptBuilder {
+  private readonly wrappers: { thinking: ChatWrapper; noThinking: ChatWrapper };
+  private readonly grammarCache = new Map<string, Promise<string>>();
+
+  constructor(private readonly llama: Llama, private readonly model: LlamaModel) {
+    this.wrappers = resolveWrappers(model);
+  }
+
+  get chatWrapperName(): string {
+    return this.wrappers.noThinking.wrapperName;
+  }
+
+  /** The exact tokens the chat template produces for these messages, generation prompt included. */
+  tokenizeMessages(messages: readonly ChatMessage[], enableThinking: boolean): Token[] {
+    const wrapper = enableThinking ? this.wrappers.thinking : this.wrappers.noThinking;
+    const { contextText } = wrapper.generateContextState({ chatHistory: toChatHistory(messages) });
+    return contextText.tokenize(this.model.tokenizer);
+  }
+
+  /** The one place a request becomes prompt tokens (raw text as is; otherwise the chat template). */
+  renderPrompt(request: GenerateRequest): RenderedPrompt {
+    if (request.rawPrompt !== undefined) {
+      // As llama-server's /completion: special-token text in the prompt is parsed as special tokens.
+      return { tokens: this.model.tokenize(request.rawPrompt, true), chat: false };
+    }
+    return { tokens: this.tokenizeMessages(request.messages, request.enableThinking), chat: true };
+  }
+
+  /** The one place a request's output constraint is chosen: GBNF text, or undefined for free text. */
+  async selectGrammar(request: GenerateRequest): Promise<string | undefined> {
+    return this.grammarForFormat(request.responseFormat);
+  }
+
+  private async grammarForFormat(format: ResponseFormat | undefined): Promise<string | undefined> {
+    if (format === undefined || format.type === "text") return undefined;
+    const key = format.type === "json_object" ? "json" : JSON.stringify(format.schema);
+    let grammar = this.grammarCache.get(key);
+    if (grammar === undefined) {
+      grammar = (format.type === "json_object"
+        ? this.llama.getGrammarFor("json")
+        // The const generic infers a literal type from its argument; a runtime schema has none.
+        : this.llama.createGrammarForJsonSchema(toGrammarSchema(format.schema) as Parameters<Llama["createGrammarForJsonSchema"]>[0])
+      ).then((g) => g.grammar);
+      if (this.grammarCache.size > 64) this.grammarCache.delete(this.grammarCache.keys().next().value as string);
+      this.grammarCache.set(key, grammar);
+    }
+    try {
+      return await grammar;
+    } catch (error) {
+      this.grammarCache.delete(key);
+      if (error instanceof EngineError) throw error;
+      throw invalidRequest(`response_format.json_schema.schema cannot be turned into a grammar: ${(error as Error).message}`,
+        "response_format.json_schema.schema");
+    }
+  }
+}
+
+export function toChatHistory(messages: readonly ChatMessage[]): ChatHistoryItem[] {
+  const history: ChatHistoryItem[] = messages.map((m): ChatHistoryItem => {
+    if (m.role === "system") return { type: "system", text: m.content };
+    if (m.role === "user" || m.role === "tool") return { type: "user", text: m.content };
+    return { type: "model", response: [m.content] };
+  });
+  // The open assistant turn the model answers in (add_generation_prompt in transformers' terms).
+  history.push({ type: "model", response: [] });
+  return history;
+}
+
+/**
+ * Qwen3's template turns thinking off by pre-filling an empty think block (`<think>\n\n</think>\n\n`);
+ * node-llama-cpp's QwenChatWrapper does exactly that with `thoughts: "discourage"`. Other models get
+ * whatever node-llama-cpp resolves from their GGUF (thinking then has no effect on the prompt).
+ */
+function resolveWrappers(model: LlamaModel): { thinking: ChatWrapper; noThinking: ChatWrapper } {
+  const resolved = resolveChatWrapper(model);
+  if (resolved instanceof QwenChatWrapper) {
+    return {
+      thinking: new QwenChatWrapper({ variation: resolved.variation, thoughts: "auto" }),
+      noThinking: new QwenChatWrapper({ variation: resolved.variation, thoughts: "discourage" }),
+    };
+  }
+  return { thinking: resolved, noThinking: resolved };
+}
+
+/** The chat template's end-of-turn tokens (e.g. `<|im_end|>`), which are not always the GGUF's EOS. */
+export function endOfGenerationTokens(model: LlamaModel): Token[] {
+  const tokens = ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"].flatMap((text) => {
+    const found = model.tokenize(text, true);
+    return found.length === 1 && model.isSpecialToken(found[0]) ? found : [];
+  });
+  for (const token of [model.tokens.eos, model.tokens.eot]) if (token !== null && !tokens.includes(token)) tokens.push(token);
+  return tokens;
+}
