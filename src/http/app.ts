@@ -11,6 +11,7 @@ import { llmRoutes } from "./routes/llm.js";
 import { openaiRoutes } from "./routes/openai.js";
 import { ollamaRoutes } from "./routes/ollama.js";
 import { tokenizeRoutes } from "./routes/tokenize.js";
+import { completionsRoutes } from "./routes/completions.js";
 
 export type AppOptions = {
   state: ServiceState;
@@ -58,5 +59,6 @@ export async function buildApp({ state, bodyLimitBytes, logger }: AppOptions): P
   await app.register(openaiRoutes, { state });
   await app.register(ollamaRoutes, { state });
   await app.register(tokenizeRoutes, { state });
+  await app.register(completionsRoutes, { state });
   return app;
 }

@@ -1,7 +1,8 @@
 // The engine's per-token log-probabilities in each API's shape: OpenAI chat completions
 // (`choices[].logprobs.content[]`), legacy completions (`tokens`, `token_logprobs`, `top_logprobs`,
 // `text_offset`) and Ollama (`logprobs[]`). Pure functions: the numbers are the engine's.
-import type { TokenLogprob } from "../engine/chat/types.js";
+import type { GenerationDelta, TokenLogprob } from "../engine/chat/types.js";
+import { invalidRequest } from "../engine/errors.js";
 
 export type ChatLogprobs = {
   content: { token: string; logprob: number; bytes: number[]; top_logprobs: { token: string; logprob: number; bytes: number[] }[] }[];
@@ -59,4 +60,37 @@ export function toOllamaLogprobs(tokens: readonly TokenLogprob[]) {
     bytes: t.bytes,
     top_logprobs: t.top.map((alt) => ({ token: alt.token, logprob: alt.logprob, bytes: alt.bytes })),
   }));
+}
+
+/** OpenAI's `logprobs` / `top_logprobs` -> the engine's request; top_logprobs without logprobs is a 400, as on OpenAI. */
+export function chatLogprobsRequest(body: { logprobs?: boolean | null; top_logprobs?: number | null }): { logprobs?: { top: number } } {
+  const top = body.top_logprobs ?? undefined;
+  if (body.logprobs !== true) {
+    if (top !== undefined && top > 0) throw invalidRequest("top_logprobs needs logprobs: true", "top_logprobs");
+    return {};
+  }
+  return { logprobs: { top: top ?? 0 } };
+}
+
+/**
+ * The answer's tokens, collected from the content deltas (thinking tokens are not part of the answer,
+ * so not of `choices[].logprobs`); `null` when the request did not ask.
+ */
+export class AnswerLogprobs {
+  private readonly tokens: TokenLogprob[] = [];
+  constructor(private readonly requested: { top: number } | undefined) {}
+
+  readonly collect = (delta: GenerationDelta): void => {
+    if (this.requested !== undefined && delta.kind === "content" && delta.logprobs) this.tokens.push(...delta.logprobs);
+  };
+
+  result(): ChatLogprobs | null {
+    return this.requested === undefined ? null : toChatLogprobs(this.tokens);
+  }
+
+  /** A streamed content chunk's own tokens. */
+  ofDelta(delta: GenerationDelta): ChatLogprobs | null {
+    if (this.requested === undefined || delta.kind !== "content") return null;
+    return toChatLogprobs(delta.logprobs ?? []);
+  }
 }

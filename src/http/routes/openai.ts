@@ -13,6 +13,7 @@ import {
 } from "../schemas/openai.js";
 import { clientDisconnectSignal, startSse } from "../streaming.js";
 import { decodeTokenIdInput } from "../tokenIds.js";
+import { AnswerLogprobs, chatLogprobsRequest, type ChatLogprobs } from "../logprobs.js";
 
 const isTextList = (input: readonly unknown[]): input is string[] => typeof input[0] === "string";
 
@@ -67,20 +68,22 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
     const prepared = await chat.prepare({
       ...toGenerateRequest({ ...body, messages: toMessages(body.messages), enable_thinking: thinking }, body.max_tokens ?? body.max_completion_tokens, DEFAULT_THINKING),
       maxTokensField: body.max_tokens === undefined && body.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens",
+      ...chatLogprobsRequest(body),
       signal: clientDisconnectSignal(reply),
     });
     const id = `chatcmpl-${randomUUID().replaceAll("-", "")}`;
     const created = Math.floor(Date.now() / 1000);
 
     if (body.stream !== true) {
-      const r = await chat.run(prepared);
+      const answerLogprobs = new AnswerLogprobs(prepared.request.logprobs);
+      const r = await chat.run(prepared, answerLogprobs.collect);
       const completion: ChatCompletion = {
         id, object: "chat.completion", created, model: chat.modelName,
         choices: [{
           index: 0,
           message: { role: "assistant", content: r.text, ...(r.reasoning !== null ? { reasoning_content: r.reasoning } : {}) },
           finish_reason: r.finishReason,
-          logprobs: null,
+          logprobs: answerLogprobs.result(),
         }],
         usage: usageOf(r),
       };
@@ -88,13 +91,14 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
     }
 
     const sse = startSse(reply);
-    const chunk = (delta: Record<string, string>, finishReason: string | null = null) => ({
+    const answerLogprobs = new AnswerLogprobs(prepared.request.logprobs);
+    const chunk = (delta: Record<string, string>, finishReason: string | null = null, logprobs: ChatLogprobs | null = null) => ({
       id, object: "chat.completion.chunk", created, model: chat.modelName,
-      choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }],
+      choices: [{ index: 0, delta, finish_reason: finishReason, logprobs }],
     });
     try {
       sse.send(chunk({ role: "assistant", content: "" }));
-      const r = await chat.run(prepared, (d) => { if (d.kind === "content" || d.kind === "reasoning") sse.send(chunk(d.kind === "content" ? { content: d.text } : { reasoning_content: d.text })); });
+      const r = await chat.run(prepared, (d) => { if (d.kind === "content" || d.kind === "reasoning") sse.send(chunk(d.kind === "content" ? { content: d.text } : { reasoning_content: d.text }, null, answerLogprobs.ofDelta(d))); });
       sse.send(chunk({}, r.finishReason));
       if (body.stream_options?.include_usage) {
         sse.send({ id, object: "chat.completion.chunk", created, model: chat.modelName, choices: [], usage: usageOf(r) });

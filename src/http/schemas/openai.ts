@@ -2,6 +2,7 @@
 // Unknown fields are accepted and ignored, as OpenAI-compatible servers do (clients send many).
 import { Type, type Static } from "@sinclair/typebox";
 import { SamplingControls, UsageSchema } from "./common.js";
+import { ChatLogprobsControls, ChatLogprobsSchema } from "./logprobs.js";
 
 const TextPart = Type.Object({ type: Type.Literal("text"), text: Type.String() });
 
@@ -23,6 +24,7 @@ export const ChatCompletionBodySchema = Type.Object({
   stream_options: Type.Optional(Type.Object({ include_usage: Type.Optional(Type.Boolean()) })),
   chat_template_kwargs: Type.Optional(Type.Object({ enable_thinking: Type.Optional(Type.Boolean()) }, { description: "vLLM / llama-server spelling of enable_thinking" })),
   ...SamplingControls,
+  ...ChatLogprobsControls,
 }, { $id: "ChatCompletionRequest" });
 export type ChatCompletionBody = Static<typeof ChatCompletionBodySchema>;
 
@@ -41,7 +43,7 @@ export const ChatCompletionSchema = Type.Object({
       reasoning_content: Type.Optional(Type.String({ description: "Qwen3's thinking, when enabled" })),
     }),
     finish_reason: FinishReason,
-    logprobs: Type.Null(),
+    logprobs: Type.Union([ChatLogprobsSchema, Type.Null()], { description: "Per answer token, when logprobs: true; else null" }),
   })),
   usage: UsageSchema,
 }, { $id: "ChatCompletion" });
