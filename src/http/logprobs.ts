@@ -4,6 +4,13 @@
 import type { GenerationDelta, TokenLogprob } from "../engine/chat/types.js";
 import { invalidRequest } from "../engine/errors.js";
 
+/**
+ * A probability that underflows to 0 has logprob -Infinity, which JSON cannot carry; OpenAI reports
+ * such tokens as -9999.
+ */
+export const LOGPROB_FLOOR = -9999;
+const finite = (logprob: number): number => Number.isFinite(logprob) ? logprob : LOGPROB_FLOOR;
+
 export type ChatLogprobs = {
   content: { token: string; logprob: number; bytes: number[]; top_logprobs: { token: string; logprob: number; bytes: number[] }[] }[];
   refusal: null;
@@ -14,9 +21,9 @@ export function toChatLogprobs(tokens: readonly TokenLogprob[]): ChatLogprobs {
   return {
     content: tokens.map((t) => ({
       token: t.token,
-      logprob: t.logprob,
+      logprob: finite(t.logprob),
       bytes: t.bytes,
-      top_logprobs: t.top.map((alt) => ({ token: alt.token, logprob: alt.logprob, bytes: alt.bytes })),
+      top_logprobs: t.top.map((alt) => ({ token: alt.token, logprob: finite(alt.logprob), bytes: alt.bytes })),
     })),
     refusal: null,
   };
@@ -46,8 +53,8 @@ export function toCompletionLogprobs(tokens: readonly TokenLogprob[], startOffse
   }
   return {
     tokens: tokens.map((t) => t.token),
-    token_logprobs: tokens.map((t) => t.logprob),
-    top_logprobs: tokens.map((t) => Object.fromEntries(t.top.map((alt) => [alt.token, alt.logprob]))),
+    token_logprobs: tokens.map((t) => finite(t.logprob)),
+    top_logprobs: tokens.map((t) => Object.fromEntries(t.top.map((alt) => [alt.token, finite(alt.logprob)]))),
     text_offset,
   };
 }
@@ -56,9 +63,9 @@ export function toCompletionLogprobs(tokens: readonly TokenLogprob[], startOffse
 export function toOllamaLogprobs(tokens: readonly TokenLogprob[]) {
   return tokens.map((t) => ({
     token: t.token,
-    logprob: t.logprob,
+    logprob: finite(t.logprob),
     bytes: t.bytes,
-    top_logprobs: t.top.map((alt) => ({ token: alt.token, logprob: alt.logprob, bytes: alt.bytes })),
+    top_logprobs: t.top.map((alt) => ({ token: alt.token, logprob: finite(alt.logprob), bytes: alt.bytes })),
   }));
 }
 
