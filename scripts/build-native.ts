@@ -1,29 +1,41 @@
-// Builds the native batch-embedding addon (src/engine/native/batch_embed.cpp) against the libllama that
-// node-llama-cpp's prebuilt binaries ship, with headers from the exact llama.cpp source node-llama-cpp
-// bundles (so the ABI matches). Output: node_modules/.cache/bora-native/<key>/batch_embed.node, where the
-// key covers the node-llama-cpp version, platform, Node ABI, compiler flags and the source's hash.
+// Builds our native addons — src/engine/native/batch_embed.cpp (batched embeddings) and slot_loop.cpp
+// (the generation slot loop) — against the libllama of the binding node-llama-cpp actually loads with
+// the service's configuration (LLM_GPU / binding-config/backend.json: the prebuilt CPU binding, a local
+// source build, the CUDA or Vulkan package), with headers from the exact llama.cpp source node-llama-cpp
+// bundles. Output: node_modules/.cache/bora-native/<addon>/<key>/<addon>.node, keyed by that library,
+// the node-llama-cpp version, platform, Node ABI, compiler flags and the source's hash.
 //
 //   npx tsx scripts/build-native.ts [--force]
 //
-// Works offline after `npm ci` (needs g++ and git). It never fails its caller: when something is
-// missing it prints one line and exits 0, and the service falls back to node-llama-cpp's embedding context.
+// Works offline after `npm ci` (needs a C++ compiler and git). It never fails its caller: when something
+// is missing it prints one line per addon and exits 0, and the service falls back to node-llama-cpp.
+//
+// Platforms: Linux is built and run here. macOS (Metal comes with node-llama-cpp's libggml) uses the
+// darwin flags in addonBuild.ts: written, not run here. Windows is not supported (the service falls back).
 import { execFile } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { nativeCompileFlags, nativeEmbedAddonBuildInfo } from "../src/engine/native/batchEmbedder.ts";
+import { loadConfig } from "../src/config.ts";
+import { loadedLlamaLibrary, nativeAddonBuildInfo, type LoadedLlamaLibrary, type NativeAddonBuildInfo, type NativeAddonName } from "../src/engine/native/addonBuild.ts";
+import { loadRuntime } from "../src/engine/runtime.ts";
 import { ensureLlamaSource } from "./lib/llama-source.ts";
 
 const require = createRequire(import.meta.url);
 
-export interface EnsureNativeEmbedAddonOptions {
+export interface EnsureNativeAddonOptions {
   /** Rebuild even when an up-to-date addon exists. */
   force?: boolean;
   /** Where the one-line messages go (default: console.error). */
   log?: (line: string) => void;
 }
+
+const FALLBACK: Record<NativeAddonName, string> = {
+  batch_embed: "embeddings will use node-llama-cpp's embedding context",
+  slot_loop: "generation will use node-llama-cpp's context sequences",
+};
 
 interface RunResult {
   ok: boolean;
@@ -68,33 +80,56 @@ function findNodeAddonApi(): string | null {
   }
 }
 
-/** Removes addon builds for other keys (older sources, other node-llama-cpp versions). */
-function pruneStaleBuilds(cacheRoot: string, keep: string): void {
-  for (const entry of readdirSync(cacheRoot, { withFileTypes: true })) {
-    if (entry.isDirectory() && entry.name !== keep) rmSync(path.join(cacheRoot, entry.name), { recursive: true, force: true });
+/** Removes this addon's builds for other keys (older sources, other bindings); never another addon's. */
+function pruneStaleBuilds(addonCacheDir: string, keep: string): void {
+  for (const entry of readdirSync(addonCacheDir, { withFileTypes: true })) {
+    if (entry.isDirectory() && entry.name !== keep) rmSync(path.join(addonCacheDir, entry.name), { recursive: true, force: true });
   }
+}
+
+/** Linker arguments for the loaded libllama, per platform. */
+function linkArgs(library: LoadedLlamaLibrary): string[] {
+  if (process.platform === "darwin") {
+    return [path.join(library.dir, library.llama), path.join(library.dir, library.ggml), path.join(library.dir, library.ggmlBase), `-Wl,-rpath,${library.dir}`];
+  }
+  return [`-L${library.dir}`, `-l:${library.llama}`, `-l:${library.ggml}`, `-l:${library.ggmlBase}`, `-Wl,-rpath,${library.dir}`, "-ldl", "-lpthread"];
+}
+
+/**
+ * The libllama node-llama-cpp loads with the service's backend choice: loads it in this process when
+ * nothing loaded one yet.
+ */
+async function libraryToBuildAgainst(): Promise<LoadedLlamaLibrary | null> {
+  const loaded = loadedLlamaLibrary();
+  if (loaded !== null) return loaded;
+  let gpu: ReturnType<typeof loadConfig>["gpu"] = "auto";
+  try {
+    gpu = loadConfig(process.env).gpu;
+  } catch { /* a bad variable is reported by the service itself */ }
+  await loadRuntime(gpu, 0);
+  return loadedLlamaLibrary();
 }
 
 /**
  * Returns the path of an up-to-date addon, building it when needed, or null (after printing one line)
  * when it cannot be built here. Never throws.
  */
-export async function ensureNativeEmbedAddon(options: EnsureNativeEmbedAddonOptions = {}): Promise<string | null> {
+export async function ensureNativeAddon(name: NativeAddonName, options: EnsureNativeAddonOptions = {}): Promise<string | null> {
   const log = options.log ?? ((line: string) => console.error(line));
   const skip = (reason: string): null => {
-    log(`[build-native] native batch embedder not built: ${reason}; embeddings will use node-llama-cpp's embedding context`);
+    log(`[build-native] ${name} not built: ${reason}; ${FALLBACK[name]}`);
     return null;
   };
   try {
-    let info;
+    let info: NativeAddonBuildInfo;
     try {
-      info = nativeEmbedAddonBuildInfo();
+      info = nativeAddonBuildInfo(name, await libraryToBuildAgainst());
     } catch (error) {
       return skip(error instanceof Error ? error.message : String(error));
     }
     if (!options.force && existsSync(info.addonFile)) return info.addonFile;
 
-    const cxx = process.env["CXX"] ?? "g++";
+    const cxx = process.env["CXX"] ?? (process.platform === "darwin" ? "clang++" : "g++");
     const version = await run(cxx, ["--version"], 30_000);
     if (!version.ok) return skip(`no C++ compiler (${cxx})`);
 
@@ -116,21 +151,16 @@ export async function ensureNativeEmbedAddon(options: EnsureNativeEmbedAddonOpti
 
     const outDir = path.dirname(info.addonFile);
     mkdirSync(outDir, { recursive: true });
-    const tmpFile = path.join(outDir, `batch_embed.${process.pid}.${Date.now()}.tmp.node`);
+    const tmpFile = path.join(outDir, `${name}.${process.pid}.${Date.now()}.tmp.node`);
     const args = [
-      ...nativeCompileFlags,
+      ...info.compileFlags,
       `-I${nodeHeaders}`,
       `-I${addonApi}`,
       ...includeDirs.map((dir) => `-I${dir}`),
       info.sourceFile,
       "-o",
       tmpFile,
-      `-L${info.binsDir}`,
-      `-l:${info.libraries.llama}`,
-      `-l:${info.libraries.ggml}`,
-      `-l:${info.libraries.ggmlBase}`,
-      `-Wl,-rpath,${info.binsDir}`,
-      "-ldl",
+      ...linkArgs(info.library),
     ];
     const started = Date.now();
     const compiled = await run(cxx, args);
@@ -148,16 +178,31 @@ export async function ensureNativeEmbedAddon(options: EnsureNativeEmbedAddonOpti
     }
     renameSync(tmpFile, info.addonFile);
     pruneStaleBuilds(path.dirname(outDir), info.key);
-    log(`[build-native] built ${path.relative(info.projectRoot, info.addonFile)} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
+    log(`[build-native] built ${path.relative(info.projectRoot, info.addonFile)} against ${path.join(info.library.dir, info.library.llama)} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
     return info.addonFile;
   } catch (error) {
     return skip(`unexpected error: ${error instanceof Error ? error.message : String(error)}`);
   }
 }
 
+/** The batched embedder (kept for callers of the single-addon API). */
+export function ensureNativeEmbedAddon(options: EnsureNativeAddonOptions = {}): Promise<string | null> {
+  return ensureNativeAddon("batch_embed", options);
+}
+
+export function ensureSlotLoopAddon(options: EnsureNativeAddonOptions = {}): Promise<string | null> {
+  return ensureNativeAddon("slot_loop", options);
+}
+
 const invokedDirectly = process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href;
 if (invokedDirectly) {
-  const file = await ensureNativeEmbedAddon({ force: process.argv.includes("--force") });
-  if (file !== null) console.log(file);
+  const force = process.argv.includes("--force");
+  // One after the other: two compilers at once would fight over the two cores.
+  for (const name of ["batch_embed", "slot_loop"] as const) {
+    const file = await ensureNativeAddon(name, { force });
+    if (file !== null) console.log(file);
+  }
   process.exitCode = 0;
+  // getLlama() keeps native handles open; the build is done.
+  process.exit();
 }

@@ -19,7 +19,9 @@ export type TestService = {
 
 export async function testConfig(env: Record<string, string> = {}): Promise<Config> {
   const models = await ensureTestModels();
-  return loadConfig({ LLM_MODEL: models.chat, EMBED_MODEL: models.embed, LOG_LEVEL: "silent", MODEL_DOWNLOAD: "false", LLM_CONTEXT_SIZE: "1024", ...env });
+  // LLM_ENGINE=node-llama-cpp npx tap test/…: the same API tests on the fallback generation path.
+  const engine = process.env["LLM_ENGINE"] ? { LLM_ENGINE: process.env["LLM_ENGINE"] } : {};
+  return loadConfig({ LLM_MODEL: models.chat, EMBED_MODEL: models.embed, LOG_LEVEL: "silent", MODEL_DOWNLOAD: "false", LLM_CONTEXT_SIZE: "1024", ...engine, ...env });
 }
 
 export async function startTestService(env: Record<string, string> = {}): Promise<TestService> {

@@ -4,6 +4,7 @@
 import type { Llama, LlamaModel, Token } from "node-llama-cpp";
 import { EngineError } from "../errors.js";
 import type { BackendKind, BackendToken, GenerationBackend, SamplingParams, SlotState } from "./backend.js";
+import { SlotLoopBackend } from "../native/slotLoop.js";
 import { NodeLlamaCppBackend } from "./nodeLlamaCppBackend.js";
 import { GenerationOutput, type ContentTransformer, type GeneratedToken } from "./output.js";
 import { PromptBuilder, type RenderedPrompt } from "./prompt.js";
@@ -45,16 +46,6 @@ export type PreparedGeneration = {
 /** Where a backend was chosen: which runs, and why not the native loop when it is not. */
 export type EngineSelection = { kind: ChatEngineKind; requested: ChatEngineKind; fallbackReason: string | null };
 
-/** A loader for the native slot loop (phase 2); resolves `{ unavailable }` when it cannot run here. */
-export type NativeBackendLoader = (llama: Llama, vocabModel: LlamaModel, options: ChatEngineOptions) =>
-  Promise<{ backend: GenerationBackend & { contextSize: number } } | { unavailable: string }>;
-
-let nativeLoader: NativeBackendLoader | null = null;
-/** The native slot loop registers itself here, so the engine has no hard dependency on the addon. */
-export function registerNativeBackend(loader: NativeBackendLoader): void {
-  nativeLoader = loader;
-}
-
 export class ChatEngine {
   readonly modelName: string;
   readonly contextSize: number;
@@ -87,23 +78,23 @@ export class ChatEngine {
     const requested = options.engine ?? "native";
     let fallbackReason: string | null = null;
     if (requested === "native") {
-      if (nativeLoader === null) {
-        fallbackReason = "the native slot loop is not part of this build";
-      } else {
-        // Vocabulary only: the addon loads the weights, once.
-        const vocab = await llama.loadModel({ modelPath: options.modelPath, vocabOnly: true });
-        try {
-          const loaded = await nativeLoader(llama, vocab, options);
-          if ("backend" in loaded) {
-            return new ChatEngine(llama, vocab, loaded.backend, options, { kind: "native", requested, fallbackReason: null }, performance.now() - started);
-          }
-          fallbackReason = loaded.unavailable;
-        } catch (error) {
-          fallbackReason = error instanceof Error ? error.message : String(error);
+      // Vocabulary only: node-llama-cpp keeps the tokenizer and chat template, the addon loads the weights, once.
+      const vocab = await llama.loadModel({ modelPath: options.modelPath, vocabOnly: true });
+      try {
+        const { gpuLayers } = await vocab.fileInsights.configurationResolver.resolveModelGpuLayersV2(options.gpuLayers);
+        const loaded = await SlotLoopBackend.tryLoad({
+          modelPath: options.modelPath, threads: options.threads, slots: options.parallel,
+          contextSize: options.contextSize, batchSize: options.batchSize, gpuLayers,
+        });
+        if ("backend" in loaded) {
+          return new ChatEngine(llama, vocab, loaded.backend, options, { kind: "native", requested, fallbackReason: null }, performance.now() - started);
         }
-        await vocab.dispose();
+        fallbackReason = loaded.unavailable;
+      } catch (error) {
+        fallbackReason = error instanceof Error ? error.message : String(error);
       }
-      options.onFallback?.(fallbackReason);
+      await vocab.dispose();
+      options.onFallback?.(fallbackReason ?? "unknown");
     }
     const model = await llama.loadModel({ modelPath: options.modelPath, gpuLayers: options.gpuLayers });
     try {
@@ -127,7 +118,7 @@ export class ChatEngine {
       model: this.modelName,
       engine: this.selection.kind,
       ...(this.selection.fallbackReason !== null ? { engineFallbackReason: this.selection.fallbackReason } : {}),
-      gpuLayers: this.selection.kind === "native" ? this.options.gpuLayers : this.model.gpuLayers,
+      gpuLayers: this.backend instanceof SlotLoopBackend ? this.backend.gpuLayers : this.model.gpuLayers,
       slots,
       contextPerSlot: this.contextSize,
       contextTotal: this.contextSize * slots,

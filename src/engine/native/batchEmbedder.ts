@@ -1,20 +1,18 @@
 // Batched embeddings through a small native addon (batch_embed.cpp) that links against the libllama
-// shipped with node-llama-cpp's prebuilt binaries. Many texts go into ONE llama_decode, each text as its
+// of the binding node-llama-cpp loaded. Many texts go into ONE llama_decode, each text as its
 // own sequence, and every sequence's pooled vector is read with llama_get_embeddings_seq — the way
 // llama-server does it — instead of node-llama-cpp's one-text-per-decode embedding context.
 //
-// The addon is compiled by scripts/build-native.ts into node_modules/.cache/bora-native/<key>/. This
+// The addon is compiled by scripts/build-native.ts into node_modules/.cache/bora-native/batch_embed/<key>/. This
 // module only *finds* and loads it: when it is missing or cannot load, `tryLoad` reports why and the
 // engine falls back to node-llama-cpp's embedding context.
 //
 // Load it after node-llama-cpp's `getLlama()`: that registers the ggml backends (the CPU variants are
 // separate shared objects) and loads libllama, which this addon then shares. If no backend is
 // registered the addon loads them itself from the directory of the libllama it is linked to.
-import { createHash } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { findNativeAddon } from "./addonBuild.js";
 
 const require = createRequire(import.meta.url);
 
@@ -63,122 +61,13 @@ interface NativeModule {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Where the addon lives (shared with scripts/build-native.ts so both agree on the cache key)
+// Where the addon lives: built by scripts/build-native.ts against the libllama node-llama-cpp loaded
+// (see addonBuild.ts, which both use so they agree on the cache key).
 // ---------------------------------------------------------------------------------------------------
 
-/** Compiler flags of the addon; part of the cache key. */
-export const nativeCompileFlags: readonly string[] = [
-  "-std=c++17",
-  "-O2",
-  "-shared",
-  "-fPIC",
-  "-fvisibility=hidden",
-  "-DNAPI_VERSION=8",
-  "-DNAPI_CPP_EXCEPTIONS",
-  "-DNODE_ADDON_API_DISABLE_DEPRECATED",
-];
-
-export interface NativeEmbedAddonBuildInfo {
-  /** Project root (the directory holding package.json and node_modules). */
-  projectRoot: string;
-  sourceFile: string;
-  /** Directory of node-llama-cpp's prebuilt libllama / libggml for this platform. */
-  binsDir: string;
-  /** Library file names in binsDir, e.g. libllama.v0.5.0.so. */
-  libraries: { llama: string; ggml: string; ggmlBase: string };
-  nodeLlamaCppVersion: string;
-  llamaCppTag: string;
-  key: string;
-  /** The addon file: node_modules/.cache/bora-native/<key>/batch_embed.node */
-  addonFile: string;
-}
-
-function findUp(start: string, test: (dir: string) => boolean): string | null {
-  let dir = start;
-  for (;;) {
-    if (test(dir)) return dir;
-    const parent = path.dirname(dir);
-    if (parent === dir) return null;
-    dir = parent;
-  }
-}
-
-function projectRootDir(): string {
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  const root = findUp(here, (dir) => existsSync(path.join(dir, "package.json")) && existsSync(path.join(dir, "src", "engine", "native")));
-  if (root === null) throw new Error(`cannot find the project root above ${here}`);
-  return root;
-}
-
-function nodeLlamaCppPackageDir(): string {
-  const entry = path.dirname(require.resolve("node-llama-cpp"));
-  const dir = findUp(entry, (d) => existsSync(path.join(d, "package.json")) && existsSync(path.join(d, "llama")));
-  if (dir === null) throw new Error("cannot locate the node-llama-cpp package directory");
-  return dir;
-}
-
-function findLibrary(files: readonly string[], pattern: RegExp, what: string, dir: string): string {
-  const found = files.filter((f) => pattern.test(f)).sort();
-  const file = found[0];
-  if (file === undefined) throw new Error(`no ${what} library in ${dir}`);
-  return file;
-}
-
-/** Describes the addon build for this machine (cheap: no compiling, no cloning). Throws when unsupported. */
-export function nativeEmbedAddonBuildInfo(): NativeEmbedAddonBuildInfo {
-  if (process.platform !== "linux") throw new Error(`the native batch embedder is only built on Linux (this is ${process.platform})`);
-  const projectRoot = projectRootDir();
-  const sourceFile = path.join(projectRoot, "src", "engine", "native", "batch_embed.cpp");
-  if (!existsSync(sourceFile)) throw new Error(`missing ${sourceFile}`);
-
-  const nlcDir = nodeLlamaCppPackageDir();
-  const nodeLlamaCppVersion = (JSON.parse(readFileSync(path.join(nlcDir, "package.json"), "utf8")) as { version: string }).version;
-  const llamaCppTag = (JSON.parse(readFileSync(path.join(nlcDir, "llama", "llama.cpp.info.json"), "utf8")) as { tag: string }).tag;
-
-  const platformArch = `${process.platform}-${process.arch}`;
-  const candidates = [
-    path.join(nlcDir, "node_modules", "@node-llama-cpp", platformArch, "bins", platformArch),
-    path.join(path.dirname(nlcDir), "@node-llama-cpp", platformArch, "bins", platformArch),
-  ];
-  const binsDir = candidates.find((dir) => existsSync(dir));
-  if (binsDir === undefined) throw new Error(`node-llama-cpp has no prebuilt binaries for ${platformArch} (looked in ${candidates.join(", ")})`);
-  const files = readdirSync(binsDir);
-  const libraries = {
-    llama: findLibrary(files, /^libllama(\.v[\w.]+)?\.so$/, "libllama", binsDir),
-    ggml: findLibrary(files, /^libggml(\.v[\w.]+)?\.so$/, "libggml", binsDir),
-    ggmlBase: findLibrary(files, /^libggml-base(\.v[\w.]+)?\.so$/, "libggml-base", binsDir),
-  };
-
-  const hash = createHash("sha256");
-  for (const part of [
-    "bora-native-batch-embed/1",
-    nodeLlamaCppVersion,
-    llamaCppTag,
-    process.platform,
-    process.arch,
-    `node-abi-${process.versions.modules}`,
-    `napi-${process.versions.napi ?? "?"}`,
-    binsDir,
-    libraries.llama,
-    String(statSync(path.join(binsDir, libraries.llama)).size),
-    nativeCompileFlags.join(" "),
-  ]) {
-    hash.update(part).update("\0");
-  }
-  hash.update(readFileSync(sourceFile));
-  const key = `${nodeLlamaCppVersion}-${platformArch}-abi${process.versions.modules}-${hash.digest("hex").slice(0, 16)}`;
-  const addonFile = path.join(projectRoot, "node_modules", ".cache", "bora-native", key, "batch_embed.node");
-  return { projectRoot, sourceFile, binsDir, libraries, nodeLlamaCppVersion, llamaCppTag, key, addonFile };
-}
-
-/** Path of the built addon for the current source and runtime, or null when it has not been built. */
+/** Path of the built addon for the current source and the loaded libllama, or null when it has not been built. */
 export function findNativeEmbedAddon(): string | null {
-  try {
-    const { addonFile } = nativeEmbedAddonBuildInfo();
-    return existsSync(addonFile) ? addonFile : null;
-  } catch {
-    return null;
-  }
+  return findNativeAddon("batch_embed");
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,149 @@
+// Where our native addons (batch_embed, slot_loop) are built and found. Both link the libllama of the
+// binding node-llama-cpp ACTUALLY loaded in this process (prebuilt CPU, a local source build under
+// node-llama-cpp/llama/localBuilds, the CUDA or Vulkan package), never another copy: the library is read
+// from the process's own list of loaded shared objects after getLlama(). The build cache is keyed by
+// that library, so switching backends builds (or finds) the matching addon.
+//
+// Used by scripts/build-native.ts (building) and by batchEmbedder.ts / slotLoop.ts (finding).
+import { createHash } from "node:crypto";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const require = createRequire(import.meta.url);
+
+export type NativeAddonName = "batch_embed" | "slot_loop";
+
+/** The libllama / libggml files of the binding node-llama-cpp loaded. */
+export type LoadedLlamaLibrary = {
+  dir: string;
+  /** File names in `dir`, e.g. libllama.v0.5.0.so, libllama.cuda.v0.5.0.so, libllama.dylib. */
+  llama: string;
+  ggml: string;
+  ggmlBase: string;
+};
+
+export type NativeAddonBuildInfo = {
+  name: NativeAddonName;
+  projectRoot: string;
+  sourceFile: string;
+  library: LoadedLlamaLibrary;
+  nodeLlamaCppVersion: string;
+  llamaCppTag: string;
+  compileFlags: readonly string[];
+  key: string;
+  /** node_modules/.cache/bora-native/<name>/<key>/<name>.node */
+  addonFile: string;
+};
+
+const LIBRARY_PATTERNS = {
+  llama: /^libllama(\.[\w.]+)?\.(so|dylib)$/,
+  ggml: /^libggml(\.[\w.]+)?\.(so|dylib)$/,
+  ggmlBase: /^libggml-base(\.[\w.]+)?\.(so|dylib)$/,
+};
+
+/** Compiler flags per platform; part of the cache key. */
+export function nativeCompileFlags(platform: NodeJS.Platform = process.platform): readonly string[] {
+  const common = ["-std=c++17", "-O2", "-fPIC", "-fvisibility=hidden", "-DNAPI_VERSION=8", "-DNAPI_CPP_EXCEPTIONS", "-DNODE_ADDON_API_DISABLE_DEPRECATED"];
+  // macOS: Node's N-API symbols are resolved from the host process at load time.
+  if (platform === "darwin") return [...common, "-bundle", "-undefined", "dynamic_lookup"];
+  return [...common, "-shared"];
+}
+
+/**
+ * The libllama node-llama-cpp loaded into this process (call after getLlama()), from the process's list
+ * of shared objects; null when none is loaded or the platform is not supported.
+ */
+export function loadedLlamaLibrary(sharedObjects: readonly string[] = listSharedObjects()): LoadedLlamaLibrary | null {
+  if (process.platform !== "linux" && process.platform !== "darwin") return null;
+  const llamaPath = sharedObjects.find((file) => LIBRARY_PATTERNS.llama.test(path.basename(file)));
+  if (llamaPath === undefined) return null;
+  const dir = path.dirname(llamaPath);
+  const files = readdirSync(dir);
+  const pick = (pattern: RegExp) => sharedObjects.map((f) => path.basename(f)).find((f) => pattern.test(f) && files.includes(f))
+    ?? files.filter((f) => pattern.test(f)).sort()[0];
+  const ggml = pick(LIBRARY_PATTERNS.ggml);
+  const ggmlBase = pick(LIBRARY_PATTERNS.ggmlBase);
+  if (ggml === undefined || ggmlBase === undefined) return null;
+  return { dir, llama: path.basename(llamaPath), ggml, ggmlBase };
+}
+
+function listSharedObjects(): string[] {
+  const report = process.report?.getReport() as { sharedObjects?: string[] } | undefined;
+  return report?.sharedObjects ?? [];
+}
+
+function findUp(start: string, test: (dir: string) => boolean): string | null {
+  let dir = start;
+  for (;;) {
+    if (test(dir)) return dir;
+    const parent = path.dirname(dir);
+    if (parent === dir) return null;
+    dir = parent;
+  }
+}
+
+function projectRootDir(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const root = findUp(here, (dir) => existsSync(path.join(dir, "package.json")) && existsSync(path.join(dir, "src", "engine", "native")));
+  if (root === null) throw new Error(`cannot find the project root above ${here}`);
+  return root;
+}
+
+function nodeLlamaCppPackageDir(): string {
+  const entry = path.dirname(require.resolve("node-llama-cpp"));
+  const dir = findUp(entry, (d) => existsSync(path.join(d, "package.json")) && existsSync(path.join(d, "llama")));
+  if (dir === null) throw new Error("cannot locate the node-llama-cpp package directory");
+  return dir;
+}
+
+/** Describes an addon's build against a loaded libllama (cheap: no compiling). Throws when unsupported. */
+export function nativeAddonBuildInfo(name: NativeAddonName, library: LoadedLlamaLibrary | null = loadedLlamaLibrary()): NativeAddonBuildInfo {
+  if (process.platform !== "linux" && process.platform !== "darwin") {
+    throw new Error(`the native addons are built on Linux and macOS only (this is ${process.platform})`);
+  }
+  if (library === null) throw new Error("node-llama-cpp has not loaded a libllama in this process (call getLlama() first)");
+  const projectRoot = projectRootDir();
+  const sourceFile = path.join(projectRoot, "src", "engine", "native", `${name}.cpp`);
+  if (!existsSync(sourceFile)) throw new Error(`missing ${sourceFile}`);
+  const nlcDir = nodeLlamaCppPackageDir();
+  const nodeLlamaCppVersion = (JSON.parse(readFileSync(path.join(nlcDir, "package.json"), "utf8")) as { version: string }).version;
+  const llamaCppTag = (JSON.parse(readFileSync(path.join(nlcDir, "llama", "llama.cpp.info.json"), "utf8")) as { tag: string }).tag;
+  const compileFlags = nativeCompileFlags();
+  const llamaFile = statSync(path.join(library.dir, library.llama));
+
+  const hash = createHash("sha256");
+  for (const part of [
+    `bora-native-${name}/2`, nodeLlamaCppVersion, llamaCppTag, process.platform, process.arch,
+    `node-abi-${process.versions.modules}`, `napi-${process.versions.napi ?? "?"}`,
+    library.dir, library.llama, library.ggml, library.ggmlBase, String(llamaFile.size), String(Math.floor(llamaFile.mtimeMs)),
+    compileFlags.join(" "),
+  ]) {
+    hash.update(part).update("\0");
+  }
+  hash.update(readFileSync(sourceFile));
+  const key = `${nodeLlamaCppVersion}-${process.platform}-${process.arch}-abi${process.versions.modules}-${hash.digest("hex").slice(0, 16)}`;
+  const addonFile = path.join(projectRoot, "node_modules", ".cache", "bora-native", name, key, `${name}.node`);
+  return { name, projectRoot, sourceFile, library, nodeLlamaCppVersion, llamaCppTag, compileFlags, key, addonFile };
+}
+
+/** The built addon for the current source and the loaded libllama, or null when it is not built. */
+export function findNativeAddon(name: NativeAddonName): string | null {
+  try {
+    const { addonFile } = nativeAddonBuildInfo(name);
+    return existsSync(addonFile) ? addonFile : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Why findNativeAddon returned null, for the one warning line. */
+export function nativeAddonUnavailableReason(name: NativeAddonName): string {
+  try {
+    const { addonFile } = nativeAddonBuildInfo(name);
+    return existsSync(addonFile) ? "" : `the ${name} addon is not built for this libllama (run \`npx tsx scripts/build-native.ts\`; expected ${addonFile})`;
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
+  }
+}

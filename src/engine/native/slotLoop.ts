@@ -1,0 +1,263 @@
+// The native generation backend: a thin wrapper over slot_loop.cpp, its only caller. The addon owns the
+// weights and one llama_context, and runs one loop thread that decodes every active slot in one
+// llama_decode, samples each natively and hands each step's tokens to JS in one call. This module turns
+// those per-step events into the token-level GenerationBackend the chat engine drives.
+//
+// Load it after node-llama-cpp's getLlama(): the addon must find (and is built against) the libllama
+// of the binding node-llama-cpp loaded; see addonBuild.ts.
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import type { BackendJob, BackendOutcome, BackendToken, GenerationBackend, SlotState } from "../chat/backend.js";
+import { findNativeAddon, nativeAddonUnavailableReason } from "./addonBuild.js";
+
+const require = createRequire(import.meta.url);
+
+export type SlotLoopOptions = {
+  modelPath: string;
+  threads: number;
+  slots: number;
+  /** Context tokens per slot. */
+  contextSize: number;
+  batchSize: number;
+  /** Layers offloaded to a GPU (the value node-llama-cpp resolved for this model and machine). */
+  gpuLayers: number;
+  flashAttention?: boolean;
+};
+
+type NativeLoadInfo = { slots: number; contextSize: number; batchSize: number; threads: number; threadsBatch: number; vocabSize: number; gpuLayers: number };
+
+/** One slot's share of a step, as slot_loop.cpp's deliverStep builds it. */
+type NativeStepEvent =
+  | { slot: number; trimmed: true }
+  | {
+    slot: number;
+    jobId: number;
+    trimmed?: undefined;
+    tokens: Uint32Array;
+    pieces: Uint8Array[];
+    ends: boolean[];
+    logprobs?: Float32Array;
+    top?: { ids: Uint32Array; logprobs: Float32Array; pieces: Uint8Array[] }[];
+    done?: "eog" | "length" | "ended" | "error";
+    error?: string;
+    cachedPromptTokens?: number;
+    evaluatedTokens?: number;
+  };
+
+type NativeJobParams = {
+  maxTokens: number;
+  temperature: number; topP: number; topK: number; minP: number; seed: number;
+  repeatPenalty: number; presencePenalty: number; frequencyPenalty: number; penaltyLastN: number; ignoreEos: boolean;
+  grammar?: string;
+  logprobsTop?: number;
+};
+
+interface NativeSlotLoop {
+  load(): Promise<NativeLoadInfo>;
+  start(slot: number, jobId: number, prompt: Uint32Array, params: NativeJobParams): void;
+  end(slot: number, jobId: number): void;
+  trim(slot: number, length: number): void;
+  slotTokens(slot: number): Uint32Array;
+  slotStates(): { busy: boolean; cachedTokens: number; tokensDecoded: number }[];
+  dispose(): Promise<void>;
+}
+
+interface NativeModule {
+  SlotLoop: new (modelPath: string, options: Record<string, unknown>, onStep: (events: NativeStepEvent[]) => void) => NativeSlotLoop;
+}
+
+function isNativeModule(value: unknown): value is NativeModule {
+  return typeof value === "object" && value !== null && typeof (value as Record<string, unknown>)["SlotLoop"] === "function";
+}
+
+type RunningJob = {
+  id: number;
+  job: BackendJob;
+  started: number;
+  firstTokenMs: number | null;
+  stopped: boolean;
+  resolve: (outcome: BackendOutcome) => void;
+  reject: (error: Error) => void;
+};
+
+export class SlotLoopBackend implements GenerationBackend {
+  readonly kind = "native" as const;
+  readonly slotCount: number;
+  readonly contextSize: number;
+  readonly threads: number;
+  readonly batchSize: number;
+  readonly gpuLayers: number;
+  readonly addonFile: string;
+  #native: NativeSlotLoop;
+  #running = new Map<number, RunningJob>();
+  #trims = new Map<number, (() => void)[]>();
+  /** Jobs given up on in JS (their consumer threw) that the loop has not ended yet, per slot. */
+  #draining = new Map<number, { id: number; done: Promise<void>; resolve: () => void }>();
+  #nextJobId = 1;
+  #disposed = false;
+
+  private constructor(native: NativeSlotLoop, info: NativeLoadInfo, addonFile: string) {
+    this.#native = native;
+    this.slotCount = info.slots;
+    this.contextSize = info.contextSize;
+    this.threads = info.threads;
+    this.batchSize = info.batchSize;
+    this.gpuLayers = info.gpuLayers;
+    this.addonFile = addonFile;
+  }
+
+  /** Loads the addon and the weights; `{ unavailable }` (never a throw) when the addon cannot run here. */
+  static async tryLoad(options: SlotLoopOptions, addonFile: string | null = findNativeAddon("slot_loop")): Promise<{ backend: SlotLoopBackend } | { unavailable: string }> {
+    if (addonFile === null) return { unavailable: nativeAddonUnavailableReason("slot_loop") || "the slot loop addon is not built" };
+    if (!existsSync(addonFile)) return { unavailable: `native addon not found: ${addonFile}` };
+    let module: unknown;
+    try {
+      module = require(addonFile);
+    } catch (error) {
+      return { unavailable: `cannot load the native addon ${addonFile}: ${error instanceof Error ? error.message : String(error)}` };
+    }
+    if (!isNativeModule(module)) return { unavailable: `${addonFile} is not the slot loop addon` };
+    let backend: SlotLoopBackend | undefined;
+    const native = new module.SlotLoop(options.modelPath, {
+      threads: options.threads,
+      slots: options.slots,
+      contextSize: options.contextSize,
+      batchSize: options.batchSize,
+      gpuLayers: options.gpuLayers,
+      ...(options.flashAttention === undefined ? {} : { flashAttention: options.flashAttention }),
+    }, (events) => backend?.onStep(events));
+    try {
+      const info = await native.load();
+      backend = new SlotLoopBackend(native, info, addonFile);
+      return { backend };
+    } catch (error) {
+      return { unavailable: error instanceof Error ? error.message : String(error) };
+    }
+  }
+
+  cachedTokens(slot: number): readonly number[] {
+    return this.#disposed ? [] : Array.from(this.#native.slotTokens(slot));
+  }
+
+  slotStates(): SlotState[] {
+    if (this.#disposed) return [];
+    return this.#native.slotStates().map((s, id) => ({ id, ...s }));
+  }
+
+  async generate(slot: number, job: BackendJob): Promise<BackendOutcome> {
+    await this.#draining.get(slot)?.done;
+    if (this.#disposed) throw new Error("the slot loop is disposed");
+    if (this.#running.has(slot)) throw new Error(`slot ${slot} is busy`);
+    const id = this.#nextJobId++;
+    return new Promise<BackendOutcome>((resolve, reject) => {
+      const running: RunningJob = { id, job, started: performance.now(), firstTokenMs: null, stopped: false, resolve, reject };
+      const onAbort = () => this.#native.end(slot, id);
+      job.signal.addEventListener("abort", onAbort, { once: true });
+      const settle = <T>(fn: (value: T) => void) => (value: T) => {
+        job.signal.removeEventListener("abort", onAbort);
+        this.#running.delete(slot);
+        fn(value);
+      };
+      running.resolve = settle(resolve);
+      running.reject = settle(reject);
+      this.#running.set(slot, running);
+      try {
+        this.#native.start(slot, id, Uint32Array.from(job.prompt), {
+          maxTokens: job.maxTokens,
+          ...job.sampling,
+          ...(job.grammar !== undefined ? { grammar: job.grammar } : {}),
+          ...(job.logprobsTop !== undefined ? { logprobsTop: job.logprobsTop } : {}),
+        });
+      } catch (error) {
+        running.reject(error instanceof Error ? error : new Error(String(error)));
+        return;
+      }
+      if (job.signal.aborted) onAbort();
+    });
+  }
+
+  trimCache(slot: number, length: number): Promise<void> {
+    if (this.#disposed) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const waiting = this.#trims.get(slot) ?? [];
+      waiting.push(resolve);
+      this.#trims.set(slot, waiting);
+      this.#native.trim(slot, length);
+    });
+  }
+
+  async dispose(): Promise<void> {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const running of this.#running.values()) running.reject(new Error("the slot loop was disposed"));
+    for (const waiting of this.#trims.values()) for (const resolve of waiting) resolve();
+    for (const draining of this.#draining.values()) draining.resolve();
+    await this.#native.dispose();
+  }
+
+  /** One call per loop step: every slot's new tokens, ends and acknowledgements. */
+  private onStep(events: NativeStepEvent[]): void {
+    if (this.#disposed) return;
+    for (const event of events) {
+      if (event.trimmed) {
+        this.#trims.get(event.slot)?.shift()?.();
+        continue;
+      }
+      const draining = this.#draining.get(event.slot);
+      if (draining !== undefined && draining.id === event.jobId && event.done !== undefined) {
+        this.#draining.delete(event.slot);
+        draining.resolve();
+      }
+      const running = this.#running.get(event.slot);
+      if (running === undefined || running.id !== event.jobId) continue;
+      try {
+        this.#deliver(event, running);
+      } catch (error) {
+        // A failing consumer ends its own job only; the slot is reused once the loop has ended it.
+        if (event.done === undefined) {
+          let resolve = () => {};
+          const done = new Promise<void>((r) => { resolve = r; });
+          this.#draining.set(event.slot, { id: running.id, done, resolve });
+          this.#native.end(event.slot, running.id);
+        }
+        running.reject(error instanceof Error ? error : new Error(String(error)));
+      }
+    }
+  }
+
+  #deliver(event: Extract<NativeStepEvent, { jobId: number }>, running: RunningJob): void {
+    {
+      if (!running.stopped && event.tokens.length > 0) {
+        running.firstTokenMs ??= performance.now() - running.started;
+        const tokens: BackendToken[] = [];
+        for (let i = 0; i < event.tokens.length; i++) {
+          const token: BackendToken = { id: event.tokens[i] ?? 0, bytes: event.pieces[i] ?? new Uint8Array(), isEnd: event.ends[i] ?? false };
+          const top = event.top?.[i];
+          if (event.logprobs !== undefined && top !== undefined) {
+            token.logprob = {
+              logprob: event.logprobs[i] ?? 0,
+              top: Array.from(top.ids, (id, k) => ({ id, bytes: top.pieces[k] ?? new Uint8Array(), logprob: top.logprobs[k] ?? 0 })),
+            };
+          }
+          tokens.push(token);
+        }
+        if (running.job.onTokens(tokens)) {
+          // A stop string: the loop ends the slot within a step; later tokens are not delivered.
+          running.stopped = true;
+          this.#native.end(event.slot, running.id);
+        }
+      }
+      if (event.done === undefined) return;
+      if (event.done === "error") {
+        running.reject(new Error(`generation failed: ${event.error ?? "unknown error"}`));
+        return;
+      }
+      running.resolve({
+        cachedPromptTokens: event.cachedPromptTokens ?? 0,
+        evaluatedTokens: event.evaluatedTokens ?? 0,
+        firstTokenMs: running.firstTokenMs,
+        cancelled: event.done === "ended" && !running.stopped && running.job.signal.aborted,
+      });
+    }
+  }
+}
