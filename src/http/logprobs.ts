@@ -39,23 +39,28 @@ export type CompletionLogprobs = {
 };
 
 /**
- * The legacy completions shape. `startOffset` is where the generated text begins (0 without echo;
- * a streamed chunk passes the length already sent). A token that ends inside a character starts at
- * the offset of that character's end.
+ * Where the next token starts in the generated text. One cursor follows a whole answer, across
+ * streamed chunks: a character split over tokens (and so perhaps over chunks) counts where it ends.
  */
-export function toCompletionLogprobs(tokens: readonly TokenLogprob[], startOffset = 0): CompletionLogprobs {
-  const decoder = new TextDecoder("utf-8");
-  let offset = startOffset;
-  const text_offset: number[] = [];
-  for (const t of tokens) {
-    text_offset.push(offset);
-    offset += decoder.decode(Uint8Array.from(t.bytes), { stream: true }).length;
+export class TextOffsetCursor {
+  private readonly decoder = new TextDecoder("utf-8");
+  constructor(private offset = 0) {}
+
+  /** The offset of a token, then moves past its bytes. */
+  advance(bytes: readonly number[]): number {
+    const start = this.offset;
+    this.offset += this.decoder.decode(Uint8Array.from(bytes), { stream: true }).length;
+    return start;
   }
+}
+
+/** The legacy completions shape; `cursor` carries the text offset over streamed chunks. */
+export function toCompletionLogprobs(tokens: readonly TokenLogprob[], cursor = new TextOffsetCursor()): CompletionLogprobs {
   return {
     tokens: tokens.map((t) => t.token),
     token_logprobs: tokens.map((t) => finite(t.logprob)),
     top_logprobs: tokens.map((t) => Object.fromEntries(t.top.map((alt) => [alt.token, finite(alt.logprob)]))),
-    text_offset,
+    text_offset: tokens.map((t) => cursor.advance(t.bytes)),
   };
 }
 

@@ -7,7 +7,7 @@ import { EngineError } from "../../engine/errors.js";
 import type { ServiceState } from "../../service.js";
 import { toGenerateRequest } from "../adapt.js";
 import { errorBody, toErrorPayload } from "../errors.js";
-import { toCompletionLogprobs } from "../logprobs.js";
+import { TextOffsetCursor, toCompletionLogprobs } from "../logprobs.js";
 import { CompletionBodySchema, CompletionSchema, type Completion } from "../schemas/completions.js";
 import { OpenAIErrorSchema } from "../schemas/openai.js";
 import { clientDisconnectSignal, startSse } from "../streaming.js";
@@ -68,11 +68,10 @@ export const completionsRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState 
       choices: [{ index: 0, text, logprobs, finish_reason: finishReason }],
     });
     try {
-      let sent = 0;
+      const offsets = new TextOffsetCursor();
       const r = await chat.run(prepared, (d) => {
         if (d.kind !== "content") return;
-        sse.send(chunk(d.text, wantLogprobs ? toCompletionLogprobs(d.logprobs ?? [], sent) : null, null));
-        sent += d.text.length;
+        sse.send(chunk(d.text, wantLogprobs ? toCompletionLogprobs(d.logprobs ?? [], offsets) : null, null));
       });
       sse.send(chunk("", null, r.finishReason === "length" ? "length" : "stop"));
       if (body.stream_options?.include_usage) sse.send({ id, object: "text_completion", created, model: chat.modelName, choices: [], usage: usageOf(r) });
