@@ -113,6 +113,25 @@ t.test("generate: prompt + system through the template, raw: the prompt as is, e
   t.equal(load.response, "");
 });
 
+t.test("format: a JSON schema constrains the answer; logprobs in Ollama's shape; no messages: load", async (t) => {
+  const format = { type: "object", properties: { correcta: { type: "boolean" } }, required: ["correcta"], additionalProperties: false };
+  const r = await ollama.chat({ model: chatModel, messages, format, stream: false, options: { num_predict: 30 } });
+  t.equal(r.done_reason, "stop", "the grammar ends the answer");
+  t.match(JSON.parse(r.message.content), { correcta: Boolean });
+  const json = await ollama.generate({ model: chatModel, prompt: "Hola", format: "json", stream: false, options: { num_predict: 5 } });
+  t.ok(/^\s*[{["\d\-tfn]/.test(json.response ?? ""), `"json" starts a JSON value: ${JSON.stringify(json.response)}`);
+
+  const lp = await ollama.chat({ model: chatModel, messages, stream: false, logprobs: true, top_logprobs: 2, options: { temperature: 0 } });
+  const logprobs = lp.logprobs as unknown as { token: string; logprob: number; bytes: number[]; top_logprobs: { logprob: number }[] }[];
+  t.equal(Buffer.from(logprobs.flatMap((x) => x.bytes)).toString("utf8"), SCRIPTED_OUTPUT.answer);
+  t.ok(logprobs.every((x) => x.top_logprobs.length === 2 && Math.abs(x.logprob - x.top_logprobs[0]!.logprob) < 1e-6), "greedy: the top-1");
+  const plain = await ollama.chat({ model: chatModel, messages, stream: false, options: { num_predict: 1 } });
+  t.equal(plain.logprobs, undefined, "none unless asked");
+
+  const load = await ollama.chat({ model: chatModel, messages: [], stream: false });
+  t.equal(load.done_reason, "load");
+});
+
 t.test("format: a bad JSON schema is a 400 naming format", async (t) => {
   const res = await post("/api/chat", { model: chatModel, messages, stream: false, format: { type: "object", properties: { a: { type: "no-such-type" } } } });
   t.equal(res.status, 400);
