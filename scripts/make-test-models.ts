@@ -202,6 +202,37 @@ export const SCRIPTED_CHAT_SHAPE: ScriptedQwen3Shape = {
   logit: 160,
 };
 
+/**
+ * What test-qwen3-scripted-tools.gguf generates: a Qwen3 tool call (Hermes format, compact JSON) for any chat
+ * prompt, and with thinking on a thought that itself holds a `<tool_call>` block (spelled with ordinary tokens),
+ * which must stay reasoning. Same bigram machine as `SCRIPTED_OUTPUT`; the token spellings were chosen so that no
+ * token repeats with two different successors.
+ *
+ *   thinking on:  `<think>\n` + reasoning + `\n</think>\n\n` + answer + `<|im_end|>`
+ *   thinking off: answer + `<|im_end|>`
+ */
+export const SCRIPTED_TOOL_OUTPUT = {
+  reasoning: 'Aquí no: <tool_call>{"name":"ping"}</tool_call>',
+  answer: '<tool_call>{"name": "get_weather","arguments":{"city":"Madrid"}}</tool_call>',
+  call: { name: "get_weather", arguments: '{"city":"Madrid"}' },
+  /** <tool_call> {" name ": ␣" get _weather "," arguments ":{" city ":" Mad rid "}} </tool_call> <|im_end|>: 17 tokens. */
+  answerTokens: [151657, 4913, 606, 788, 330, 455, 69364, 2198, 16370, 22317, 8926, 3252, 37036, 1869, 30975, 151658, 151645],
+  /** <think> \n, the reasoning with its "\n" (20 tokens), </think> \n\n, then `answerTokens`: 41 tokens. */
+  thinkingTokens: [151667, 198, 91213, 2426, 902, 25, 366, 14172, 13429, 88863, 12400, 68, 1, 2974, 9989, 9207, 522, 36127, 75, 49604, 654, 397,
+    151668, 271, 151657, 4913, 606, 788, 330, 455, 69364, 2198, 16370, 22317, 8926, 3252, 37036, 1869, 30975, 151658, 151645],
+} as const;
+
+export const SCRIPTED_TOOLS_CHAT_SHAPE: ScriptedQwen3Shape = {
+  ...SCRIPTED_CHAT_SHAPE,
+  file: "test-qwen3-scripted-tools.gguf",
+  name: "Qwen3-Scripted-Tools-Test",
+  seed: 0x51a7e006,
+  thinkingTokens: SCRIPTED_TOOL_OUTPUT.thinkingTokens,
+  answerTokens: SCRIPTED_TOOL_OUTPUT.answerTokens,
+  reasoning: SCRIPTED_TOOL_OUTPUT.reasoning,
+  answer: SCRIPTED_TOOL_OUTPUT.answer,
+};
+
 // ---- deterministic weights ----------------------------------------------------------------------
 
 function fnv1a32(text: string): number {
@@ -901,6 +932,11 @@ export function ensureScriptedModel(): Promise<string> {
   return ensureModel(SCRIPTED_CHAT_SHAPE);
 }
 
+/** test-qwen3-scripted-tools.gguf: a tiny Qwen3 whose generation is `SCRIPTED_TOOL_OUTPUT` (about 80 MB, F32). */
+export function ensureScriptedToolsModel(): Promise<string> {
+  return ensureModel(SCRIPTED_TOOLS_CHAT_SHAPE);
+}
+
 /** Full-shape F16 source models for benchmarks (the Qwen one is ~3.4 GB; quantize it before benchmarking). */
 export async function ensureBenchSourceModels(): Promise<{ chatF16: string; embed: string }> {
   const embed = await ensureModel(BENCH_EMBED_SHAPE);
@@ -917,6 +953,7 @@ if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLTo
   console.log(`chat:     ${test.chat}`);
   console.log(`embed:    ${test.embed}`);
   console.log(`scripted: ${test.scripted}`);
+  console.log(`scripted tools: ${await ensureScriptedToolsModel()}`);
   if (bench) {
     const b = await ensureBenchSourceModels();
     console.log(`chatF16:  ${b.chatF16}`);

@@ -9,6 +9,8 @@ import { NodeLlamaCppBackend } from "./nodeLlamaCppBackend.js";
 import { GenerationOutput, type ContentTransformer, type GeneratedToken } from "./output.js";
 import { PromptBuilder, type RenderedPrompt } from "./prompt.js";
 import { SlotScheduler } from "./scheduler.js";
+import { ToolCallParser } from "./toolCalls.js";
+import { toolCallParserFor } from "./tools.js";
 import type { ChatMessage, GenerateRequest, GenerationResult, TokenLogprob } from "./types.js";
 
 export const DEFAULT_MAX_TOKENS = 4096;
@@ -187,21 +189,22 @@ export class ChatEngine {
     return this.run(await this.prepare(request));
   }
 
-  /** The content stream's further stage (the tool-call parser plugs in here); plain text today. */
-  protected contentTransformer(_request: GenerateRequest): ContentTransformer | undefined {
-    return undefined;
+  /** The content stream's further stage: the tool-call parser when the request offers tools. */
+  protected contentTransformer(request: GenerateRequest): ContentTransformer | undefined {
+    return toolCallParserFor(request);
   }
 
   private async runOnSlot(slot: number, prepared: PreparedGeneration, request: GenerateRequest,
     signal: AbortSignal, deadline: AbortSignal): Promise<Omit<GenerationResult, "slot">> {
     const { prompt } = prepared;
     const logprobsTop = request.logprobs === undefined ? undefined : Math.max(0, Math.min(MAX_LOGPROBS_TOP, Math.floor(request.logprobs.top)));
+    const content = prepared.chat ? this.contentTransformer(request) : undefined;
     const output = new GenerationOutput({
       stop: request.stop,
       splitThinking: prepared.chat,
       keepReasoning: prepared.chat && request.enableThinking,
       logprobs: logprobsTop !== undefined,
-      content: this.contentTransformer(request),
+      content,
     });
     const emit = (deltas: ReturnType<GenerationOutput["push"]>) => {
       if (request.onDelta) for (const delta of deltas) request.onDelta(delta);
@@ -229,7 +232,7 @@ export class ChatEngine {
     return {
       text: summary.text,
       reasoning: summary.reasoning,
-      toolCalls: [],
+      toolCalls: content instanceof ToolCallParser ? [...content.calls] : [],
       logprobs: summary.logprobs,
       tokensGenerated: summary.tokensGenerated,
       promptTokens: prompt.length,

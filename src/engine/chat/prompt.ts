@@ -12,6 +12,7 @@ import {
 } from "node-llama-cpp";
 import { EngineError, invalidRequest } from "../errors.js";
 import { toGrammarSchema } from "../jsonSchemaGrammar.js";
+import { checkTools, renderToolPrompt, toolCallGrammarText } from "./tools.js";
 import type { ChatMessage, GenerateRequest, ResponseFormat } from "./types.js";
 
 export type RenderedPrompt = {
@@ -45,12 +46,42 @@ export class PromptBuilder {
       // As llama-server's /completion: special-token text in the prompt is parsed as special tokens.
       return { tokens: this.model.tokenize(request.rawPrompt, true), chat: false };
     }
+    checkTools(request.tools, request.toolChoice);
+    const toolPrompt = renderToolPrompt(request.messages, { tools: request.tools, toolChoice: request.toolChoice, enableThinking: request.enableThinking });
+    if (toolPrompt !== null) {
+      if (!(this.wrappers.noThinking instanceof QwenChatWrapper)) {
+        throw invalidRequest(`Tool calling needs a Qwen3-style (Hermes <tool_call>) chat template; ${this.chatWrapperName} has none here.`, "tools");
+      }
+      return { tokens: toolPrompt.tokenize(this.model.tokenizer), chat: true };
+    }
     return { tokens: this.tokenizeMessages(request.messages, request.enableThinking), chat: true };
   }
 
   /** The one place a request's output constraint is chosen: GBNF text, or undefined for free text. */
   async selectGrammar(request: GenerateRequest): Promise<string | undefined> {
+    // A forced tool call (tool_choice "required" or a named function) takes precedence over response_format.
+    if (request.rawPrompt === undefined && request.tools !== undefined && (request.toolChoice === "required" || typeof request.toolChoice === "object")) {
+      return this.cachedGrammar(`tools:${JSON.stringify([request.tools, request.toolChoice, request.parallelToolCalls ?? true, request.enableThinking])}`,
+        async () => (await toolCallGrammarText(this.llama, {
+          tools: request.tools!, toolChoice: request.toolChoice, parallel: request.parallelToolCalls ?? true, enableThinking: request.enableThinking,
+        }))!);
+    }
     return this.grammarForFormat(request.responseFormat);
+  }
+
+  private async cachedGrammar(key: string, build: () => Promise<string>): Promise<string> {
+    let grammar = this.grammarCache.get(key);
+    if (grammar === undefined) {
+      grammar = build();
+      if (this.grammarCache.size > 64) this.grammarCache.delete(this.grammarCache.keys().next().value as string);
+      this.grammarCache.set(key, grammar);
+    }
+    try {
+      return await grammar;
+    } catch (error) {
+      this.grammarCache.delete(key);
+      throw error;
+    }
   }
 
   private async grammarForFormat(format: ResponseFormat | undefined): Promise<string | undefined> {

@@ -2,7 +2,7 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { EngineError } from "../../engine/errors.js";
 import type { ServiceState } from "../../service.js";
-import { toGenerateRequest } from "../adapt.js";
+import { toChatMessage, toGenerateRequest, toolCallDeltaToWire, toolCallsToWire } from "../adapt.js";
 import { toErrorPayload } from "../errors.js";
 import { ErrorBodySchema } from "../schemas/common.js";
 import {
@@ -17,7 +17,9 @@ export const llmRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = asy
   app.post("/api/llm/generate", {
     schema: {
       summary: "Generate the model's answer to a conversation",
-      description: "With `stream: true` the answer arrives as server-sent events: `delta` ({text}), `reasoning` ({text}, when thinking), then `done` (the same fields as the JSON response) or `error`.",
+      description: "With `stream: true` the answer arrives as server-sent events: `delta` ({text}), `reasoning` ({text}, when thinking), " +
+        "`tool_call` (one item of OpenAI's streamed `delta.tool_calls`: first {index, id, type, function: {name, arguments: \"\"}}, " +
+        "then {index, function: {arguments}} fragments), then `done` (the same fields as the JSON response) or `error`.",
       tags: ["seed API"],
       body: GenerateBodySchema,
       response: { 200: GenerateResponseSchema, ...errors },
@@ -25,13 +27,15 @@ export const llmRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = asy
   }, async (request, reply) => {
     const { chat } = state.engines();
     const body = request.body;
-    const generation = { ...toGenerateRequest(body, body.max_new_tokens, false), signal: clientDisconnectSignal(reply) };
+    const messages = body.messages.map((m, index) => toChatMessage(m, index));
+    const generation = { ...toGenerateRequest({ ...body, messages }, body.max_new_tokens, false), signal: clientDisconnectSignal(reply) };
     const toResponse = (r: Awaited<ReturnType<typeof chat.generate>>): GenerateResponse => ({
       answer: r.text,
       model: chat.modelName,
       tokens_generated: r.tokensGenerated,
       finish_reason: r.finishReason,
       ...(r.reasoning !== null ? { reasoning: r.reasoning } : {}),
+      ...(r.toolCalls.length > 0 ? { tool_calls: toolCallsToWire(r.toolCalls) } : {}),
       usage: {
         prompt_tokens: r.promptTokens,
         cached_prompt_tokens: r.cachedPromptTokens,
@@ -45,7 +49,10 @@ export const llmRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = asy
 
     const sse = startSse(reply);
     try {
-      const result = await chat.run(prepared, (d) => { if (d.kind === "content" || d.kind === "reasoning") sse.send({ text: d.text }, d.kind === "content" ? "delta" : "reasoning"); });
+      const result = await chat.run(prepared, (d) => {
+        if (d.kind === "content" || d.kind === "reasoning") sse.send({ text: d.text }, d.kind === "content" ? "delta" : "reasoning");
+        else sse.send(toolCallDeltaToWire(d), "tool_call");
+      });
       sse.send(toResponse(result), "done");
     } catch (error) {
       const e = toErrorPayload(error);

@@ -5,11 +5,11 @@ import { Type } from "@sinclair/typebox";
 import type { ChatMessage, GenerationResult } from "../../engine/chat.js";
 import { EngineError } from "../../engine/errors.js";
 import type { ServiceState } from "../../service.js";
-import { toGenerateRequest } from "../adapt.js";
+import { toChatMessage, toGenerateRequest, toolCallDeltaToWire, toolCallsToWire } from "../adapt.js";
 import { errorBody, toErrorPayload } from "../errors.js";
 import {
   ChatCompletionBodySchema, ChatCompletionSchema, EmbeddingsBodySchema, EmbeddingsResponseSchema, ModelListSchema, OpenAIErrorSchema,
-  type ChatCompletion, type ChatCompletionBody, type EmbeddingsResponse,
+  type ChatCompletion, type ChatCompletionBody, type ChatCompletionDelta, type EmbeddingsResponse,
 } from "../schemas/openai.js";
 import { clientDisconnectSignal, startSse } from "../streaming.js";
 import { decodeTokenIdInput } from "../tokenIds.js";
@@ -21,11 +21,10 @@ const isTextList = (input: readonly unknown[]): input is string[] => typeof inpu
 const DEFAULT_THINKING = false;
 
 function toMessages(messages: ChatCompletionBody["messages"]): ChatMessage[] {
-  return messages.map((m) => ({
-    // OpenAI's newer "developer" role is the system prompt for models that have no such role.
-    role: m.role === "developer" ? "system" : m.role,
-    content: typeof m.content === "string" ? m.content : m.content.map((part) => part.text).join(""),
-  }));
+  return messages.map((m, index) => toChatMessage({
+    ...m,
+    content: Array.isArray(m.content) ? m.content.map((part) => part.text).join("") : m.content,
+  }, index));
 }
 
 function usageOf(r: GenerationResult) {
@@ -81,7 +80,13 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
         id, object: "chat.completion", created, model: chat.modelName,
         choices: [{
           index: 0,
-          message: { role: "assistant", content: r.text, ...(r.reasoning !== null ? { reasoning_content: r.reasoning } : {}) },
+          message: {
+            role: "assistant",
+            // As OpenAI: an answer that is only tool calls has content null.
+            content: r.toolCalls.length > 0 && r.text === "" ? null : r.text,
+            ...(r.reasoning !== null ? { reasoning_content: r.reasoning } : {}),
+            ...(r.toolCalls.length > 0 ? { tool_calls: toolCallsToWire(r.toolCalls) } : {}),
+          },
           finish_reason: r.finishReason,
           logprobs: answerLogprobs.result(),
         }],
@@ -92,13 +97,17 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
 
     const sse = startSse(reply);
     const answerLogprobs = new AnswerLogprobs(prepared.request.logprobs);
-    const chunk = (delta: Record<string, string>, finishReason: string | null = null, logprobs: ChatLogprobs | null = null) => ({
+    const chunk = (delta: ChatCompletionDelta, finishReason: string | null = null, logprobs: ChatLogprobs | null = null) => ({
       id, object: "chat.completion.chunk", created, model: chat.modelName,
       choices: [{ index: 0, delta, finish_reason: finishReason, logprobs }],
     });
     try {
       sse.send(chunk({ role: "assistant", content: "" }));
-      const r = await chat.run(prepared, (d) => { if (d.kind === "content" || d.kind === "reasoning") sse.send(chunk(d.kind === "content" ? { content: d.text } : { reasoning_content: d.text }, null, answerLogprobs.ofDelta(d))); });
+      const r = await chat.run(prepared, (d) => {
+        if (d.kind === "content") sse.send(chunk({ content: d.text }, null, answerLogprobs.ofDelta(d)));
+        else if (d.kind === "reasoning") sse.send(chunk({ reasoning_content: d.text }));
+        else sse.send(chunk({ tool_calls: [toolCallDeltaToWire(d)!] }));
+      });
       sse.send(chunk({}, r.finishReason));
       if (body.stream_options?.include_usage) {
         sse.send({ id, object: "chat.completion.chunk", created, model: chat.modelName, choices: [], usage: usageOf(r) });

@@ -3,13 +3,18 @@
 import { Type, type Static } from "@sinclair/typebox";
 import { SamplingControls, UsageSchema } from "./common.js";
 import { ChatLogprobsControls, ChatLogprobsSchema } from "./logprobs.js";
+import { ToolCallDeltaSchema, ToolCallSchema, ToolRequestFields } from "./tools.js";
 
 const TextPart = Type.Object({ type: Type.Literal("text"), text: Type.String() });
 
 export const OpenAIMessageSchema = Type.Object({
-  role: Type.Union([Type.Literal("system"), Type.Literal("developer"), Type.Literal("user"), Type.Literal("assistant")]),
-  content: Type.Union([Type.String(), Type.Array(TextPart, { minItems: 1 })], { description: "Text, or an array of text parts" }),
+  role: Type.Union([Type.Literal("system"), Type.Literal("developer"), Type.Literal("user"), Type.Literal("assistant"), Type.Literal("tool")]),
+  content: Type.Optional(Type.Union([Type.String(), Type.Array(TextPart, { minItems: 1 }), Type.Null()], {
+    description: "Text, or an array of text parts; may be null on an assistant message with tool_calls",
+  })),
   name: Type.Optional(Type.String()),
+  tool_calls: Type.Optional(Type.Union([Type.Array(ToolCallSchema), Type.Null()], { description: "The calls an assistant message made" })),
+  tool_call_id: Type.Optional(Type.String({ description: "On a tool message: the call it answers" })),
 });
 
 export const ChatCompletionBodySchema = Type.Object({
@@ -25,6 +30,7 @@ export const ChatCompletionBodySchema = Type.Object({
   chat_template_kwargs: Type.Optional(Type.Object({ enable_thinking: Type.Optional(Type.Boolean()) }, { description: "vLLM / llama-server spelling of enable_thinking" })),
   ...SamplingControls,
   ...ChatLogprobsControls,
+  ...ToolRequestFields,
 }, { $id: "ChatCompletionRequest" });
 export type ChatCompletionBody = Static<typeof ChatCompletionBodySchema>;
 
@@ -39,8 +45,9 @@ export const ChatCompletionSchema = Type.Object({
     index: Type.Integer(),
     message: Type.Object({
       role: Type.Literal("assistant"),
-      content: Type.String(),
+      content: Type.Union([Type.String(), Type.Null()], { description: "The answer; null when the answer is tool calls only" }),
       reasoning_content: Type.Optional(Type.String({ description: "Qwen3's thinking, when enabled" })),
+      tool_calls: Type.Optional(Type.Array(ToolCallSchema)),
     }),
     finish_reason: FinishReason,
     logprobs: Type.Union([ChatLogprobsSchema, Type.Null()], { description: "Per answer token, when logprobs: true; else null" }),
@@ -48,6 +55,15 @@ export const ChatCompletionSchema = Type.Object({
   usage: UsageSchema,
 }, { $id: "ChatCompletion" });
 export type ChatCompletion = Static<typeof ChatCompletionSchema>;
+
+/** What one streamed chunk's `delta` may carry (documentation and typing of the SSE chunks). */
+export const ChatCompletionDeltaSchema = Type.Object({
+  role: Type.Optional(Type.Literal("assistant")),
+  content: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  reasoning_content: Type.Optional(Type.String()),
+  tool_calls: Type.Optional(Type.Array(ToolCallDeltaSchema)),
+});
+export type ChatCompletionDelta = Static<typeof ChatCompletionDeltaSchema>;
 
 export const EmbeddingsBodySchema = Type.Object({
   input: Type.Union([
