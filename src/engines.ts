@@ -24,6 +24,7 @@ export async function loadEngines(config: Config, log: Logger): Promise<LoadedEn
     chat: { file: chatFile, extraAliases: config.llmModelAliases },
     embedding: { file: embedFile, extraAliases: config.embedModelAliases },
   });
+  log.info({ chat: [models.chat.name, ...models.chat.aliases], embedding: [models.embedding.name, ...models.embedding.aliases] }, "model names (every API accepts any of them)");
 
   const chat = await ChatEngine.load(runtime.llama, {
     modelPath: chatFile.path,
