@@ -19,6 +19,8 @@ export const EnvSchema = Type.Object({
   HOST: Type.String({ minLength: 1, default: "127.0.0.1", description: "Interface to bind (0.0.0.0 in containers)" }),
   LLM_MODEL: Type.String({ minLength: 1, default: "Qwen3-1.7B-Q4_K_M", description: "Chat model: a name from models/models.json or a path to a .gguf file" }),
   EMBED_MODEL: Type.String({ minLength: 1, default: "all-MiniLM-L6-v2", description: "Embedding model: a name from models/models.json or a path to a .gguf file" }),
+  LLM_MODEL_ALIASES: Type.String({ default: "", description: "More names the chat model answers to, comma-separated (besides its manifest name and aliases)" }),
+  EMBED_MODEL_ALIASES: Type.String({ default: "", description: "More names the embedding model answers to, comma-separated" }),
   MODELS_DIR: Type.String({ minLength: 1, default: path.join(projectRoot, "models"), description: "Where models.json lives and downloads go" }),
   MODEL_DOWNLOAD: Type.Boolean({ default: true, description: "Download a missing default model (false: fail with instructions instead)" }),
   LLM_CONTEXT_SIZE: Type.Integer({ minimum: 256, maximum: 1_048_576, default: 4096, description: "Context tokens per slot (prompt + generated)" }),
@@ -50,6 +52,8 @@ export type Config = Readonly<{
   host: string;
   llmModel: string;
   embedModel: string;
+  llmModelAliases: readonly string[];
+  embedModelAliases: readonly string[];
   modelsDir: string;
   modelDownload: boolean;
   contextSize: number;
@@ -127,6 +131,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     host: e.HOST,
     llmModel: e.LLM_MODEL,
     embedModel: e.EMBED_MODEL,
+    llmModelAliases: splitList(e.LLM_MODEL_ALIASES),
+    embedModelAliases: splitList(e.EMBED_MODEL_ALIASES),
     modelsDir: path.resolve(e.MODELS_DIR),
     modelDownload: e.MODEL_DOWNLOAD,
     contextSize: e.LLM_CONTEXT_SIZE,

@@ -5,6 +5,7 @@ import { ChatEngine } from "./engine/chat.js";
 import { EmbedEngine } from "./engine/embed.js";
 import { resolveModelFile } from "./engine/modelFiles.js";
 import { loadRuntime, type Runtime } from "./engine/runtime.js";
+import { ServedModels } from "./engine/servedModels.js";
 import type { Engines } from "./service.js";
 
 export type LoadedEngines = Engines & { runtime: Runtime };
@@ -17,8 +18,13 @@ export async function loadEngines(config: Config, log: Logger): Promise<LoadedEn
   log.info({ backend: runtime.backend, threads: runtime.cpu.threads, threadSource: runtime.cpu.source, cpusInAffinity: runtime.cpu.affinity, cgroupCpuQuota: runtime.cpu.cgroupQuota }, "native runtime loaded");
 
   const resolveOptions = { modelsDir: config.modelsDir, allowDownload: config.modelDownload, log: (m: string) => log.info(m) };
-  const chatFile = await resolveModelFile(config.llmModel, { ...resolveOptions, envName: "LLM_MODEL" });
-  const embedFile = await resolveModelFile(config.embedModel, { ...resolveOptions, envName: "EMBED_MODEL" });
+  const chatFile = await resolveModelFile(config.llmModel, { ...resolveOptions, envName: "LLM_MODEL", kind: "chat" });
+  const embedFile = await resolveModelFile(config.embedModel, { ...resolveOptions, envName: "EMBED_MODEL", kind: "embedding" });
+  const models = await ServedModels.load(runtime.llama, {
+    chat: { file: chatFile, extraAliases: config.llmModelAliases },
+    embedding: { file: embedFile, extraAliases: config.embedModelAliases },
+  });
+  log.info({ chat: [models.chat.name, ...models.chat.aliases], embedding: [models.embedding.name, ...models.embedding.aliases] }, "model names (every API accepts any of them)");
 
   const chat = await ChatEngine.load(runtime.llama, {
     modelPath: chatFile.path,
@@ -39,7 +45,7 @@ export async function loadEngines(config: Config, log: Logger): Promise<LoadedEn
     const embed = await EmbedEngine.load(runtime.llama, {
       modelPath: embedFile.path,
       modelName: embedFile.name,
-      aliases: embedFile.aliases,
+      aliases: models.embedding.aliases,
       threads: runtime.cpu.threads,
       batchTokens: config.embedBatchTokens,
       batchSequences: config.embedBatchSequences,
@@ -51,9 +57,10 @@ export async function loadEngines(config: Config, log: Logger): Promise<LoadedEn
       onFallback: (reason) => log.warn({ reason }, "batched native embedder unavailable; using node-llama-cpp's embedding context"),
     });
     log.info({ ...embed.describe(), file: embedFile.path }, "embedding model loaded");
-    return { chat, embed, runtime };
+    return { chat, embed, models, runtime };
   } catch (error) {
     await chat.dispose();
+    await models.dispose();
     throw error;
   }
 }
@@ -67,6 +74,6 @@ export async function warmUp(engines: Engines): Promise<number> {
 }
 
 export async function disposeEngines(engines: LoadedEngines): Promise<void> {
-  await Promise.allSettled([engines.chat.dispose(), engines.embed.dispose()]);
+  await Promise.allSettled([engines.chat.dispose(), engines.embed.dispose(), engines.models.dispose()]);
   await engines.runtime.llama.dispose();
 }

@@ -3,6 +3,7 @@
 import type { ChatEngine } from "./engine/chat.js";
 import type { EmbedEngine } from "./engine/embed.js";
 import { EngineError } from "./engine/errors.js";
+import type { ServedModels } from "./engine/servedModels.js";
 
 /**
  * Retry-After while draining: short, because a load balancer sends the retry to another replica, and
@@ -10,7 +11,8 @@ import { EngineError } from "./engine/errors.js";
  */
 export const DRAIN_RETRY_AFTER_S = 1;
 
-export type Engines = { chat: ChatEngine; embed: EmbedEngine; runtime?: RuntimeSummary };
+/** `models`: both models' names, GGUF details and tokenizers (every API resolves model names there). */
+export type Engines = { chat: ChatEngine; embed: EmbedEngine; models: ServedModels; runtime?: RuntimeSummary };
 /** What /api/status reports about the native runtime (engines.ts passes its Runtime, which has these). */
 export type RuntimeSummary = { backend: string; cpu: { threads: number; source: string } };
 export type ServiceStatus = "loading" | "ready" | "stopping" | "failed";

@@ -107,10 +107,16 @@ export class EmbedEngine {
     return () => this.batchListeners.delete(listener);
   }
 
-  async embed(texts: readonly string[]): Promise<EmbedResult> {
+  /**
+   * @param request.truncate per request (Ollama's `truncate`); default: the engine's setting.
+   * @param request.field how the caller's API names the list of texts, for errors (`texts`, `input`).
+   */
+  async embed(texts: readonly string[], request: { truncate?: boolean; field?: string } = {}): Promise<EmbedResult> {
+    const field = request.field ?? "texts";
+    const truncate = request.truncate ?? this.options.truncate;
     if (this.closed) throw new EngineError("shutting_down", "The service is shutting down.", 503, undefined, 5);
     if (texts.length > this.options.maxTexts) {
-      throw invalidRequest(`${texts.length} texts in one request; at most ${this.options.maxTexts} (EMBED_MAX_TEXTS).`, "texts");
+      throw invalidRequest(`${texts.length} texts in one request; at most ${this.options.maxTexts} (EMBED_MAX_TEXTS).`, field);
     }
     let truncated = 0;
     let promptTokens = 0;
@@ -120,8 +126,8 @@ export class EmbedEngine {
         promptTokens += tokens.length;
         return tokens;
       }
-      if (!this.options.truncate) {
-        throw invalidRequest(`texts[${index}] is ${tokens.length} tokens; the embedding model reads at most ${this.maxTokens}.`, `texts[${index}]`);
+      if (!truncate) {
+        throw invalidRequest(`${field}[${index}] is ${tokens.length} tokens; the embedding model reads at most ${this.maxTokens}.`, `${field}[${index}]`);
       }
       truncated++;
       promptTokens += this.maxTokens;

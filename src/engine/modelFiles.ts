@@ -7,7 +7,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Type, type Static } from "@sinclair/typebox";
 import { Value } from "@sinclair/typebox/value";
-import { createModelDownloader } from "node-llama-cpp";
+import { createModelDownloader, readGgufFileInfo } from "node-llama-cpp";
 
 const ManifestEntry = Type.Object({
   name: Type.String({ minLength: 1 }),
@@ -66,6 +66,8 @@ export type ResolveOptions = {
   allowDownload: boolean;
   /** Name of the environment variable the setting came from, for error messages. */
   envName: string;
+  /** Which manifest entries a file given by path may be recognised as. */
+  kind?: ManifestEntry["kind"];
   log: (message: string) => void;
 };
 
@@ -80,7 +82,7 @@ export async function resolveModelFile(setting: string, opts: ResolveOptions): P
     }
     const file = path.resolve(setting);
     if (!existsSync(file) || !statSync(file).isFile()) throw new ModelFileError(`${opts.envName}: no file at ${file}.`);
-    return { path: file, name: path.basename(file).replace(/\.gguf$/i, ""), aliases: [], entry: null };
+    return recogniseFile(file, manifest.filter((m) => opts.kind === undefined || m.kind === opts.kind));
   }
   const file = path.join(opts.modelsDir, entry.file);
   const resolved = { path: file, name: entry.name, aliases: entry.aliases ?? [], entry };
@@ -101,6 +103,37 @@ export async function resolveModelFile(setting: string, opts: ResolveOptions): P
     throw new ModelFileError(`Could not download ${entry.file} from ${entry.url}: ${(error as Error).message}. ${howToFix}`);
   }
   return resolved;
+}
+
+/** Names compared the way people type them: case, spaces and a `.gguf` suffix do not matter. */
+export const normaliseModelName = (name: string): string => name.trim().toLowerCase().replace(/\.gguf$/, "").replace(/\s+/g, "-");
+
+async function ggufGeneralName(file: string): Promise<string | null> {
+  try {
+    const info = await readGgufFileInfo(file, { readTensorInfo: false, logWarnings: false, ignoreKeys: ["tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.scores"] });
+    const name = (info.metadata.general as { name?: unknown } | undefined)?.name;
+    return typeof name === "string" && name.trim() !== "" ? name.trim() : null;
+  } catch {
+    return null; // llama.cpp reports an unreadable file when it loads it, with a better message.
+  }
+}
+
+/**
+ * A model given by path keeps the names it has in the manifest: a file named as the manifest's (or
+ * as the download URL's) file is that model, and so is one whose stem or GGUF `general.name` is the
+ * manifest's name or an alias. Matched by file name it reports the manifest name; matched by its
+ * own name it reports its file stem and answers to the manifest's names too.
+ */
+async function recogniseFile(file: string, manifest: readonly ManifestEntry[]): Promise<ResolvedModelFile> {
+  const stem = path.basename(file).replace(/\.gguf$/i, "");
+  const generalName = await ggufGeneralName(file);
+  const fileName = normaliseModelName(path.basename(file));
+  const byFile = manifest.find((m) => normaliseModelName(m.file) === fileName || normaliseModelName(path.basename(new URL(m.url).pathname)) === fileName);
+  const ownNames = [stem, ...(generalName === null ? [] : [generalName])].map(normaliseModelName);
+  const entry = byFile ?? manifest.find((m) => [m.name, ...(m.aliases ?? [])].some((n) => ownNames.includes(normaliseModelName(n)))) ?? null;
+  const name = byFile ? byFile.name : stem;
+  const names = [...(entry ? [entry.name, ...(entry.aliases ?? [])] : []), stem, ...(generalName === null ? [] : [generalName])];
+  return { path: file, name, aliases: [...new Set(names)].filter((n) => n !== name), entry };
 }
 
 /**

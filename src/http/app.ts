@@ -13,6 +13,9 @@ import { llmRoutes } from "./routes/llm.js";
 import { openaiRoutes } from "./routes/openai.js";
 import { playgroundRoutes } from "./routes/playground.js";
 import { statusRoutes } from "./routes/status.js";
+import { ollamaRoutes } from "./routes/ollama.js";
+import { tokenizeRoutes } from "./routes/tokenize.js";
+import { completionsRoutes } from "./routes/completions.js";
 
 export type AppOptions = {
   state: ServiceState;
@@ -88,5 +91,8 @@ export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT
   await app.register(openaiRoutes, { state });
   await app.register(statusRoutes, { state });
   await app.register(playgroundRoutes);
+  await app.register(ollamaRoutes, { state });
+  await app.register(tokenizeRoutes, { state });
+  await app.register(completionsRoutes, { state });
   return app;
 }

@@ -65,10 +65,14 @@ export function toErrorPayload(error: unknown): ErrorPayload {
   return { status: 500, code: "internal_error", message: "The model failed while serving this request; see the service log." };
 }
 
-/** Which error body a route speaks: the seed API's `{error: {code, message, field}}` or OpenAI's. */
-export type ErrorStyle = "seed" | "openai";
+/** Which error body a route speaks: the seed API's `{error: {code, message, field}}`, OpenAI's, or Ollama's `{error: "…"}`. */
+export type ErrorStyle = "seed" | "openai" | "ollama";
 
-export const errorStyleFor = (url: string): ErrorStyle => url.startsWith("/v1/") ? "openai" : "seed";
+/** llama-server's /tokenize and /detokenize answer errors as OpenAI does. */
+const openAIPaths = /^\/(v1\/|tokenize(\?|$)|detokenize(\?|$))/;
+
+export const errorStyleFor = (url: string): ErrorStyle =>
+  openAIPaths.test(url) ? "openai" : url.startsWith("/api/") && !url.startsWith("/api/llm/") ? "ollama" : "seed";
 
 /**
  * A request cancelled because the drain deadline passed: a 503 (or SSE `error`) that says so, where a
@@ -100,6 +104,7 @@ const openAITypes: Record<number, string> = {
 };
 
 export function errorBody(payload: ErrorPayload, style: ErrorStyle) {
+  if (style === "ollama") return { error: payload.message };
   if (style === "openai") {
     return {
       error: {

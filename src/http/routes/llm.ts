@@ -71,11 +71,11 @@ export const llmRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = asy
       response: { 200: EmbedResponseSchema, ...errors },
     },
   }, async (request, reply): Promise<EmbedResponse> => {
-    const { embed } = state.engines();
+    const { embed, models } = state.engines();
     const { texts, model } = request.body;
-    if (model !== undefined && !embed.serves(model)) {
+    if (model !== undefined && models.find(model) !== models.embedding) {
       throw new EngineError("model_not_found",
-        `model '${model}' is not served here; use one of: ${[embed.modelName, ...embed.aliases].join(", ")}.`, 400, "model");
+        `model '${model}' is not the embedding model served here; use one of: ${[models.embedding.name, ...models.embedding.aliases].join(", ")}.`, 400, "model");
     }
     const result = await embed.embed(texts);
     useVectorJson(reply);

@@ -1,6 +1,7 @@
 // The OpenAI-compatible API: a second thin adapter over the same engine calls as the seed API.
 import { randomUUID } from "node:crypto";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import { Type } from "@sinclair/typebox";
 import type { ChatMessage, GenerationResult } from "../../engine/chat.js";
 import { EngineError } from "../../engine/errors.js";
 import type { ServiceState } from "../../service.js";
@@ -12,6 +13,10 @@ import {
 } from "../schemas/openai.js";
 import { clientDisconnectSignal, startSse, streamFailure } from "../streaming.js";
 import { base64Float32, useVectorJson } from "../vectors.js";
+import { decodeTokenIdInput } from "../tokenIds.js";
+import { AnswerLogprobs, chatLogprobsRequest, type ChatLogprobs } from "../logprobs.js";
+
+const isTextList = (input: readonly unknown[]): input is string[] => typeof input[0] === "string";
 
 /** Thinking is off unless asked for, as on the seed API: the token budget goes to the answer. */
 const DEFAULT_THINKING = false;
@@ -35,9 +40,16 @@ function usageOf(r: GenerationResult) {
 export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = async (app, { state }) => {
   const errors = { 400: OpenAIErrorSchema, 404: OpenAIErrorSchema, 429: OpenAIErrorSchema, 500: OpenAIErrorSchema, 503: OpenAIErrorSchema };
 
-  const requireModel = (requested: string | undefined, served: string, aliases: readonly string[]) => {
-    if (requested !== undefined && requested !== served && !aliases.includes(requested)) {
-      throw new EngineError("model_not_found", `The model '${requested}' does not exist here; this server serves '${served}'.`, 404, "model");
+  /** `requested` must name the served model `served` (any of its names: see ServedModels.find). */
+  const requireModel = (requested: string | undefined, served: string, _aliases: readonly string[] = []) => {
+    if (requested === undefined) return;
+    const { models } = state.engines();
+    const found = models.find(requested);
+    if (found === undefined) {
+      throw new EngineError("model_not_found", `The model '${requested}' does not exist here; this server serves ${models.describeServed()}.`, 404, "model");
+    }
+    if (found.name !== served) {
+      throw new EngineError("model_not_found", `The model '${requested}' cannot serve this endpoint; use '${served}'.`, 404, "model");
     }
   };
 
@@ -56,13 +68,15 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
     const prepared = await chat.prepare({
       ...toGenerateRequest({ ...body, messages: toMessages(body.messages), enable_thinking: thinking }, body.max_tokens ?? body.max_completion_tokens, DEFAULT_THINKING),
       maxTokensField: body.max_tokens === undefined && body.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens",
+      ...chatLogprobsRequest(body),
       signal: clientDisconnectSignal(reply),
     });
     const id = `chatcmpl-${randomUUID().replaceAll("-", "")}`;
     const created = Math.floor(Date.now() / 1000);
 
     if (body.stream !== true) {
-      const r = await chat.run(prepared);
+      const answerLogprobs = new AnswerLogprobs(prepared.request.logprobs);
+      const r = await chat.run(prepared, answerLogprobs.collect);
       const completion: ChatCompletion = {
         id, object: "chat.completion", created, model: chat.modelName,
         choices: [{
@@ -75,7 +89,7 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
             ...(r.toolCalls.length > 0 ? { tool_calls: toolCallsToWire(r.toolCalls) } : {}),
           },
           finish_reason: r.finishReason,
-          logprobs: null,
+          logprobs: answerLogprobs.result(),
         }],
         usage: usageOf(r),
       };
@@ -83,14 +97,15 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
     }
 
     const sse = startSse(reply);
-    const chunk = (delta: ChatCompletionDelta, finishReason: string | null = null) => ({
+    const answerLogprobs = new AnswerLogprobs(prepared.request.logprobs);
+    const chunk = (delta: ChatCompletionDelta, finishReason: string | null = null, logprobs: ChatLogprobs | null = null) => ({
       id, object: "chat.completion.chunk", created, model: chat.modelName,
-      choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }],
+      choices: [{ index: 0, delta, finish_reason: finishReason, logprobs }],
     });
     try {
       sse.send(chunk({ role: "assistant", content: "" }));
       const r = await chat.run(prepared, (d) => {
-        if (d.kind === "content") sse.send(chunk({ content: d.text }));
+        if (d.kind === "content") sse.send(chunk({ content: d.text }, null, answerLogprobs.ofDelta(d)));
         else if (d.kind === "reasoning") sse.send(chunk({ reasoning_content: d.text }));
         else sse.send(chunk({ tool_calls: [toolCallDeltaToWire(d)!] }));
       });
@@ -122,8 +137,8 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
     if (body.dimensions !== undefined && body.dimensions !== embed.dimension) {
       throw new EngineError("invalid_request", `dimensions must be ${embed.dimension} for ${embed.modelName} (it cannot be shortened).`, 400, "dimensions");
     }
-    const texts = typeof body.input === "string" ? [body.input] : body.input;
-    const result = await embed.embed(texts);
+    const texts = typeof body.input === "string" ? [body.input] : isTextList(body.input) ? body.input : decodeTokenIdInput(body.input);
+    const result = await embed.embed(texts, { field: "input" });
     const base64 = body.encoding_format === "base64";
     useVectorJson(reply);
     return {
@@ -141,11 +156,29 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
   app.get("/v1/models", {
     schema: { summary: "The models this server serves", tags: ["OpenAI API"], response: { 200: ModelListSchema, 503: OpenAIErrorSchema } },
   }, async () => {
-    const { chat, embed } = state.engines();
+    const { models } = state.engines();
     const created = Math.floor(state.startedAt / 1000);
     return {
       object: "list" as const,
-      data: [chat.modelName, embed.modelName].map((id) => ({ id, object: "model" as const, created, owned_by: "bora-llm-service" })),
+      data: models.list().map((m) => ({ id: m.name, object: "model" as const, created, owned_by: "bora-llm-service" })),
     };
+  });
+
+  // A wildcard, so names with a slash (sentence-transformers/all-MiniLM-L6-v2) work unencoded too.
+  app.get("/v1/models/*", {
+    schema: {
+      summary: "One served model, by any of its names",
+      tags: ["OpenAI API"],
+      params: Type.Object({ "*": Type.String() }),
+      response: { 200: ModelListSchema.properties.data.items, 404: OpenAIErrorSchema, 503: OpenAIErrorSchema },
+    },
+  }, async (request) => {
+    const { models } = state.engines();
+    const requested = request.params["*"];
+    const found = models.find(requested);
+    if (found === undefined) {
+      throw new EngineError("model_not_found", `The model '${requested}' does not exist here; this server serves ${models.describeServed()}.`, 404, "model");
+    }
+    return { id: found.name, object: "model" as const, created: Math.floor(state.startedAt / 1000), owned_by: "bora-llm-service" };
   });
 };

@@ -2,6 +2,7 @@
 // Unknown fields are accepted and ignored, as OpenAI-compatible servers do (clients send many).
 import { Type, type Static } from "@sinclair/typebox";
 import { SamplingControls, UsageSchema } from "./common.js";
+import { ChatLogprobsControls, ChatLogprobsSchema } from "./logprobs.js";
 import { ToolCallDeltaSchema, ToolCallSchema, ToolRequestFields } from "./tools.js";
 
 const TextPart = Type.Object({ type: Type.Literal("text"), text: Type.String() });
@@ -28,6 +29,7 @@ export const ChatCompletionBodySchema = Type.Object({
   stream_options: Type.Optional(Type.Object({ include_usage: Type.Optional(Type.Boolean()) })),
   chat_template_kwargs: Type.Optional(Type.Object({ enable_thinking: Type.Optional(Type.Boolean()) }, { description: "vLLM / llama-server spelling of enable_thinking" })),
   ...SamplingControls,
+  ...ChatLogprobsControls,
   ...ToolRequestFields,
 }, { $id: "ChatCompletionRequest" });
 export type ChatCompletionBody = Static<typeof ChatCompletionBodySchema>;
@@ -48,7 +50,7 @@ export const ChatCompletionSchema = Type.Object({
       tool_calls: Type.Optional(Type.Array(ToolCallSchema)),
     }),
     finish_reason: FinishReason,
-    logprobs: Type.Null(),
+    logprobs: Type.Union([ChatLogprobsSchema, Type.Null()], { description: "Per answer token, when logprobs: true; else null" }),
   })),
   usage: UsageSchema,
 }, { $id: "ChatCompletion" });
@@ -67,7 +69,9 @@ export const EmbeddingsBodySchema = Type.Object({
   input: Type.Union([
     Type.String({ minLength: 1 }),
     Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }),
-  ], { description: "A text or an array of texts" }),
+    Type.Array(Type.Integer(), { minItems: 1, description: "cl100k_base token ids of one text" }),
+    Type.Array(Type.Array(Type.Integer()), { minItems: 1, description: "cl100k_base token ids of several texts (what Python LangChain sends)" }),
+  ], { description: "A text, an array of texts, or tiktoken cl100k_base token ids (decoded to text, then embedded as text)" }),
   model: Type.Optional(Type.String({ minLength: 1 })),
   encoding_format: Type.Optional(Type.Union([Type.Literal("float"), Type.Literal("base64")], { default: "float" })),
   dimensions: Type.Optional(Type.Integer({ minimum: 1, description: "Must equal the model's dimension if given" })),
