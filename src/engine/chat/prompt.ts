@@ -87,20 +87,12 @@ export class PromptBuilder {
   private async grammarForFormat(format: ResponseFormat | undefined): Promise<string | undefined> {
     if (format === undefined || format.type === "text") return undefined;
     const key = format.type === "json_object" ? "json" : JSON.stringify(format.schema);
-    let grammar = this.grammarCache.get(key);
-    if (grammar === undefined) {
-      grammar = (format.type === "json_object"
+    try {
+      return await this.cachedGrammar(key, async () => (await (format.type === "json_object"
         ? this.llama.getGrammarFor("json")
         // The const generic infers a literal type from its argument; a runtime schema has none.
-        : this.llama.createGrammarForJsonSchema(toGrammarSchema(format.schema) as Parameters<Llama["createGrammarForJsonSchema"]>[0])
-      ).then((g) => g.grammar);
-      if (this.grammarCache.size > 64) this.grammarCache.delete(this.grammarCache.keys().next().value as string);
-      this.grammarCache.set(key, grammar);
-    }
-    try {
-      return await grammar;
+        : this.llama.createGrammarForJsonSchema(toGrammarSchema(format.schema) as Parameters<Llama["createGrammarForJsonSchema"]>[0]))).grammar);
     } catch (error) {
-      this.grammarCache.delete(key);
       if (error instanceof EngineError) throw error;
       throw invalidRequest(`response_format.json_schema.schema cannot be turned into a grammar: ${(error as Error).message}`,
         "response_format.json_schema.schema");

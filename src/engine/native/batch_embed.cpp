@@ -37,6 +37,7 @@
 
 #include "ggml-backend.h"
 #include "llama.h"
+#include "llama_backends.h"
 
 namespace {
 
@@ -110,36 +111,8 @@ const char* poolingName(enum llama_pooling_type type) {
     }
 }
 
-// Directory of the libllama that is actually loaded in this process (node-llama-cpp's bins dir).
-std::string loadedLlamaLibraryDir() {
-    Dl_info info{};
-    if (dladdr(reinterpret_cast<void*>(&llama_model_load_from_file), &info) == 0 || info.dli_fname == nullptr) return "";
-    std::string file(info.dli_fname);
-    const auto slash = file.find_last_of('/');
-    return slash == std::string::npos ? std::string(".") : file.substr(0, slash);
-}
-
-// Used only when node-llama-cpp has not initialised llama.cpp in this process (it installs its own
-// logger): keep warnings and errors, drop llama.cpp's verbose info/debug output.
-void quietLog(enum ggml_log_level level, const char* text, void* /*userData*/) {
-    static enum ggml_log_level lastLevel = GGML_LOG_LEVEL_INFO;
-    if (level != GGML_LOG_LEVEL_CONT) lastLevel = level;
-    if (lastLevel == GGML_LOG_LEVEL_WARN || lastLevel == GGML_LOG_LEVEL_ERROR) {
-        fputs(text, stderr);
-        fflush(stderr);
-    }
-}
-
-// node-llama-cpp's getLlama() registers the ggml backends (the CPU backend variants are separate
-// shared objects loaded at runtime). If nobody did that in this process, do it ourselves.
-void ensureBackendsLoaded() {
-    if (ggml_backend_dev_count() > 0) return;
-    llama_log_set(quietLog, nullptr);
-    llama_backend_init();
-    const std::string dir = loadedLlamaLibraryDir();
-    if (!dir.empty()) ggml_backend_load_all_from_path(dir.c_str());
-    if (ggml_backend_dev_count() == 0) ggml_backend_load_all();
-}
+using bora::ensureBackendsLoaded;
+using bora::loadedLlamaLibraryDir;
 
 class LoadWorker;
 class EmbedWorker;

@@ -45,6 +45,7 @@
 
 #include "ggml-backend.h"
 #include "llama.h"
+#include "llama_backends.h"
 
 namespace {
 
@@ -136,33 +137,8 @@ struct Slot {
     }
 };
 
-std::string loadedLlamaLibraryDir() {
-    Dl_info info{};
-    if (dladdr(reinterpret_cast<void*>(&llama_model_load_from_file), &info) == 0 || info.dli_fname == nullptr) return "";
-    std::string file(info.dli_fname);
-    const auto slash = file.find_last_of('/');
-    return slash == std::string::npos ? std::string(".") : file.substr(0, slash);
-}
-
-void quietLog(enum ggml_log_level level, const char* text, void* /*userData*/) {
-    static enum ggml_log_level lastLevel = GGML_LOG_LEVEL_INFO;
-    if (level != GGML_LOG_LEVEL_CONT) lastLevel = level;
-    if (lastLevel == GGML_LOG_LEVEL_WARN || lastLevel == GGML_LOG_LEVEL_ERROR) {
-        fputs(text, stderr);
-        fflush(stderr);
-    }
-}
-
-// node-llama-cpp's getLlama() registers the ggml backends of the binding it chose; only when nobody
-// did (a standalone test) load them from the directory of the libllama this addon is linked to.
-void ensureBackendsLoaded() {
-    if (ggml_backend_dev_count() > 0) return;
-    llama_log_set(quietLog, nullptr);
-    llama_backend_init();
-    const std::string dir = loadedLlamaLibraryDir();
-    if (!dir.empty()) ggml_backend_load_all_from_path(dir.c_str());
-    if (ggml_backend_dev_count() == 0) ggml_backend_load_all();
-}
+using bora::ensureBackendsLoaded;
+using bora::loadedLlamaLibraryDir;
 
 struct LoopCore;
 void deliverStep(Napi::Env env, Napi::Function callback, LoopCore* core, StepEvents* step);
