@@ -112,7 +112,6 @@ const char* poolingName(enum llama_pooling_type type) {
 }
 
 using bora::ensureBackendsLoaded;
-using bora::loadedLlamaLibraryDir;
 
 class LoadWorker;
 class EmbedWorker;
@@ -575,20 +574,11 @@ Napi::Value BatchEmbedder::Dispose(const Napi::CallbackInfo& info) {
     return promise;
 }
 
-Napi::Value SystemInfo(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    auto result = Napi::Object::New(env);
-    result.Set("backendDevices", Napi::Number::New(env, static_cast<double>(ggml_backend_dev_count())));
-    result.Set("llamaLibraryDir", Napi::String::New(env, loadedLlamaLibraryDir()));
-    result.Set("llamaSystemInfo", Napi::String::New(env, llama_print_system_info()));
-    return result;
-}
-
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
     exports.Set("BatchEmbedder", BatchEmbedder::Define(env));
-    exports.Set("systemInfo", Napi::Function::New(env, SystemInfo, "systemInfo"));
+    exports.Set("systemInfo", Napi::Function::New(env, bora::systemInfo, "systemInfo"));
     return exports;
 }
 

@@ -1,6 +1,8 @@
-// Shared by the two addons (batch_embed.cpp, slot_loop.cpp): finding the libllama this process loaded
-// and registering ggml's backends when node-llama-cpp has not (a standalone test of an addon).
+// Shared by the two addons (batch_embed.cpp, slot_loop.cpp): finding the libllama this process loaded,
+// registering ggml's backends when node-llama-cpp has not (a standalone test of an addon), systemInfo().
 #pragma once
+
+#include <napi.h>
 
 #include <dlfcn.h>
 
@@ -42,6 +44,16 @@ inline void ensureBackendsLoaded() {
     const std::string dir = loadedLlamaLibraryDir();
     if (!dir.empty()) ggml_backend_load_all_from_path(dir.c_str());
     if (ggml_backend_dev_count() == 0) ggml_backend_load_all();
+}
+
+// The addons' `systemInfo()`: which backends are registered and which libllama serves them.
+inline Napi::Value systemInfo(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto result = Napi::Object::New(env);
+    result.Set("backendDevices", Napi::Number::New(env, static_cast<double>(ggml_backend_dev_count())));
+    result.Set("llamaLibraryDir", Napi::String::New(env, loadedLlamaLibraryDir()));
+    result.Set("llamaSystemInfo", Napi::String::New(env, llama_print_system_info()));
+    return result;
 }
 
 }  // namespace bora

@@ -138,7 +138,6 @@ struct Slot {
 };
 
 using bora::ensureBackendsLoaded;
-using bora::loadedLlamaLibraryDir;
 
 struct LoopCore;
 void deliverStep(Napi::Env env, Napi::Function callback, LoopCore* core, StepEvents* step);
@@ -924,20 +923,11 @@ Napi::Value SlotLoop::Dispose(const Napi::CallbackInfo& info) {
     return promise;
 }
 
-Napi::Value SystemInfo(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    auto result = Napi::Object::New(env);
-    result.Set("backendDevices", Napi::Number::New(env, static_cast<double>(ggml_backend_dev_count())));
-    result.Set("llamaLibraryDir", Napi::String::New(env, loadedLlamaLibraryDir()));
-    result.Set("llamaSystemInfo", Napi::String::New(env, llama_print_system_info()));
-    return result;
-}
-
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
     exports.Set("SlotLoop", SlotLoop::Define(env));
-    exports.Set("systemInfo", Napi::Function::New(env, SystemInfo, "systemInfo"));
+    exports.Set("systemInfo", Napi::Function::New(env, bora::systemInfo, "systemInfo"));
     return exports;
 }
 
