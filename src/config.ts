@@ -29,6 +29,7 @@ export const EnvSchema = Type.Object({
   LLM_GPU: Type.Union([GpuChoice, Type.Literal("")], { default: "", description: "Native backend: auto, cuda, metal, vulkan, cpu (empty: binding-config/backend.json)" }),
   LLM_GPU_LAYERS: Type.Union([Type.Literal("auto"), Type.Literal("max"), Type.Integer({ minimum: 0 })], { default: "auto", description: "Layers offloaded to the GPU: auto, max or a number" }),
   LLM_THREADS: Type.Integer({ minimum: 0, maximum: 1024, default: 0, description: "CPU threads for decoding; 0 = the CPUs this process may use (affinity and cgroup quota)" }),
+  LLM_NICE: Type.Integer({ minimum: 0, maximum: 19, default: 10, description: "Nice value of the generation threads (native engine, Linux): embeddings, HTTP requests and health probes run ahead of decoding when they need a core; idle cores still go to decoding. 0: same priority as the rest" }),
   LLM_QUEUE_SIZE: Type.Integer({ minimum: 0, maximum: 100_000, default: 64, description: "Generation requests that may wait for a free slot; beyond it: 429" }),
   LLM_ENGINE: Type.Union([Type.Literal("native"), Type.Literal("node-llama-cpp")], { default: "native", description: "Generation path: native (our slot loop; falls back to node-llama-cpp when the addon is not built) or node-llama-cpp" }),
   LLM_REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 300_000, description: "Deadline for a generation request, waiting included" }),
@@ -62,6 +63,7 @@ export type Config = Readonly<{
   gpu: GpuChoice;
   gpuLayers: "auto" | "max" | number;
   threads: number;
+  nice: number;
   queueSize: number;
   requestTimeoutMs: number;
   llmEngine: Env["LLM_ENGINE"];
@@ -141,6 +143,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     gpu: e.LLM_GPU === "" ? readBackendDefault() : e.LLM_GPU,
     gpuLayers: e.LLM_GPU_LAYERS,
     threads: e.LLM_THREADS,
+    nice: e.LLM_NICE,
     queueSize: e.LLM_QUEUE_SIZE,
     requestTimeoutMs: e.LLM_REQUEST_TIMEOUT_MS,
     llmEngine: e.LLM_ENGINE,

@@ -34,12 +34,14 @@ export async function loadEngines(config: Config, log: Logger): Promise<LoadedEn
     batchSize: config.batchSize,
     gpuLayers: config.gpuLayers,
     threads: runtime.cpu.threads,
+    nice: config.nice,
     queueSize: config.queueSize,
     requestTimeoutMs: config.requestTimeoutMs,
     engine: config.llmEngine,
     onFallback: (reason) => log.warn({ engine: "node-llama-cpp", reason }, "native slot loop unavailable; generating through node-llama-cpp"),
   });
-  log.info({ backend: runtime.backend, ...chat.describe(), file: chatFile.path }, "chat model loaded");
+  // llamaBuild: "prebuilt" (node-llama-cpp's binaries) or "localBuild" (`npm run build:llama-native`).
+  log.info({ backend: runtime.backend, llamaBuild: runtime.llama.buildType, ...chat.describe(), file: chatFile.path }, "chat model loaded");
 
   try {
     const embed = await EmbedEngine.load(runtime.llama, {

@@ -1,6 +1,7 @@
 // Both generation paths — the native slot loop and the node-llama-cpp fallback — through the same
 // ChatEngine on the generated fixtures: the scripted model's exact output, seeds, stops across tokens,
 // grammars, concurrency, cancellation, prefix reuse, late arrivals and logprobs.
+import { readdirSync, readFileSync } from "node:fs";
 import t from "tap";
 import { ensureSlotLoopAddon } from "../scripts/build-native.js";
 import { ensureTestModels, SCRIPTED_OUTPUT } from "../scripts/make-test-models.js";
@@ -143,6 +144,30 @@ for (const kind of ["native", "node-llama-cpp"] as const) {
     }
   });
 }
+
+// LLM_NICE: the loop thread and the compute threads it starts run at the lower priority, the JS
+// thread (and so HTTP, probes and the embedder, which run elsewhere) does not.
+t.test("native: the decode threads run at the configured nice value, the JS thread does not", { skip: process.platform !== "linux" && "thread priorities are set on Linux only" }, async (t) => {
+  const niceOf = (tid: string): number | null => {
+    try {
+      // Fields after the command name (which may hold spaces); nice is the 19th field overall.
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+      return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]);
+    } catch {
+      return null; // the thread ended meanwhile
+    }
+  };
+  const niced = () => readdirSync("/proc/self/task").filter((tid) => niceOf(tid) === 7);
+  const before = niced().length;
+  const chat = await load("native", models.scripted, { threads: 2, nice: 7 });
+  t.teardown(() => chat.dispose());
+  t.equal(chat.describe().nice, 7);
+  // Several steps so the compute threads exist (a persistent pool, or OpenMP's team, or one per step).
+  const result = await chat.generate(greedy());
+  t.equal(result.text, SCRIPTED_OUTPUT.answer, "the answer does not depend on the priority");
+  t.ok(niced().length - before >= 2, `the loop thread and at least one compute thread at nice 7 (found ${niced().length - before})`);
+  t.equal(niceOf(String(process.pid)), 0, "the JS thread keeps its priority");
+});
 
 t.test("the native backend reports why it cannot load", async (t) => {
   const result = await SlotLoopBackend.tryLoad({ modelPath: models.chat, threads: 1, slots: 1, contextSize: 256, batchSize: 64, gpuLayers: 0 }, "/nonexistent/slot_loop.node");

@@ -86,7 +86,7 @@ export function settingsInLog(logFile: string): string {
   if (chatLine !== undefined) {
     try {
       const fields = JSON.parse(chatLine) as Record<string, unknown>;
-      const shown = ["threads", "slots", "contextPerSlot", "engine", "flashAttention"].filter((k) => fields[k] !== undefined).map((k) => `${k}=${String(fields[k])}`);
+      const shown = ["threads", "nice", "slots", "contextPerSlot", "engine", "flashAttention", "llamaBuild"].filter((k) => fields[k] !== undefined).map((k) => `${k}=${String(fields[k])}`);
       return `chat model loaded: ${shown.join(", ") || "no settings logged"}`;
     } catch {
       return "unparsable log line";

@@ -28,6 +28,8 @@ export type ChatEngineOptions = {
   batchSize: number;
   gpuLayers: "auto" | "max" | number;
   threads: number;
+  /** Nice value of the native loop's threads (Linux; 0: unchanged). See LLM_NICE. */
+  nice?: number;
   queueSize: number;
   requestTimeoutMs: number;
   /** Which backend to use; "native" falls back to node-llama-cpp when the addon is unavailable. Default native. */
@@ -87,6 +89,7 @@ export class ChatEngine {
         const loaded = await SlotLoopBackend.tryLoad({
           modelPath: options.modelPath, threads: options.threads, slots: options.parallel,
           contextSize: options.contextSize, batchSize: options.batchSize, gpuLayers,
+          ...(options.nice === undefined ? {} : { nice: options.nice }),
         });
         if ("backend" in loaded) {
           return new ChatEngine(llama, vocab, loaded.backend, options, { kind: "native", requested, fallbackReason: null }, performance.now() - started);
@@ -127,6 +130,7 @@ export class ChatEngine {
       contextMemoryMiB: Math.round((estimate.cpuRam + estimate.gpuVram) / 2 ** 20),
       contextMemoryPerSlotMiB: Math.round((estimate.cpuRam + estimate.gpuVram) / slots / 2 ** 20),
       threads: this.backend.threads,
+      ...(this.backend instanceof SlotLoopBackend ? { nice: this.options.nice ?? 0 } : {}),
       chatWrapper: this.prompts.chatWrapperName,
       loadMs: Math.round(this.loadMs),
     };

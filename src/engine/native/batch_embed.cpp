@@ -20,7 +20,10 @@
 //
 // Concurrency: one operation (load/embed/dispose) at a time per instance; an overlapping call is rejected
 // with an Error (the TypeScript wrapper queues calls so this never happens in practice). The heavy work
-// runs in Napi::AsyncWorker::Execute on a libuv worker thread, so the JS event loop is never blocked.
+// never runs on the JS thread: each operation is a Napi::AsyncWorker whose Execute hands it to the
+// embedder's own compute thread and waits. One thread for every decode, as llama-server's loop, keeps
+// ggml's (or OpenMP's) worker team on one owner: run straight on whichever libuv worker was free, one
+// short text took a median 19 ms to decode against 8 ms from one thread (24 tokens, 2 cores).
 
 #include <napi.h>
 
@@ -28,11 +31,15 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <functional>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ggml-backend.h"
@@ -56,6 +63,57 @@ double msSince(std::chrono::steady_clock::time_point start) {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
 
+// One long-lived thread that runs the embedder's work items one at a time; `run` blocks its caller (a
+// libuv worker) until the item is done.
+class ComputeThread {
+   public:
+    ComputeThread() : thread([this] { loop(); }) {}
+    ~ComputeThread() {
+        {
+            std::lock_guard<std::mutex> lock(mutex);
+            stopping = true;
+        }
+        wake.notify_all();
+        thread.join();
+    }
+    ComputeThread(const ComputeThread&) = delete;
+    ComputeThread& operator=(const ComputeThread&) = delete;
+
+    void run(const std::function<void()>& work) {
+        std::unique_lock<std::mutex> lock(mutex);
+        idle.wait(lock, [&] { return item == nullptr; });
+        item = &work;
+        done = false;
+        wake.notify_all();
+        idle.wait(lock, [&] { return done; });
+        item = nullptr;
+        idle.notify_all();
+    }
+
+   private:
+    void loop() {
+        std::unique_lock<std::mutex> lock(mutex);
+        for (;;) {
+            wake.wait(lock, [&] { return stopping || (item != nullptr && !done); });
+            if (stopping) return;
+            const auto* work = item;
+            lock.unlock();
+            (*work)();  // callers catch their own exceptions
+            lock.lock();
+            done = true;
+            idle.notify_all();
+        }
+    }
+
+    std::mutex mutex;
+    std::condition_variable wake;
+    std::condition_variable idle;
+    const std::function<void()>* item = nullptr;
+    bool done = false;
+    bool stopping = false;
+    std::thread thread;  // last: started after the fields above exist
+};
+
 struct EmbedderCore {
     // configuration
     std::string modelPath;
@@ -72,6 +130,7 @@ struct EmbedderCore {
     const llama_vocab* vocab = nullptr;
     llama_batch batch{};
     bool batchAllocated = false;
+    bora::CpuThreadpool threadpool;
     bool hasMemory = false;
     enum llama_pooling_type pooling = LLAMA_POOLING_TYPE_UNSPECIFIED;
     int32_t dimension = 0;
@@ -88,6 +147,7 @@ struct EmbedderCore {
             batch = llama_batch{};
             batchAllocated = false;
         }
+        threadpool.release();
         if (ctx != nullptr) {
             llama_free(ctx);
             ctx = nullptr;
@@ -157,6 +217,7 @@ class BatchEmbedder : public Napi::ObjectWrap<BatchEmbedder> {
     }
 
     EmbedderCore core;
+    ComputeThread compute;
     EmbedStats lastStats;
     bool busy = false;
     bool loaded = false;
@@ -234,12 +295,14 @@ class LoadWorker : public Napi::AsyncWorker {
     Napi::Promise Promise() { return deferred.Promise(); }
 
     void Execute() override {
-        try {
-            run();
-        } catch (const std::exception& e) {
-            owner->core.release();
-            SetError(std::string("failed to load the embedding model: ") + e.what());
-        }
+        owner->compute.run([this] {
+            try {
+                run();
+            } catch (const std::exception& e) {
+                owner->core.release();
+                SetError(std::string("failed to load the embedding model: ") + e.what());
+            }
+        });
     }
 
     void OnOK() override {
@@ -314,6 +377,9 @@ class LoadWorker : public Napi::AsyncWorker {
 
         core.ctx = llama_init_from_model(core.model, ctxParams);
         if (core.ctx == nullptr) return fail("failed to create the embedding context");
+        // Created here, on the compute thread that runs every decode. No polling: between requests the
+        // threads sleep instead of spinning on cores a running generation needs.
+        core.threadpool.attach(core.ctx, core.threads, 0);
 
         core.pooling = llama_pooling_type(core.ctx);
         if (core.pooling == LLAMA_POOLING_TYPE_RANK) return fail("reranking models (pooling type rank) are not supported");
@@ -361,11 +427,13 @@ class EmbedWorker : public Napi::AsyncWorker {
     Napi::Promise Promise() { return deferred.Promise(); }
 
     void Execute() override {
-        try {
-            run();
-        } catch (const std::exception& e) {
-            SetError(std::string("batched embedding failed: ") + e.what());
-        }
+        owner->compute.run([this] {
+            try {
+                run();
+            } catch (const std::exception& e) {
+                SetError(std::string("batched embedding failed: ") + e.what());
+            }
+        });
     }
 
     void OnOK() override {
@@ -478,7 +546,9 @@ class DisposeWorker : public Napi::AsyncWorker {
 
     Napi::Promise Promise() { return deferred.Promise(); }
 
-    void Execute() override { owner->core.release(); }
+    void Execute() override {
+        owner->compute.run([this] { owner->core.release(); });
+    }
 
     void OnOK() override {
         owner->busy = false;

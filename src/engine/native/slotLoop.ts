@@ -22,6 +22,11 @@ export type SlotLoopOptions = {
   /** Layers offloaded to a GPU (the value node-llama-cpp resolved for this model and machine). */
   gpuLayers: number;
   flashAttention?: boolean;
+  /**
+   * Nice value (0–19) of the loop thread and its compute threads (Linux): embeddings, HTTP and probes
+   * then run ahead of the decode when they need a core. 0 leaves the priority alone.
+   */
+  nice?: number;
 };
 
 type NativeLoadInfo = { slots: number; contextSize: number; batchSize: number; threads: number; threadsBatch: number; vocabSize: number; gpuLayers: number };
@@ -125,6 +130,7 @@ export class SlotLoopBackend implements GenerationBackend {
       batchSize: options.batchSize,
       gpuLayers: options.gpuLayers,
       ...(options.flashAttention === undefined ? {} : { flashAttention: options.flashAttention }),
+      ...(options.nice === undefined ? {} : { nice: options.nice }),
     }, (events) => backend?.onStep(events));
     try {
       const info = await native.load();

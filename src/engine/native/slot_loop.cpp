@@ -11,7 +11,7 @@
 // Text work (UTF-8, stop strings, <think>) is done in TypeScript on the token stream.
 //
 // JS surface (wrapped by slotLoop.ts, the only caller):
-//   new SlotLoop(modelPath, { threads, slots, contextSize, batchSize, gpuLayers, flashAttention? }, onStep)
+//   new SlotLoop(modelPath, { threads, slots, contextSize, batchSize, gpuLayers, flashAttention?, nice? }, onStep)
 //   load(): Promise<{ slots, contextSize, batchSize, threads, vocabSize }>   starts the loop thread
 //   start(slot, jobId, prompt: Uint32Array, params)   queue a job on an idle slot
 //   end(slot, jobId)                                  the job ends within one step (cancel / stop string)
@@ -28,6 +28,11 @@
 #include <napi.h>
 
 #include <dlfcn.h>
+#if defined(__linux__)
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -139,6 +144,19 @@ struct Slot {
 
 using bora::ensureBackendsLoaded;
 
+// Lowers the calling thread's CPU priority to `nice` (Linux: nice is per thread, and threads it creates
+// later inherit it, which covers ggml's compute threads and an OpenMP build's team, both started from
+// the loop thread). Raising the nice value needs no privilege. The effect: when an embedding, an HTTP
+// request or a health probe needs a core, the kernel runs it ahead of the spinning decode threads;
+// with nothing else runnable the decode gets the cores as before. Elsewhere it does nothing.
+void lowerThreadPriority(int32_t nice) {
+#if defined(__linux__)
+    if (nice > 0) setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), nice);
+#else
+    (void)nice;
+#endif
+}
+
 struct LoopCore;
 void deliverStep(Napi::Env env, Napi::Function callback, LoopCore* core, StepEvents* step);
 using StepTsfn = Napi::TypedThreadSafeFunction<LoopCore, StepEvents, deliverStep>;
@@ -150,6 +168,7 @@ struct LoopCore {
     int32_t contextPerSlot = 2048;
     int32_t batchSize = 512;
     int32_t gpuLayers = 0;
+    int32_t nice = 0;  // the loop thread's (and so its compute threads') nice value; 0: unchanged
     enum llama_flash_attn_type flashAttention = LLAMA_FLASH_ATTN_TYPE_AUTO;
 
     llama_model* model = nullptr;
@@ -159,6 +178,7 @@ struct LoopCore {
     std::vector<llama_logit_bias> noEndBias;  // -inf on every end-of-generation token (ignore_eos)
     llama_batch batch{};
     bool batchAllocated = false;
+    bora::CpuThreadpool threadpool;
     std::vector<std::unique_ptr<Slot>> slots;
 
     std::thread thread;
@@ -208,6 +228,7 @@ struct LoopCore {
             llama_batch_free(batch);
             batchAllocated = false;
         }
+        threadpool.release();
         if (ctx != nullptr) llama_free(ctx);
         if (model != nullptr) llama_model_free(model);
         ctx = nullptr;
@@ -267,6 +288,9 @@ struct LoopCore {
     // ---- loop thread ------------------------------------------------------------------------------
 
     void run() {
+        lowerThreadPriority(nice);
+        // After the priority, on this thread, so the pool's threads inherit it (llama.cpp's polling default).
+        threadpool.attach(ctx, threads, 50);
         llama_memory_t memory = llama_get_memory(ctx);
         for (;;) {
             std::deque<Command> pendingCommands;
@@ -657,6 +681,7 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
         core->contextPerSlot = readInt(env, options, "contextSize", 16, 1 << 24);
         core->batchSize = readInt(env, options, "batchSize", 1, 1 << 20);
         core->gpuLayers = readInt(env, options, "gpuLayers", -1, 1 << 20);
+        if (options.Has("nice")) core->nice = readInt(env, options, "nice", 0, 19);
         const auto flash = options.Get("flashAttention");
         if (flash.IsBoolean()) core->flashAttention = flash.As<Napi::Boolean>().Value() ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
         onStep = Napi::Persistent(info[2].As<Napi::Function>());
