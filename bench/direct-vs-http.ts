@@ -8,14 +8,14 @@ import { projectRoot } from "../scripts/lib/llama-source.ts";
 import { ensureBenchModels, ensureLlamaBuild } from "./lib/artifacts.ts";
 import { freePort } from "./lib/processes.ts";
 import { SAMPLING } from "./lib/targets.ts";
-import { resolveCpuBudget } from "../src/engine/runtime.ts";
+import { LOCAL_BUILD_CMAKE_OPTIONS, resolveCpuBudget } from "../src/engine/runtime.ts";
 
 const TOKENS = 128;
 const RUNS = 3;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function direct(modelPath: string, threads: number): Promise<number[]> {
-  const llama = await getLlama({ gpu: false, build: "never", maxThreads: threads });
+  const llama = await getLlama({ gpu: false, build: "never", cmakeOptions: LOCAL_BUILD_CMAKE_OPTIONS, maxThreads: threads });
   const model = await llama.loadModel({ modelPath });
   const context = await model.createContext({ contextSize: 4096, threads });
   const sequence = context.getSequence();

@@ -59,6 +59,14 @@ export type Runtime = {
 };
 
 /**
+ * The cmake options of the optional local llama.cpp build (scripts/build-llama-native.ts passes them
+ * to node-llama-cpp's source build): ggml's own thread pool instead of OpenMP. OpenMP gives each
+ * thread that decodes its own team, and with two of them (generation and embeddings) libgomp throttles
+ * its spinning once the teams outnumber the cores.
+ */
+export const LOCAL_BUILD_CMAKE_OPTIONS: Readonly<Record<string, string>> = Object.freeze({ GGML_OPENMP: "OFF" });
+
+/**
  * Loads the native binding. Never builds from source at run time (that would need a toolchain and
  * minutes on a server start); binding-config/README.md explains how to build one ahead of time.
  */
@@ -67,6 +75,9 @@ export async function loadRuntime(gpu: GpuChoice, threadsOverride: number, onLog
   const llama = await getLlama({
     gpu: gpu === "cpu" ? false : gpu,
     build: "never",
+    // Selects the local build `npm run build:llama-native` makes (when there is one; otherwise the
+    // prebuilt binaries): node-llama-cpp names a local build after its cmake options.
+    cmakeOptions: LOCAL_BUILD_CMAKE_OPTIONS,
     maxThreads: cpu.threads,
     progressLogs: false,
     logLevel: LlamaLogLevel.warn,
