@@ -29,7 +29,7 @@ export const EnvSchema = Type.Object({
   LLM_GPU: Type.Union([GpuChoice, Type.Literal("")], { default: "", description: "Native backend: auto, cuda, metal, vulkan, cpu (empty: binding-config/backend.json)" }),
   LLM_GPU_LAYERS: Type.Union([Type.Literal("auto"), Type.Literal("max"), Type.Integer({ minimum: 0 })], { default: "auto", description: "Layers offloaded to the GPU: auto, max or a number" }),
   LLM_THREADS: Type.Integer({ minimum: 0, maximum: 1024, default: 0, description: "CPU threads for decoding; 0 = the CPUs this process may use (affinity and cgroup quota)" }),
-  LLM_NICE: Type.Integer({ minimum: 0, maximum: 19, default: 10, description: "Nice value of the generation threads (native engine, Linux): embeddings, HTTP requests and health probes run ahead of decoding when they need a core; idle cores still go to decoding. 0: same priority as the rest" }),
+  LLM_NICE: Type.Integer({ minimum: 0, maximum: 19, default: 19, description: "Nice value of the generation threads (native engine, Linux): embeddings, HTTP requests and health probes run ahead of decoding when they need a core; idle cores still go to decoding. 0: same priority as the rest" }),
   LLM_QUEUE_SIZE: Type.Integer({ minimum: 0, maximum: 100_000, default: 64, description: "Generation requests that may wait for a free slot; beyond it: 429" }),
   LLM_ENGINE: Type.Union([Type.Literal("native"), Type.Literal("node-llama-cpp")], { default: "native", description: "Generation path: native (our slot loop; falls back to node-llama-cpp when the addon is not built) or node-llama-cpp" }),
   LLM_REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 300_000, description: "Deadline for a generation request, waiting included" }),

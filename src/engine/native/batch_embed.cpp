@@ -98,7 +98,10 @@ class ComputeThread {
             if (stopping) return;
             const auto* work = item;
             lock.unlock();
-            (*work)();  // callers catch their own exceptions
+            try {
+                (*work)();  // the work items report their own errors; nothing may end this thread
+            } catch (...) {
+            }
             lock.lock();
             done = true;
             idle.notify_all();
@@ -301,6 +304,9 @@ class LoadWorker : public Napi::AsyncWorker {
             } catch (const std::exception& e) {
                 owner->core.release();
                 SetError(std::string("failed to load the embedding model: ") + e.what());
+            } catch (...) {
+                owner->core.release();
+                SetError("failed to load the embedding model");
             }
         });
     }
@@ -432,6 +438,8 @@ class EmbedWorker : public Napi::AsyncWorker {
                 run();
             } catch (const std::exception& e) {
                 SetError(std::string("batched embedding failed: ") + e.what());
+            } catch (...) {
+                SetError("batched embedding failed");
             }
         });
     }
