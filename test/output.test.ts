@@ -123,6 +123,21 @@ t.test("think split: whitespace inside reasoning is kept, only its ends are trim
   t.equal(unfinished.summary.text, "");
 });
 
+t.test("think split: a stray tag (a sampled </think> in the answer, a second <think> in a thought) is dropped", async (t) => {
+  // At every split point of the input across two pushes.
+  const input = "HS</think>HS<think>a<think>b</think>c";
+  for (let cut = 0; cut <= input.length; cut++) {
+    const splitter = new ThinkSplitter();
+    const parts = [...splitter.push(input.slice(0, cut)), ...splitter.push(input.slice(cut)), ...splitter.flush()];
+    const text = (kind: string) => parts.filter((p) => p.kind === kind).map((p) => p.text).join("");
+    t.equal(text("content"), "HSHSc", `content, cut at ${cut}`);
+    t.equal(text("reasoning"), "ab", `reasoning, cut at ${cut}`);
+  }
+  // Thinking off (the template already closed the thought): a sampled </think> never reaches the answer.
+  const off = run([tok("HSHS"), tok("</think>"), tok(" hola")], { keepReasoning: false });
+  t.equal(off.summary.text, "HSHS hola");
+});
+
 t.test("the content transformer sees content only and may end with tool_calls", async (t) => {
   const seen: string[] = [];
   const transformer: ContentTransformer = {

@@ -171,7 +171,16 @@ export class ThinkSplitter {
     const parts: TextPart[] = [];
     for (;;) {
       const tag = this.state === "content" ? THINK_OPEN : THINK_CLOSE;
+      // The other tag here is a stray one (a sampled `</think>` in an answer, a second `<think>` in a
+      // thought): dropped, never text.
+      const stray = this.state === "content" ? THINK_CLOSE : THINK_OPEN;
       const at = this.pending.indexOf(tag);
+      const strayAt = this.pending.indexOf(stray);
+      if (strayAt >= 0 && (at < 0 || strayAt < at)) {
+        this.emit(this.pending.slice(0, strayAt), parts);
+        this.pending = this.pending.slice(strayAt + stray.length);
+        continue;
+      }
       if (at >= 0) {
         this.emit(this.pending.slice(0, at), parts);
         this.pending = this.pending.slice(at + tag.length);
@@ -185,7 +194,7 @@ export class ThinkSplitter {
         }
         continue;
       }
-      const hold = partialTagLength(this.pending, tag);
+      const hold = Math.max(partialTagLength(this.pending, tag), partialTagLength(this.pending, stray));
       this.emit(this.pending.slice(0, this.pending.length - hold), parts);
       this.pending = this.pending.slice(this.pending.length - hold);
       return parts;
