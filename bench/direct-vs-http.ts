@@ -3,19 +3,19 @@
 // run, same threads and sampling. The service must be within 0.9x of the library it wraps.
 import { spawn } from "node:child_process";
 import path from "node:path";
-import { getLlama } from "node-llama-cpp";
 import { projectRoot } from "../scripts/lib/llama-source.ts";
 import { ensureBenchModels, ensureLlamaBuild } from "./lib/artifacts.ts";
 import { freePort } from "./lib/processes.ts";
 import { SAMPLING } from "./lib/targets.ts";
-import { LOCAL_BUILD_CMAKE_OPTIONS, resolveCpuBudget } from "../src/engine/runtime.ts";
+import { loadRuntime, resolveCpuBudget } from "../src/engine/runtime.ts";
 
 const TOKENS = 128;
 const RUNS = 3;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function direct(modelPath: string, threads: number): Promise<number[]> {
-  const llama = await getLlama({ gpu: false, build: "never", cmakeOptions: LOCAL_BUILD_CMAKE_OPTIONS, maxThreads: threads });
+  // The binding the service loads (prebuilt, or the build:llama-native one), on the CPU.
+  const { llama } = await loadRuntime("cpu", threads);
   const model = await llama.loadModel({ modelPath });
   const context = await model.createContext({ contextSize: 4096, threads });
   const sequence = context.getSequence();

@@ -13,6 +13,7 @@
 // The result runs only on CPUs with the instruction sets of the one it was built on, which is why it is
 // optional and not part of `npm install`.
 import { spawnSync } from "node:child_process";
+import { NATIVE_ADDONS } from "../src/engine/native/addonBuild.ts";
 import { LOCAL_BUILD_CMAKE_OPTIONS } from "../src/engine/runtime.ts";
 import { ensureNativeAddon } from "./build-native.ts";
 
@@ -28,7 +29,7 @@ if (build.status !== 0) {
   console.error(`[build-llama-native] node-llama-cpp's source build failed (exit ${build.status ?? build.signal}); the prebuilt binding stays in use.`);
   process.exit(build.status ?? 1);
 }
-for (const name of ["batch_embed", "slot_loop"] as const) {
+for (const name of NATIVE_ADDONS) {
   const file = await ensureNativeAddon(name);
   if (file === null) {
     console.error(`[build-llama-native] the ${name} addon did not build against the new library; the service will fall back for it.`);

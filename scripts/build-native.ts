@@ -19,7 +19,7 @@ import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { loadConfig } from "../src/config.ts";
-import { loadedLlamaLibrary, nativeAddonBuildInfo, type LoadedLlamaLibrary, type NativeAddonBuildInfo, type NativeAddonName } from "../src/engine/native/addonBuild.ts";
+import { loadedLlamaLibrary, NATIVE_ADDONS, nativeAddonBuildInfo, type LoadedLlamaLibrary, type NativeAddonBuildInfo, type NativeAddonName } from "../src/engine/native/addonBuild.ts";
 import { loadRuntime } from "../src/engine/runtime.ts";
 import { ensureLlamaSource } from "./lib/llama-source.ts";
 
@@ -206,8 +206,7 @@ export function ensureSlotLoopAddon(options: EnsureNativeAddonOptions = {}): Pro
 const invokedDirectly = process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href;
 if (invokedDirectly) {
   const force = process.argv.includes("--force");
-  // One after the other: two compilers at once would fight over the two cores.
-  for (const name of ["batch_embed", "slot_loop"] as const) {
+  for (const name of NATIVE_ADDONS) {
     const file = await ensureNativeAddon(name, { force });
     if (file !== null) console.log(file);
   }

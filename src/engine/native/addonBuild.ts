@@ -13,7 +13,9 @@ import { fileURLToPath } from "node:url";
 
 const require = createRequire(import.meta.url);
 
-export type NativeAddonName = "batch_embed" | "slot_loop";
+/** Every addon, in build order (one compiler at a time: two would fight over the cores). */
+export const NATIVE_ADDONS = ["batch_embed", "slot_loop"] as const;
+export type NativeAddonName = (typeof NATIVE_ADDONS)[number];
 
 /** The libllama / libggml files of the binding node-llama-cpp loaded. */
 export type LoadedLlamaLibrary = {
