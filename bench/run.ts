@@ -14,6 +14,7 @@
 import { readFileSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { buildDist } from "../scripts/build-dist.ts";
 import { projectRoot } from "../scripts/lib/llama-source.ts";
 import { METRICS, parseArgs, type BenchOptions, type MetricName } from "./lib/args.ts";
 import { ensureBenchModels, ensureLlamaBuild, type BenchModels, type LlamaBuild } from "./lib/artifacts.ts";
@@ -307,6 +308,8 @@ async function main(): Promise<void> {
   const startedAt = new Date().toISOString();
   const w = opts.workload;
   progress(`metrics: ${[...opts.only].join(", ")}; ${opts.mode === "paired" ? `paired mode, ${opts.pairs} pairs of blocks per metric, drift factor ${opts.driftFactor}` : `sequential mode, ${opts.runs} run(s) of ${w.repetitions} repetition(s) each`}; ${opts.threads} threads on both servers; our engine: ${opts.engine ?? "the service's default"}${opts.quick ? "; --quick" : ""}`);
+  // Ours runs as `npm start` runs it: compiled JavaScript, without the TypeScript loader.
+  progress(await buildDist());
   const build = await ensureLlamaBuild();
   progress(`llama-server: llama.cpp ${build.tag} (${build.commit.slice(0, 10)}), ${path.relative(projectRoot, build.server)}`);
   const models = await ensureBenchModels(build);
