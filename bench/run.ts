@@ -1,13 +1,17 @@
 // `npm run bench`: this service against llama-server built from the same llama.cpp source node-llama-cpp
-// ships, on the same GGUF files, threads, slots, context, batch and sampling. The servers run one after the
-// other (never together: 2 cores), each in a fresh process; the result is one table of raw numbers and
-// ours/llama-server ratios, plus bench/results/latest.{json,md,svg} (and, for a full run, the README table).
+// ships, on the same GGUF files, threads, slots, context, batch and sampling. The result is one table of raw
+// numbers and ours/llama-server ratios, plus bench/results/latest.{json,md,svg} (and, for a full run, the
+// README table).
 //
-//   npm run bench -- [--runs=N] [--engine=native|node-llama-cpp] [--quick] [--only=decode,aggregate,ttft,late,health,embed,tiny]
-//                    [--threads=N] [--quiet-wait=SECONDS] [--no-readme]
+//   npm run bench -- [--mode=paired|sequential] [--pairs=N] [--drift-factor=X] [--runs=N] [--engine=native|node-llama-cpp]
+//                    [--quick] [--only=decode,aggregate,ttft,late,health,embed,tiny] [--threads=N] [--quiet-wait=SECONDS] [--no-readme]
 //
-// --runs repeats the whole comparison (both sides, every metric) N times, alternating which side goes first,
-// and reports the median of each value and of each ratio with the ratio's min–max.
+// Paired mode (the default; lib/paired.ts, rows in lib/rows.ts): each group's servers (ours and llama-server's)
+// are loaded at once and only one works at a time, in short alternating blocks A B, B A, ...; each row's
+// ratio is the median of its per-pair ratios with their min–max, and a row whose blocks drift by more than
+// --drift-factor on one side reads UNSTABLE. About 8.5 GB of RAM for the main group.
+// Sequential mode (--mode=sequential): each server alone in a fresh process, one after the other; --runs
+// repeats the whole comparison, alternating which side goes first, and reports medians of the runs.
 //
 // Harness check in a few minutes (meaningless numbers): BENCH_CHAT_MODEL=models/.cache/test-qwen3-tiny.gguf
 // BENCH_EMBED_MODEL=models/.cache/test-minilm-tiny.gguf npm run bench -- --quick
