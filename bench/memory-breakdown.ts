@@ -45,6 +45,11 @@ async function main(): Promise<void> {
   sample("tokenizer endpoints: chat vocabulary-only model");
   const embedVocab = await ModelTokenizer.load(runtime.llama, embedFile, "embedding");
   sample("tokenizer endpoints: embedding vocabulary-only model");
+  // The native chat engine loads the chat vocabulary once more (chat/engine.ts): what a second copy costs.
+  const again = await runtime.llama.loadModel({ modelPath: chatFile, vocabOnly: true });
+  sample("a second chat vocabulary-only model (as the native chat engine loads)");
+  await again.dispose();
+  sample("  ... disposed again");
   const chat = await ChatEngine.load(runtime.llama, {
     modelPath: chatFile, modelName: "chat", contextSize: config.contextSize, parallel: config.parallel, batchSize: config.batchSize,
     gpuLayers: config.gpuLayers, threads: runtime.cpu.threads, nice: config.nice, queueSize: config.queueSize,
