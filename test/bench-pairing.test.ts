@@ -1,6 +1,8 @@
 // The paired bench's pure logic (bench/lib/pairing.ts): block order, median of per-pair ratios with its
-// spread, and the drift detector that marks a row UNSTABLE. No model or server involved.
+// spread, the drift detector that marks a row UNSTABLE, and how the runner (paired.ts) turns measured
+// blocks into a table row. No model or server involved.
 import t from "tap";
+import { pairedRow, type BlockRecord, type MetricRecord } from "../bench/lib/paired.ts";
 import { blockOrder, driftFactor, summarizePairs } from "../bench/lib/pairing.ts";
 import { markdownTable, type Row } from "../bench/lib/report.ts";
 
@@ -67,4 +69,36 @@ t.test("an unstable row shows UNSTABLE instead of its ratio, and no PASS/FAIL", 
   const stable = markdownTable([{ ...row, unstable: null }]);
   t.match(stable, /2\.00x/);
   t.match(stable, /PASS/);
+});
+
+t.test("the paired runner's rows: blocks matched into pairs by pair number, whatever the order", async (t) => {
+  const spec = { id: "decode", label: "Single-stream decode", unit: "tok/s", digits: 2, better: "higher" as const, limit: 1.0 };
+  const block = (pair: number, side: "ours" | "llama", value: number | null, error?: string): BlockRecord => {
+    const values: Record<string, number> = value === null ? {} : { decode: value };
+    return { pair, side, values, otherCores: 0, seconds: 1, ...(error === undefined ? {} : { error }) };
+  };
+  // A B, B A, A B: the second pair ran llama-server first.
+  const record: MetricRecord = { metric: "decode", group: "main", errors: [], blocks: [
+    block(0, "ours", 10), block(0, "llama", 8), block(1, "llama", 9), block(1, "ours", 9), block(2, "ours", 11), block(2, "llama", 10),
+  ] };
+  const row = pairedRow(spec, record, 1.5);
+  t.equal(row.ratio, 1.1, "median of 1.25, 1.0 and 1.1");
+  t.same(row.spread, { runs: 3, min: 1, max: 1.25 });
+  t.equal(row.spreadOf, "pairs");
+  t.equal(row.unstable, null);
+  t.equal(row.target?.pass, true);
+  t.same(row.failed, { ours: false, llama: false });
+
+  const drifting = pairedRow(spec, { ...record, blocks: [block(0, "ours", 10), block(0, "llama", 11.4), block(1, "llama", 1.5), block(1, "ours", 9)] }, 1.5);
+  t.ok(drifting.unstable, "llama-server's 11.4 -> 1.5 tok/s marks the row");
+  t.match(markdownTable([drifting]), /UNSTABLE/);
+
+  const oursFailed = pairedRow(spec, { ...record, blocks: [block(0, "ours", null, "boom"), block(0, "llama", 8), block(1, "llama", 9), block(1, "ours", null, "boom")] }, 1.5);
+  t.same(oursFailed.failed, { ours: true, llama: false });
+  t.equal(oursFailed.ratio, null);
+  t.equal(oursFailed.target?.pass, false, "a side of ours that failed every block fails the target");
+  t.match(markdownTable([oursFailed]), /ERROR/);
+
+  const noisy = pairedRow({ ...spec, id: "health_p99", driftFactor: 2.5 }, { ...record, blocks: [block(0, "ours", 2), block(0, "llama", 2), block(1, "llama", 4), block(1, "ours", 4)].map((b) => ({ ...b, values: { health_p99: b.values["decode"] ?? 0 } })) }, 1.5);
+  t.equal(noisy.unstable, null, "a row's own drift factor (2.5) overrides the default (1.5)");
 });

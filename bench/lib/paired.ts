@@ -168,8 +168,8 @@ async function runMetric(metric: PairedMetric, sides: Record<Side, SideTargets>,
   return record;
 }
 
-/** A row from its blocks: pairs of (ours, llama) values, summarized by pairing.ts. */
-function pairedRow(spec: RowSpec, record: MetricRecord, driftFactor: number): Row {
+/** A row from its blocks: pairs of (ours, llama) values, summarized by pairing.ts (exported for its test). */
+export function pairedRow(spec: RowSpec, record: MetricRecord, driftFactor: number): Row {
   const pairs = new Map<number, PairSample>();
   for (const b of record.blocks) {
     const sample = pairs.get(b.pair) ?? { ours: null, llama: null };
