@@ -11,7 +11,7 @@ import { createModelDownloader, readGgufFileInfo } from "node-llama-cpp";
 
 const ManifestEntry = Type.Object({
   name: Type.String({ minLength: 1 }),
-  kind: Type.Union([Type.Literal("chat"), Type.Literal("embedding")]),
+  kind: Type.Union([Type.Literal("chat"), Type.Literal("embedding"), Type.Literal("rerank")]),
   aliases: Type.Optional(Type.Array(Type.String())),
   file: Type.String({ minLength: 1 }),
   url: Type.String({ pattern: "^https://" }),
@@ -19,6 +19,17 @@ const ManifestEntry = Type.Object({
   sha256: Type.Union([Type.String({ pattern: "^[0-9a-f]{64}$" }), Type.Null()]),
   /** Tokens per text the model was trained to read (sentence-transformers' max_seq_length), when below its context. */
   maxTokens: Type.Optional(Type.Integer({ minimum: 2 })),
+  /**
+   * Texts put before an input, by name (sentence-transformers' `prompts`, TEI's `prompt_name`), e.g.
+   * multilingual-e5's {"query": "query: ", "passage": "passage: "}. Clients name one; they never paste it.
+   */
+  prompts: Type.Optional(Type.Record(Type.String({ minLength: 1 }), Type.String())),
+  /** Which prompt each Cohere/Voyage `input_type` means for this model; an input_type not listed adds nothing. */
+  inputTypes: Type.Optional(Type.Partial(Type.Object({
+    search_query: Type.String(), search_document: Type.String(), classification: Type.String(), clustering: Type.String(),
+  }))),
+  /** The prompt used when a request names none (sentence-transformers' `default_prompt_name`); none: no prefix. */
+  defaultPrompt: Type.Optional(Type.String()),
   license: Type.Optional(Type.String()),
   notes: Type.Optional(Type.String()),
 });
