@@ -25,6 +25,8 @@ export interface Reranker {
   readonly loadMs: number;
   /** Tokens one query + document pair may have (query, document and the separators). */
   readonly maxTokensPerPair?: number;
+  /** Special tokens the engine adds around a pair (e.g. 4 for <s> q </s></s> d </s>); unknown: counted from the tokenizer. */
+  readonly pairOverheadTokens?: number;
   rerank(query: string, documents: readonly string[]): Promise<Reranking[]>;
   describe(): Record<string, unknown>;
   dispose(): Promise<void>;
@@ -84,6 +86,7 @@ export type ServedModel = { [K in ModelKind]: ServedModelOf<K> }[ModelKind];
 export type ModelIdentity = Omit<ServedModelOf<ModelKind>, "kind" | "isDefault" | "memory" | "engine">;
 
 export const KIND_LABEL: Record<ModelKind, string> = { chat: "chat", embedding: "embedding", rerank: "rerank" };
+const withArticle = (kind: ModelKind) => `${kind === "embedding" ? "an" : "a"} ${KIND_LABEL[kind]}`;
 
 export class ModelRegistry {
   private readonly models: readonly ServedModel[];
@@ -160,7 +163,7 @@ export class ModelRegistry {
     }
     if (found.kind !== kind) {
       throw new EngineError("model_not_found",
-        `${q}${requested}${q} is a ${KIND_LABEL[found.kind]} model, not a ${KIND_LABEL[kind]} model; ${KIND_LABEL[kind]} models: ${this.describeServed(kind, q)}.`, status, "model");
+        `${q}${requested}${q} is ${withArticle(found.kind)} model, not ${withArticle(kind)} model; ${KIND_LABEL[kind]} models: ${this.describeServed(kind, q)}.`, status, "model");
     }
     return found as ServedModelOf<K>;
   }

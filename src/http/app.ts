@@ -4,6 +4,7 @@ import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import type { Logger } from "pino";
+import { EnvSchema } from "../config.js";
 import type { ServiceState } from "../service.js";
 import { DEFAULT_ACCESS, installAccess, type AccessOptions } from "./access.js";
 import { installErrorHandling } from "./errors.js";
@@ -16,10 +17,13 @@ import { statusRoutes } from "./routes/status.js";
 import { ollamaRoutes } from "./routes/ollama.js";
 import { tokenizeRoutes } from "./routes/tokenize.js";
 import { completionsRoutes } from "./routes/completions.js";
+import { rerankRoutes } from "./routes/rerank.js";
 
 export type AppOptions = {
   state: ServiceState;
   bodyLimitBytes: number;
+  /** Documents one rerank request may hold (RERANK_MAX_DOCUMENTS). */
+  rerankMaxDocuments?: number;
   logger: Logger | false;
   /** API keys, CORS origins, /metrics access (default: no key, the seed's CORS origin). */
   access?: AccessOptions;
@@ -32,7 +36,7 @@ export function requestIdFor(header: string | string[] | undefined): string {
   return typeof header === "string" && REQUEST_ID.test(header) ? header : randomUUID();
 }
 
-export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT_ACCESS }: AppOptions): Promise<FastifyInstance> {
+export async function buildApp({ state, bodyLimitBytes, rerankMaxDocuments = EnvSchema.properties.RERANK_MAX_DOCUMENTS.default as number, logger, access = DEFAULT_ACCESS }: AppOptions): Promise<FastifyInstance> {
   const app = Fastify({
     ...(logger === false ? { logger: false } : { loggerInstance: logger as FastifyBaseLogger }),
     bodyLimit: bodyLimitBytes,
@@ -94,5 +98,6 @@ export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT
   await app.register(ollamaRoutes, { state });
   await app.register(tokenizeRoutes, { state });
   await app.register(completionsRoutes, { state });
+  await app.register(rerankRoutes, { state, maxDocuments: rerankMaxDocuments });
   return app;
 }
