@@ -1,9 +1,11 @@
-// The embedding model: tokenization, truncation, a shared batch queue that merges concurrent requests,
+// One embedding model: tokenization, truncation, a shared batch queue that merges concurrent requests,
 // pooling through the batched native embedder (or node-llama-cpp's embedding context as fallback),
-// and L2 normalisation as sentence-transformers returns it for all-MiniLM-L6-v2.
+// and L2 normalisation as sentence-transformers returns it (all-MiniLM-L6-v2, multilingual-e5). Each
+// instance owns its model, so several embedding models can be served at once, each with the pooling,
+// normalisation and token limit of its own manifest entry.
 import type { Llama, LlamaEmbeddingContext, LlamaModel } from "node-llama-cpp";
 import { EngineError, invalidRequest } from "./errors.js";
-import { NativeBatchEmbedder } from "./native/batchEmbedder.js";
+import { NativeBatchEmbedder, type NativePooling } from "./native/batchEmbedder.js";
 
 /** What the engine needs from an embedding implementation: tokens in, pooled vectors out. */
 interface PoolingBackend {
@@ -32,6 +34,10 @@ export type EmbedEngineOptions = {
   truncate: boolean;
   /** Most texts one call may embed. */
   maxTexts: number;
+  /** Pooling instead of the GGUF's own `pooling_type` (manifest `pooling`); native path only. */
+  pooling?: Exclude<NativePooling, "rank">;
+  /** L2-normalise the vectors (default true, as sentence-transformers' Normalize layer). */
+  normalize?: boolean;
   preferNative: boolean;
   onFallback?: (reason: string) => void;
 };
@@ -71,10 +77,20 @@ export class EmbedEngine {
         maxSequences: options.batchSequences,
         batchTokens: options.batchTokens,
         ...(options.maxTokens === undefined ? {} : { maxTokensPerText: options.maxTokens }),
+        ...(options.pooling === undefined ? {} : { pooling: options.pooling }),
         gpuLayers: typeof options.gpuLayers === "number" ? options.gpuLayers : undefined,
       });
-      if ("embedder" in native) backend = nativeBackend(native.embedder);
-      else options.onFallback?.(native.unavailable);
+      if ("embedder" in native) {
+        if (native.embedder.poolingType === "rank") {
+          await native.embedder.dispose();
+          throw new Error(`${options.modelName} is a reranker (rank pooling), not an embedding model`);
+        }
+        backend = nativeBackend(native.embedder);
+      } else options.onFallback?.(native.unavailable);
+    }
+    if (backend === undefined && options.pooling !== undefined) {
+      // node-llama-cpp's embedding context always uses the GGUF's pooling: say so rather than pool differently.
+      options.onFallback?.(`pooling "${options.pooling}" needs the native embedder; the fallback uses the model's own pooling`);
     }
     backend ??= await LlamaCppBackend.load(llama, options);
     return new EmbedEngine(backend, options, performance.now() - started);
@@ -92,6 +108,7 @@ export class EmbedEngine {
       maxTokensPerText: this.maxTokens,
       batchSequences: this.backend.maxSequences,
       batchTokens: this.backend.batchTokens,
+      normalize: this.options.normalize !== false,
       loadMs: Math.round(this.loadMs),
     };
   }
@@ -135,7 +152,8 @@ export class EmbedEngine {
       return truncateKeepingLast(tokens, this.maxTokens);
     });
     const vectors = await Promise.all(tokenLists.map((tokens) => this.enqueue(tokens)));
-    return { embeddings: vectors.map(normalize), dim: this.backend.dimension, promptTokens, truncated };
+    const finish = this.options.normalize === false ? (v: Float32Array) => Array.from(v) : normalize;
+    return { embeddings: vectors.map(finish), dim: this.backend.dimension, promptTokens, truncated };
   }
 
   private enqueue(tokens: Uint32Array): Promise<Float32Array> {

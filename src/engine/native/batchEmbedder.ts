@@ -36,6 +36,20 @@ export interface NativeBatchEmbedderOptions {
   gpuLayers?: number;
   /** Flash attention on/off; default: llama.cpp's "auto". */
   flashAttention?: boolean;
+  /** Pooling to use instead of the model's own (GGUF `pooling_type`); "rank" needs a classification head. */
+  pooling?: NativePooling;
+}
+
+export type NativePooling = "none" | "mean" | "cls" | "last" | "rank";
+
+/** The special tokens and flags a rerank pair is built from (llama-server's format_prompt_rerank); -1 = none. */
+export interface NativeSpecialTokens {
+  bos: number;
+  eos: number;
+  sep: number;
+  addBos: boolean;
+  addEos: boolean;
+  addSep: boolean;
 }
 
 /** What the native `load()` resolves with. */
@@ -48,6 +62,11 @@ interface NativeLoadInfo {
   contextTokens: number;
   maxTokensPerText: number;
   hasMemory: boolean;
+  special: NativeSpecialTokens;
+  /** general.architecture of the GGUF ("bert", "qwen3", …). */
+  architecture: string;
+  /** The GGUF's `tokenizer.chat_template.rerank` ({query}/{document} placeholders), e.g. Qwen3-Reranker's. */
+  rerankTemplate: string | null;
 }
 
 /** Where the time of the last `embed` call went, from the addon's own timers (milliseconds). */
@@ -69,7 +88,7 @@ export interface NativeEmbedStats {
 interface NativeHandle {
   lastStats(): NativeEmbedStats;
   load(): Promise<NativeLoadInfo>;
-  tokenize(text: string): Uint32Array;
+  tokenize(text: string, addSpecial?: boolean, parseSpecial?: boolean): Uint32Array;
   embed(tokens: Uint32Array, lengths: Uint32Array): Promise<Float32Array>;
   dispose(): Promise<void>;
 }
@@ -77,7 +96,10 @@ interface NativeHandle {
 interface NativeModule {
   BatchEmbedder: new (
     modelPath: string,
-    options: { threads: number; maxSequences: number; batchTokens: number; maxTokensPerText?: number; gpuLayers: number; flashAttention?: boolean },
+    options: {
+      threads: number; maxSequences: number; batchTokens: number; maxTokensPerText?: number; gpuLayers: number;
+      flashAttention?: boolean; pooling?: NativePooling;
+    },
   ) => NativeHandle;
   systemInfo(): { backendDevices: number; llamaLibraryDir: string; llamaSystemInfo: string };
 }
@@ -136,8 +158,12 @@ export class NativeBatchEmbedder {
   readonly contextTokens: number;
   /** Most tokens one text may have: the requested limit capped at trainContextSize; independent of batchTokens. */
   readonly maxTokensPerText: number;
-  /** The context's pooling type as llama.cpp reports it ("mean", "cls", "last", "none"). */
+  /** The context's pooling type as llama.cpp reports it ("mean", "cls", "last", "rank", "none"). */
   readonly poolingType: string;
+  /** With rank pooling `dimension` is the head's output count and element 0 of each vector is the score. */
+  readonly special: NativeSpecialTokens;
+  readonly architecture: string;
+  readonly rerankTemplate: string | null;
   readonly addonFile: string;
 
   #handle: NativeHandle;
@@ -153,6 +179,9 @@ export class NativeBatchEmbedder {
     this.contextTokens = info.contextTokens;
     this.maxTokensPerText = info.maxTokensPerText;
     this.poolingType = info.poolingType;
+    this.special = info.special;
+    this.architecture = info.architecture;
+    this.rerankTemplate = info.rerankTemplate;
     this.addonFile = addonFile;
   }
 
@@ -187,6 +216,7 @@ export class NativeBatchEmbedder {
         ...(opts.maxTokensPerText === undefined ? {} : { maxTokensPerText: opts.maxTokensPerText }),
         gpuLayers: opts.gpuLayers ?? 0,
         ...(opts.flashAttention === undefined ? {} : { flashAttention: opts.flashAttention }),
+        ...(opts.pooling === undefined ? {} : { pooling: opts.pooling }),
       });
       // Without pooling (poolingType "none") the addon returns each text's last-token embedding, like node-llama-cpp.
       const info = await handle.load();
@@ -196,17 +226,20 @@ export class NativeBatchEmbedder {
     }
   }
 
-  /** Tokens for an embedding input, with special tokens added ([CLS] … [SEP]) exactly as llama-server does. */
-  tokenize(text: string): Uint32Array {
+  /**
+   * Tokens for an embedding input, with special tokens added ([CLS] … [SEP]) and parsed exactly as llama-server
+   * does for embeddings. `{ addSpecial: false, parseSpecial: false }` gives the bare pieces of a rerank pair.
+   */
+  tokenize(text: string, flags: { addSpecial?: boolean; parseSpecial?: boolean } = {}): Uint32Array {
     if (this.#disposed) throw new Error("NativeBatchEmbedder is disposed");
-    return this.#handle.tokenize(text);
+    return this.#handle.tokenize(text, flags.addSpecial ?? true, flags.parseSpecial ?? true);
   }
 
   /**
    * Pooled (not normalised) embedding of each token list, in input order. Texts are packed into as few
    * llama_decode calls as possible (<= maxSequences texts and <= batchTokens tokens per decode, a longer
    * text alone); the
-   * work runs on a libuv worker thread. An empty array resolves to []. Rejects with an Error (the whole
+   * work runs on the embedder's own compute thread. An empty array resolves to []. Rejects with an Error (the whole
    * call) for an empty token list, a token list longer than `maxTokensPerText` or a token id outside the
    * vocabulary.
    */

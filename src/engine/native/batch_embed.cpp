@@ -7,14 +7,21 @@
 // with llama_get_embeddings_seq (the same approach llama-server uses for /embeddings).
 //
 // JS surface (wrapped by batchEmbedder.ts, which is the only intended caller):
-//   new BatchEmbedder(modelPath: string, { threads, maxSequences, batchTokens, maxTokensPerText?, gpuLayers, flashAttention? })
-//   load(): Promise<{ dimension, trainContextSize, poolingType, maxSequences, batchTokens, contextTokens, maxTokensPerText }>
+//   new BatchEmbedder(modelPath: string, { threads, maxSequences, batchTokens, maxTokensPerText?, gpuLayers, flashAttention?, pooling? })
+//   load(): Promise<{ dimension, trainContextSize, poolingType, maxSequences, batchTokens, contextTokens, maxTokensPerText,
+//                     hasMemory, special: { bos, eos, sep, addBos, addEos, addSep }, architecture, rerankTemplate }>
+//
+// Rank pooling (rerankers: a classification head over [CLS], or qwen3's last token) works the same way: each
+// query+document pair is one sequence, many pairs share one llama_decode, and each sequence's pooled
+// output is its n_cls_out scores (dimension = n_cls_out; score = element 0, as llama-server reads it).
 //   lastStats(): { texts, tokens, decodes, packMs, decodeMs, readMs, returnMs }   (the last embed call's phases)
 //
 // batchTokens is how many tokens one decode packs; it never limits a text: the context holds the longest
 // text the model reads (maxTokensPerText, default its trained context) and a longer text than
 // batchTokens is decoded alone. So no batch setting can cut a text shorter or change its vector.
-//   tokenize(text: string): Uint32Array            (add_special = true, parse_special = true)
+//   tokenize(text: string, addSpecial = true, parseSpecial = true): Uint32Array
+//                                                  (embeddings: true/true; rerank pairs are assembled in JS from
+//                                                   false/false pieces, as llama-server's format_prompt_rerank does)
 //   embed(tokens: Uint32Array, lengths: Uint32Array): Promise<Float32Array>   (flat, lengths.length * dimension)
 //   dispose(): Promise<void>
 //
@@ -126,6 +133,7 @@ struct EmbedderCore {
     int32_t requestedTextTokens = 0;  // 0: the model's trained context
     int32_t gpuLayers = 0;
     enum llama_flash_attn_type flashAttention = LLAMA_FLASH_ATTN_TYPE_AUTO;
+    enum llama_pooling_type requestedPooling = LLAMA_POOLING_TYPE_UNSPECIFIED;  // unspecified: the model's own
 
     // runtime
     llama_model* model = nullptr;
@@ -174,6 +182,16 @@ const char* poolingName(enum llama_pooling_type type) {
     }
 }
 
+bool poolingFromName(const std::string& name, enum llama_pooling_type& out) {
+    if (name == "none") out = LLAMA_POOLING_TYPE_NONE;
+    else if (name == "mean") out = LLAMA_POOLING_TYPE_MEAN;
+    else if (name == "cls") out = LLAMA_POOLING_TYPE_CLS;
+    else if (name == "last") out = LLAMA_POOLING_TYPE_LAST;
+    else if (name == "rank") out = LLAMA_POOLING_TYPE_RANK;
+    else return false;
+    return true;
+}
+
 using bora::ensureBackendsLoaded;
 
 class LoadWorker;
@@ -208,6 +226,13 @@ class BatchEmbedder : public Napi::ObjectWrap<BatchEmbedder> {
         }
         const auto gpu = options.Get("gpuLayers");
         if (gpu.IsNumber()) core.gpuLayers = gpu.As<Napi::Number>().Int32Value();
+        const auto pooling = options.Get("pooling");
+        if (pooling.IsString()) {
+            const std::string name = pooling.As<Napi::String>().Utf8Value();
+            if (!poolingFromName(name, core.requestedPooling)) {
+                throw Napi::RangeError::New(env, "option pooling must be one of none, mean, cls, last, rank");
+            }
+        }
         const auto flash = options.Get("flashAttention");
         if (flash.IsBoolean()) {
             core.flashAttention = flash.As<Napi::Boolean>().Value() ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
@@ -265,20 +290,22 @@ class BatchEmbedder : public Napi::ObjectWrap<BatchEmbedder> {
         Napi::Env env = info.Env();
         if (disposed) throw Napi::Error::New(env, "BatchEmbedder is disposed");
         if (!loaded) throw Napi::Error::New(env, "BatchEmbedder is not loaded");
-        if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "tokenize(text: string) expected");
+        if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "tokenize(text: string, addSpecial?, parseSpecial?) expected");
         const std::string text = info[0].As<Napi::String>().Utf8Value();
+        const bool addSpecial = info.Length() < 2 || !info[1].IsBoolean() || info[1].As<Napi::Boolean>().Value();
+        const bool parseSpecial = info.Length() < 3 || !info[2].IsBoolean() || info[2].As<Napi::Boolean>().Value();
         if (text.size() > static_cast<size_t>(INT32_MAX)) throw Napi::RangeError::New(env, "text is too long to tokenize");
 
-        // Same as llama-server for embeddings: add_special = true ([CLS] ... [SEP] for WordPiece),
+        // Defaults as llama-server for embeddings: add_special = true ([CLS] ... [SEP] for WordPiece),
         // parse_special = true. The vocabulary is read-only, so this is safe while a decode runs.
         std::vector<llama_token> tokens(text.size() + 8);
         int32_t n = llama_tokenize(core.vocab, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
-                                   static_cast<int32_t>(tokens.size()), true, true);
+                                   static_cast<int32_t>(tokens.size()), addSpecial, parseSpecial);
         if (n == INT32_MIN) throw Napi::RangeError::New(env, "tokenization result is too large");
         if (n < 0) {
             tokens.resize(static_cast<size_t>(-n));
             n = llama_tokenize(core.vocab, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
-                               static_cast<int32_t>(tokens.size()), true, true);
+                               static_cast<int32_t>(tokens.size()), addSpecial, parseSpecial);
             if (n < 0) throw Napi::Error::New(env, "llama_tokenize failed");
         }
         auto result = Napi::Uint32Array::New(env, static_cast<size_t>(n));
@@ -325,6 +352,20 @@ class LoadWorker : public Napi::AsyncWorker {
         result.Set("contextTokens", Napi::Number::New(env, core.contextTokens));
         result.Set("maxTokensPerText", Napi::Number::New(env, core.maxTokensPerText));
         result.Set("hasMemory", Napi::Boolean::New(env, core.hasMemory));
+        // What a rerank pair is built from (llama-server's format_prompt_rerank); -1 = the vocabulary has none.
+        auto special = Napi::Object::New(env);
+        special.Set("bos", Napi::Number::New(env, llama_vocab_bos(core.vocab)));
+        special.Set("eos", Napi::Number::New(env, llama_vocab_eos(core.vocab)));
+        special.Set("sep", Napi::Number::New(env, llama_vocab_sep(core.vocab)));
+        special.Set("addBos", Napi::Boolean::New(env, llama_vocab_get_add_bos(core.vocab)));
+        special.Set("addEos", Napi::Boolean::New(env, llama_vocab_get_add_eos(core.vocab)));
+        special.Set("addSep", Napi::Boolean::New(env, llama_vocab_get_add_sep(core.vocab)));
+        result.Set("special", special);
+        char arch[64] = {0};
+        const int32_t archLength = llama_model_meta_val_str(core.model, "general.architecture", arch, sizeof(arch));
+        result.Set("architecture", Napi::String::New(env, archLength > 0 ? arch : ""));
+        const char* rerankTemplate = llama_model_chat_template(core.model, "rerank");
+        result.Set("rerankTemplate", rerankTemplate == nullptr ? env.Null() : Napi::String::New(env, rerankTemplate));
         deferred.Resolve(result);
     }
 
@@ -366,7 +407,7 @@ class LoadWorker : public Napi::AsyncWorker {
 
         auto ctxParams = llama_context_default_params();
         ctxParams.embeddings = true;
-        ctxParams.pooling_type = LLAMA_POOLING_TYPE_UNSPECIFIED;  // use the model's pooling type
+        ctxParams.pooling_type = core.requestedPooling;  // unspecified: the model's own pooling type
         // Non-causal (BERT-like) models must see each whole sequence inside one ubatch, and llama.cpp
         // encodes such batches in a single shot, so n_ctx = n_batch = n_ubatch.
         ctxParams.n_ctx = static_cast<uint32_t>(budget);
@@ -388,13 +429,17 @@ class LoadWorker : public Napi::AsyncWorker {
         core.threadpool.attach(core.ctx, core.threads, 0);
 
         core.pooling = llama_pooling_type(core.ctx);
-        if (core.pooling == LLAMA_POOLING_TYPE_RANK) return fail("reranking models (pooling type rank) are not supported");
 
         core.vocab = llama_model_get_vocab(core.model);
         core.nVocab = llama_vocab_n_tokens(core.vocab);
         core.hasMemory = llama_get_memory(core.ctx) != nullptr;
-        core.dimension = llama_model_n_embd_out(core.model);
-        if (core.dimension <= 0) core.dimension = llama_model_n_embd(core.model);
+        if (core.pooling == LLAMA_POOLING_TYPE_RANK) {
+            // a reranker's pooled output is its classification head: n_cls_out scores per sequence
+            core.dimension = static_cast<int32_t>(llama_model_n_cls_out(core.model));
+        } else {
+            core.dimension = llama_model_n_embd_out(core.model);
+            if (core.dimension <= 0) core.dimension = llama_model_n_embd(core.model);
+        }
         core.trainContextSize = llama_model_n_ctx_train(core.model);
 
         const auto nBatch = static_cast<int32_t>(std::min(llama_n_batch(core.ctx), llama_n_ubatch(core.ctx)));
