@@ -6,6 +6,7 @@ import { ChatEngine } from "./engine/chat.js";
 import { EmbedEngine } from "./engine/embed.js";
 import { ModelFileError, resolveModelFile } from "./engine/modelFiles.js";
 import { checkPrompts, promptsOf } from "./engine/prompts.js";
+import { RerankEngine } from "./engine/rerank.js";
 import { ModelRegistry, readIdentity, type EngineOf, type ModelIdentity, type ModelKind, type ServedModel } from "./engine/registry.js";
 import { loadRuntime, type Runtime } from "./engine/runtime.js";
 import type { Engines } from "./service.js";
@@ -56,8 +57,22 @@ const loaders: { [K in ModelKind]: EngineLoader<K> } = {
     log.info({ ...embed.describe(), file: model.path }, "embedding model loaded");
     return embed;
   },
-  rerank: async (_runtime, model) => {
-    throw new ModelFileError(`RERANK_MODELS: ${model.name} cannot be served: this build has no rerank engine.`);
+  rerank: async (runtime, model, config, log) => {
+    const rerank = await RerankEngine.load({
+      modelPath: model.path,
+      modelName: model.name,
+      aliases: model.aliases,
+      threads: runtime.cpu.threads,
+      batchTokens: config.embedBatchTokens,
+      batchSequences: config.embedBatchSequences,
+      gpuLayers: typeof config.gpuLayers === "number" ? config.gpuLayers : undefined,
+      maxTokens: model.entryMaxTokens,
+      maxDocuments: config.rerankMaxDocuments,
+      // Each API says whether a long document is cut (the routes pass it per request); refusing is the safe default.
+      truncate: false,
+    });
+    log.info({ ...rerank.describe(), file: model.path }, "rerank model loaded");
+    return rerank;
   },
 };
 

@@ -28,7 +28,7 @@ async function main(): Promise<void> {
   const log = createLogger(config);
   const state = new ServiceState();
   const app = await buildApp({
-    state, bodyLimitBytes: config.bodyLimitBytes, rerankMaxDocuments: config.rerankMaxDocuments, logger: log,
+    state, bodyLimitBytes: config.bodyLimitBytes, logger: log,
     access: accessFrom(config),
   });
   if (config.apiKeys.length === 0) log.warn("LLM_API_KEY is not set: the APIs need no key (set it wherever the port is reachable by others)");

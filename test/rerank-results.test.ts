@@ -1,8 +1,9 @@
-// The rerank routes' pure parts: logit -> probability, best-first order, top_n, and the limits checked
-// before the model runs (no model needed: these are arithmetic on the engine's raw output).
+// The rerank routes' pure parts: logit -> probability, best-first order, top_n (no model needed: these
+// are arithmetic on the engine's raw output).
 import fc from "fast-check";
 import t from "tap";
-import { checkRerankLimits, rankResults, sigmoid } from "../src/http/rerankResults.js";
+import { rankResults, sigmoid } from "../src/http/rerankResults.js";
+import { toProbability } from "../src/engine/rerank.js";
 
 t.test("sigmoid: 0 -> 0.5, symmetric, finite at the extremes", async (t) => {
   t.equal(sigmoid(0), 0.5);
@@ -10,6 +11,7 @@ t.test("sigmoid: 0 -> 0.5, symmetric, finite at the extremes", async (t) => {
   t.equal(sigmoid(1000), 1);
   t.equal(sigmoid(-1000), 0);
   t.ok(Math.abs(sigmoid(1) - 0.7310585786300049) < 1e-15);
+  for (const x of [-30, -2.5, 0, 0.1, 7]) t.ok(Math.abs(sigmoid(x) - toProbability(x)) < 1e-15, `the engine's toProbability agrees at ${x}`);
 });
 
 t.test("rankResults: best first, ties in request order, top_n, raw or probability", async (t) => {
@@ -20,6 +22,8 @@ t.test("rankResults: best first, ties in request order, top_n, raw or probabilit
   t.same(rankResults(raw, { raw: true }).map((r) => r.score), [3, 3, 0, -1]);
   t.same(rankResults(raw).map((r) => r.score), [sigmoid(3), sigmoid(3), 0.5, sigmoid(-1)]);
   t.same(rankResults(raw).map((r) => r.raw), [3, 3, 0, -1]);
+  const probabilities = [{ index: 0, score: 0.2, tokens: 1 }, { index: 1, score: 0.9, tokens: 1 }];
+  t.same(rankResults(probabilities, { scoreKind: "probability" }).map((r) => [r.index, r.score]), [[1, 0.9], [0, 0.2]], "a qwen3 head's probabilities are kept");
 });
 
 t.test("rankResults (property): a permutation of the input, sorted by raw score, probabilities in 0..1", async (t) => {
@@ -31,15 +35,4 @@ t.test("rankResults (property): a permutation of the input, sorted by raw score,
     return ranked.length === Math.min(topN ?? scores.length, scores.length) && all.every((r) => r.score >= 0 && r.score <= 1 && r.raw === scores[r.index]);
   }));
   t.pass();
-});
-
-t.test("checkRerankLimits: documents per request, tokens per pair, Cohere's max_tokens_per_doc", async (t) => {
-  const limits = { maxDocuments: 3, maxTokensPerPair: 20 };
-  t.equal(checkRerankLimits({ queryTokens: 5, documentTokens: [10, 11], pairOverhead: 4 }, limits, "documents"), null, "5 + 11 + 4 = 20 fits");
-  t.match(checkRerankLimits({ queryTokens: 5, documentTokens: [10, 12], pairOverhead: 4 }, limits, "documents"),
-    { kind: "pair_too_long", field: "documents[1]", message: /21 tokens.*at most 20/ });
-  t.match(checkRerankLimits({ queryTokens: 1, documentTokens: [1, 1, 1, 1], pairOverhead: 4 }, limits, "texts"),
-    { kind: "too_many_documents", field: "texts", message: /4 documents.*at most 3/ });
-  t.match(checkRerankLimits({ queryTokens: 1, documentTokens: [3, 9], pairOverhead: 4 }, { ...limits, maxTokensPerDocument: 8 }, "documents"),
-    { kind: "document_too_long", field: "documents[1]" });
 });

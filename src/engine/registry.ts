@@ -10,30 +10,12 @@ import type { ChatEngine } from "./chat.js";
 import type { EmbedEngine } from "./embed.js";
 import { EngineError } from "./errors.js";
 import { normaliseModelName, type ResolvedModelFile } from "./modelFiles.js";
+import type { RerankEngine } from "./rerank.js";
 import type { ModelPrompts } from "./prompts.js";
 import { ModelTokenizer } from "./tokenizer.js";
 
-/** One reranked document: its index in the request, the model's raw score (a logit), tokens read. */
-export type Reranking = { index: number; score: number; tokens: number };
-
-/**
- * The slot for cross-encoders (src/engine/rerank.ts implements it): the query and each document are
- * scored together; `score` is the rank head's raw output, as llama-server's /rerank returns it.
- */
-export interface Reranker {
-  readonly modelName: string;
-  readonly loadMs: number;
-  /** Tokens one query + document pair may have (query, document and the separators). */
-  readonly maxTokensPerPair?: number;
-  /** Special tokens the engine adds around a pair (e.g. 4 for <s> q </s></s> d </s>); unknown: counted from the tokenizer. */
-  readonly pairOverheadTokens?: number;
-  rerank(query: string, documents: readonly string[]): Promise<Reranking[]>;
-  describe(): Record<string, unknown>;
-  dispose(): Promise<void>;
-}
-
 /** The engine behind each kind of model. */
-export type EngineOf = { chat: ChatEngine; embedding: EmbedEngine; rerank: Reranker };
+export type EngineOf = { chat: ChatEngine; embedding: EmbedEngine; rerank: RerankEngine };
 export type ModelKind = keyof EngineOf;
 export const MODEL_KINDS: readonly ModelKind[] = ["chat", "embedding", "rerank"];
 

@@ -4,7 +4,6 @@ import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import type { Logger } from "pino";
-import { EnvSchema } from "../config.js";
 import type { ServiceState } from "../service.js";
 import { DEFAULT_ACCESS, installAccess, type AccessOptions } from "./access.js";
 import { installErrorHandling } from "./errors.js";
@@ -22,8 +21,6 @@ import { rerankRoutes } from "./routes/rerank.js";
 export type AppOptions = {
   state: ServiceState;
   bodyLimitBytes: number;
-  /** Documents one rerank request may hold (RERANK_MAX_DOCUMENTS). */
-  rerankMaxDocuments?: number;
   logger: Logger | false;
   /** API keys, CORS origins, /metrics access (default: no key, the seed's CORS origin). */
   access?: AccessOptions;
@@ -36,7 +33,7 @@ export function requestIdFor(header: string | string[] | undefined): string {
   return typeof header === "string" && REQUEST_ID.test(header) ? header : randomUUID();
 }
 
-export async function buildApp({ state, bodyLimitBytes, rerankMaxDocuments = EnvSchema.properties.RERANK_MAX_DOCUMENTS.default as number, logger, access = DEFAULT_ACCESS }: AppOptions): Promise<FastifyInstance> {
+export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT_ACCESS }: AppOptions): Promise<FastifyInstance> {
   const app = Fastify({
     ...(logger === false ? { logger: false } : { loggerInstance: logger as FastifyBaseLogger }),
     bodyLimit: bodyLimitBytes,
@@ -98,6 +95,6 @@ export async function buildApp({ state, bodyLimitBytes, rerankMaxDocuments = Env
   await app.register(ollamaRoutes, { state });
   await app.register(tokenizeRoutes, { state });
   await app.register(completionsRoutes, { state });
-  await app.register(rerankRoutes, { state, maxDocuments: rerankMaxDocuments });
+  await app.register(rerankRoutes, { state });
   return app;
 }

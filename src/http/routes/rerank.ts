@@ -1,7 +1,8 @@
 // Reranking: POST /v1/rerank, /rerank and /v2/rerank in the shape llama-server, Jina and Cohere share
 // (relevance_score is a probability; raw_scores: true gives llama-server's raw logit), TEI's shape on
 // /rerank when the body has `texts` (bare array, TEI's errors), and the seed API's /api/llm/rerank.
-// Handlers resolve the model, check the limits, call the reranker and format; rerankResults.ts holds the logic.
+// Handlers resolve the model, call the reranker (which checks the limits) and format; rerankResults.ts
+// turns the head's output into each API's score.
 import { randomUUID } from "node:crypto";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { FastifyReply } from "fastify";
@@ -9,7 +10,7 @@ import { EngineError, invalidRequest } from "../../engine/errors.js";
 import type { ServedModelOf } from "../../engine/registry.js";
 import type { ServiceState } from "../../service.js";
 import { toErrorPayload } from "../errors.js";
-import { checkRerankLimits, rankResults, type RankedResult } from "../rerankResults.js";
+import { rankResults, type RankedResult } from "../rerankResults.js";
 import { ErrorBodySchema } from "../schemas/common.js";
 import { OpenAIErrorSchema } from "../schemas/openai.js";
 import {
@@ -19,26 +20,11 @@ import {
 
 type Reranker = ServedModelOf<"rerank">;
 
-/** Raised for a broken limit; `tei` is the status TEI gives it (413 for sizes), the others answer 400. */
-class RerankLimitError extends EngineError {
-  constructor(message: string, field: string, readonly tei: number) {
-    super("invalid_request", message, 400, field);
-  }
-}
-
-export const rerankRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState; maxDocuments: number }> = async (app, { state, maxDocuments }) => {
-  /** Scores `documents` against `query` after checking the request's limits: raw results in request order. */
-  const score = async (served: Reranker, query: string, documents: readonly string[], field: string, maxTokensPerDocument?: number) => {
-    const count = (text: string) => served.tokenizer.tokenize(text, { addSpecial: false, parseSpecial: false }).length;
-    // The special tokens around the two texts: the engine's count, else twice the encoder's own around one text.
-    const pairOverhead = served.engine.pairOverheadTokens ?? 2 * served.tokenizer.tokenize("", { addSpecial: true, parseSpecial: false }).length;
-    const problem = checkRerankLimits(
-      { queryTokens: count(query), documentTokens: documents.length > maxDocuments ? new Array<number>(documents.length).fill(0) : documents.map(count), pairOverhead },
-      { maxDocuments, maxTokensPerPair: served.engine.maxTokensPerPair ?? served.details.contextLength ?? Infinity, maxTokensPerDocument },
-      field,
-    );
-    if (problem !== null) throw new RerankLimitError(problem.message, problem.field, 413);
-    return served.engine.rerank(query, documents);
+export const rerankRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = async (app, { state }) => {
+  /** The engine's scores (request order) and how to read them; limits are checked by the engine (400 naming the field). */
+  const score = async (served: Reranker, query: string, documents: readonly string[], options: { field: string; truncate: boolean }) => {
+    const raw = await served.engine.rerank(query, documents, { field: options.field, truncate: options.truncate });
+    return { raw, scoreKind: served.engine.scoreKind, tokens: raw.reduce((sum, r) => sum + r.tokens, 0), truncated: raw.filter((r) => r.truncated).length };
   };
 
   const resolve = (requested: string | undefined, status: number) => state.engines().models.resolve("rerank", requested, { status });
@@ -51,13 +37,13 @@ export const rerankRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState; maxD
     }
     const served = resolve(body.model, 404);
     const texts = body.documents.map((d) => typeof d === "string" ? d : d.text);
-    const raw = await score(served, body.query, texts, "documents", body.max_tokens_per_doc);
-    const tokens = raw.reduce((sum, r) => sum + r.tokens, 0);
+    // As Cohere: a long document is cut to fit the model's pair (truncate: false refuses it instead).
+    const { raw, scoreKind, tokens } = await score(served, body.query, texts, { field: "documents", truncate: body.truncate ?? true });
     return {
       id: randomUUID(),
       object: "list",
       model: served.name,
-      results: rankResults(raw, { topN: body.top_n, raw: body.raw_scores }).map((r: RankedResult) => ({
+      results: rankResults(raw, { topN: body.top_n, raw: body.raw_scores, scoreKind }).map((r: RankedResult) => ({
         index: r.index,
         relevance_score: r.score,
         ...(body.return_documents ? { document: { text: texts[r.index]! } } : {}),
@@ -71,17 +57,21 @@ export const rerankRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState; maxD
   const tei = async (body: RerankBody, reply: FastifyReply): Promise<TeiRerankResponse | FastifyReply> => {
     try {
       if (body.documents !== undefined) throw invalidRequest("give texts (TEI) or documents, not both", "texts");
-      if (body.truncate === true) throw invalidRequest("truncate: true is not supported; a text over the model's limit is refused", "truncate");
       const served = resolve(body.model, 422);
       const texts = body.texts ?? [];
-      const raw = await score(served, body.query, texts, "texts");
-      return rankResults(raw, { topN: body.top_n, raw: body.raw_scores }).map((r) => ({
+      if (texts.length > served.engine.maxDocuments) {
+        throw new TeiSizeError(`batch size ${texts.length} > maximum allowed batch size ${served.engine.maxDocuments} (RERANK_MAX_DOCUMENTS)`, "texts");
+      }
+      const { raw, scoreKind } = await score(served, body.query, texts, { field: "texts", truncate: body.truncate ?? false });
+      return rankResults(raw, { topN: body.top_n, raw: body.raw_scores, scoreKind }).map((r) => ({
         index: r.index, score: r.score, ...(body.return_text ? { text: texts[r.index]! } : {}),
       }));
     } catch (error) {
       const payload = toErrorPayload(error);
       if (payload.status >= 500 && payload.code === "internal_error") throw error; // logged by the shared handler
-      const status = error instanceof RerankLimitError ? error.tei : payload.status === 400 || payload.status === 404 ? 422 : payload.status;
+      // TEI: sizes (documents per request, tokens past the limit without truncate) are 413, other validation 422.
+      const tooLarge = error instanceof TeiSizeError || (error instanceof EngineError && error.code === "context_length_exceeded");
+      const status = tooLarge ? 413 : payload.status === 400 || payload.status === 404 ? 422 : payload.status;
       if (payload.retryAfterSeconds !== undefined) reply.header("Retry-After", String(payload.retryAfterSeconds));
       const errorType = status === 413 || status === 422 ? "Validation" : status === 503 ? "Unhealthy" : "Backend";
       return reply.code(status).type("application/json").send({ error: payload.message, error_type: errorType });
@@ -111,7 +101,8 @@ export const rerankRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState; maxD
   app.post("/api/llm/rerank", {
     schema: {
       summary: "Rank documents by relevance to a query (best first)",
-      description: "`score` is a probability (sigmoid of the cross-encoder's logit), `raw_score` the logit itself.",
+      description: "`score` is a probability (sigmoid of a cross-encoder's logit), `raw_score` the model's own output (the logit; a qwen3 reranker's probability), as llama-server returns it. " +
+        "A document too long for the model is cut to fit (`truncated` counts them), as /api/llm/embed does.",
       tags: ["seed API"],
       body: SeedRerankBodySchema,
       response: { 200: SeedRerankResponseSchema, 400: ErrorBodySchema, 503: ErrorBodySchema },
@@ -119,13 +110,21 @@ export const rerankRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState; maxD
   }, async (request): Promise<SeedRerankResponse> => {
     const body = request.body;
     const served = resolve(body.model, 400);
-    const raw = await score(served, body.query, body.documents, "documents");
+    const { raw, scoreKind, tokens, truncated } = await score(served, body.query, body.documents, { field: "documents", truncate: true });
     return {
-      results: rankResults(raw, { topN: body.top_n }).map((r) => ({
+      results: rankResults(raw, { topN: body.top_n, scoreKind }).map((r) => ({
         index: r.index, score: r.score, raw_score: r.raw, ...(body.return_documents ? { document: body.documents[r.index]! } : {}),
       })),
       model: served.name,
-      tokens: raw.reduce((sum, r) => sum + r.tokens, 0),
+      tokens,
+      truncated,
     };
   });
 };
+
+/** More documents than the reranker takes: TEI answers 413 (the other APIs get the engine's 400). */
+class TeiSizeError extends EngineError {
+  constructor(message: string, field: string) {
+    super("invalid_request", message, 413, field);
+  }
+}

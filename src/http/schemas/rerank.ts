@@ -20,17 +20,17 @@ export const RerankBodySchema = Type.Object({
   return_documents: Type.Optional(Type.Boolean({ description: "Each result carries its document as {text} (default false, as Cohere and llama-server; Jina's default is true)" })),
   raw_scores: Type.Optional(Type.Boolean({ description: "The model's raw logit instead of a probability (TEI; on the Cohere/Jina shape: llama-server's raw relevance_score)" })),
   return_text: Type.Optional(Type.Boolean({ description: "TEI: each result carries `text`" })),
-  truncate: Type.Optional(Type.Boolean({ description: "TEI: accepted; only false is supported (a pair over the model's limit is a 413)" })),
-  truncation_direction: Type.Optional(Type.Union([Type.Literal("Left"), Type.Literal("Right"), Type.Literal("left"), Type.Literal("right")], { description: "TEI: accepted and ignored (nothing is truncated)" })),
+  truncate: Type.Optional(Type.Boolean({ description: "Cut a document that does not fit the model's pair limit (the query stays whole). Default: true (as Cohere); with `texts` (TEI) false, and a pair over the limit is a 413" })),
+  truncation_direction: Type.Optional(Type.Union([Type.Literal("Right"), Type.Literal("right")], { description: "TEI: only Right (the document's end is cut)" })),
   rank_fields: Type.Optional(Type.Array(Type.String(), { description: "Cohere v1: only [\"text\"] is supported" })),
-  max_chunks_per_doc: Type.Optional(Type.Integer({ minimum: 1, description: "Cohere v1: accepted and ignored (documents are never split; a pair over the model's limit is a 400)" })),
-  max_tokens_per_doc: Type.Optional(Type.Integer({ minimum: 1, description: "Cohere v2: a document longer than this is a 400" })),
+  max_chunks_per_doc: Type.Optional(Type.Integer({ minimum: 1, description: "Cohere v1: accepted and ignored (a long document is cut to the model's pair limit, never split into chunks)" })),
+  max_tokens_per_doc: Type.Optional(Type.Integer({ minimum: 1, description: "Cohere v2: accepted and ignored (a long document is cut to the model's pair limit)" })),
 }, { $id: "RerankRequest" });
 export type RerankBody = Static<typeof RerankBodySchema>;
 
 export const RerankResultSchema = Type.Object({
   index: Type.Integer({ description: "The document's position in the request" }),
-  relevance_score: Type.Number({ description: "sigmoid of the model's logit, 0..1 (Cohere, Jina); with raw_scores: the logit (llama-server)" }),
+  relevance_score: Type.Number({ description: "A probability, 0..1 (Cohere, Jina): sigmoid of a cross-encoder's logit; with raw_scores: the model's own output, as llama-server returns it" }),
   document: Type.Optional(Type.Object({ text: Type.String() })),
 });
 
@@ -49,13 +49,13 @@ export type RerankResponse = Static<typeof RerankResponseSchema>;
 
 export const TeiRerankResponseSchema = Type.Array(Type.Object({
   index: Type.Integer(),
-  score: Type.Number({ description: "sigmoid of the model's logit, or the logit with raw_scores" }),
+  score: Type.Number({ description: "A probability (sigmoid of a cross-encoder's logit), or the model's own output with raw_scores" }),
   text: Type.Optional(Type.String()),
 }), { $id: "TeiRerankResponse", description: "TEI: best first" });
 export type TeiRerankResponse = Static<typeof TeiRerankResponseSchema>;
 
 /** TEI's error body. */
-export const TeiErrorSchema = Type.Object({ error: Type.String(), error_type: Type.String() }, { $id: "TeiError" });
+export const TeiErrorSchema = Type.Object({ error: Type.String(), error_type: Type.String() }, { $id: "TeiError", description: "TEI's error body: 413 for sizes, 422 for other validation" });
 
 export const SeedRerankBodySchema = Type.Object({
   query: Query,
@@ -69,11 +69,12 @@ export type SeedRerankBody = Static<typeof SeedRerankBodySchema>;
 export const SeedRerankResponseSchema = Type.Object({
   results: Type.Array(Type.Object({
     index: Type.Integer({ description: "The document's position in `documents`" }),
-    score: Type.Number({ description: "Relevance, 0..1 (sigmoid of the model's logit)" }),
-    raw_score: Type.Number({ description: "The model's logit, as llama-server returns it" }),
+    score: Type.Number({ description: "Relevance, 0..1 (sigmoid of a cross-encoder's logit)" }),
+    raw_score: Type.Number({ description: "The model's own output (a cross-encoder's logit), as llama-server returns it" }),
     document: Type.Optional(Type.String()),
   }), { description: "Best first" }),
   model: Type.String(),
   tokens: Type.Integer({ description: "Tokens read, every query + document pair counted" }),
+  truncated: Type.Integer({ description: "How many documents were cut to fit the model's pair limit" }),
 }, { $id: "SeedRerankResponse" });
 export type SeedRerankResponse = Static<typeof SeedRerankResponseSchema>;
