@@ -11,6 +11,16 @@
 //   test-qwen3-scripted.gguf          qwen3, 64 wide × 2 layers, F32           (~80 MB, generates SCRIPTED_OUTPUT)
 //   bench-qwen3-1.7b-shape-f16.gguf   qwen3, exact Qwen3-1.7B shape, F16       (~3.4 GB, quantized later by the bench)
 //   bench-minilm-shape-f16.gguf       bert,  exact all-MiniLM-L6-v2 shape, F16 (~45 MB)
+//   test-e5-tiny.gguf                 bert + XLM-R unigram vocab, 32 wide × 2 layers, F32, mean pooling (~34 MB)
+//   test-bge-reranker-tiny.gguf       bert + XLM-R vocab + classification head, rank pooling, F32 (~34 MB)
+//   bench-e5-small-shape-f16.gguf     exact multilingual-e5-small shape, F16 (~235 MB)
+//   bench-bge-reranker-v2-m3-shape-f16.gguf  exact bge-reranker-v2-m3 shape (xlm-roberta large + head), F16 (~1.1 GB)
+//
+// The XLM-RoBERTa models are what convert_hf_to_gguf.py writes for XLMRobertaModel /
+// XLMRobertaForSequenceClassification: architecture "bert" (llama.cpp has no separate xlm-roberta arch), the
+// SentencePiece unigram vocabulary as tokenizer model "t5" (the 250k vocab of multilingual-e5 and bge-m3, taken from
+// ggml-vocab-nomic-bert-moe.gguf and cut to the model's vocab_size), the position table without RoBERTa's 2 pad
+// offsets, and for rerankers `cls.{weight,bias}` + `cls.output.{weight,bias}` with pooling_type 4 (rank).
 //
 // Files are cached in models/.cache next to a `<file>.stamp` (generator version + hash of every parameter);
 // a matching stamp and file size skip generation without reading the model. Same inputs → byte-identical file.
@@ -148,6 +158,109 @@ export const BENCH_EMBED_SHAPE: BertShape = {
   matrixDtype: "F16",
   std: 0.02,
   seed: 0x51a7e004,
+};
+
+/**
+ * An XLM-RoBERTa encoder as llama.cpp loads it (arch "bert", unigram vocab). `rankHead` adds RoBERTa's
+ * classification head (dense + tanh + out_proj to one logit) and makes it a reranker (pooling_type 4 = rank).
+ */
+export interface XlmrShape {
+  kind: "xlmr";
+  file: string;
+  name: string;
+  nEmbd: number;
+  nLayer: number;
+  nHead: number;
+  nFf: number;
+  /** Positions after the converter drops RoBERTa's pad offset (514 → 512, 8194 → 8192). */
+  nCtx: number;
+  layerNormEps: number;
+  /** 1 = mean (multilingual-e5), 4 = rank (rerankers). */
+  poolingType: number;
+  /** config.json vocab_size: 250037 for multilingual-e5-small, 250002 for bge-m3 / bge-reranker-v2-m3. */
+  nVocab: number;
+  /** config.json type_vocab_size (2 for multilingual-e5-small, 1 for XLM-R large models). */
+  tokenTypes: number;
+  rankHead: boolean;
+  matrixDtype: TensorDtype;
+  std: number;
+  /**
+   * std-dev of the head's output projection (its dense layer has unit gain, std 1/sqrt(nEmbd)): large enough that
+   * the documents' logits spread over a few units and their order is not float noise.
+   */
+  headStd: number;
+  seed: number;
+}
+
+/** multilingual-e5-small at test scale: same vocabulary, tokenizer and layout, 32 wide × 2 layers. */
+export const TEST_XLMR_EMBED_SHAPE: XlmrShape = {
+  kind: "xlmr",
+  file: "test-e5-tiny.gguf",
+  name: "Multilingual-E5-Tiny-Test",
+  nEmbd: 32,
+  nLayer: 2,
+  nHead: 4,
+  nFf: 64,
+  nCtx: 512,
+  layerNormEps: 1e-12,
+  poolingType: 1,
+  nVocab: 250037,
+  tokenTypes: 2,
+  rankHead: false,
+  matrixDtype: "F32",
+  std: 0.1,
+  headStd: 0,
+  seed: 0x51a7e007,
+};
+
+/** bge-reranker-v2-m3 at test scale: XLM-R vocabulary, 8192 positions, a one-logit classification head. */
+export const TEST_RERANK_SHAPE: XlmrShape = {
+  kind: "xlmr",
+  file: "test-bge-reranker-tiny.gguf",
+  name: "BGE-Reranker-Tiny-Test",
+  nEmbd: 32,
+  nLayer: 2,
+  nHead: 4,
+  nFf: 64,
+  nCtx: 8192,
+  layerNormEps: 1e-5,
+  poolingType: 4,
+  nVocab: 250002,
+  tokenTypes: 1,
+  rankHead: true,
+  matrixDtype: "F32",
+  std: 0.1,
+  headStd: 2,
+  seed: 0x51a7e008,
+};
+
+/** intfloat/multilingual-e5-small: hidden 384, 12 layers, 12 heads, ffn 1536, 512 positions, vocab 250037. */
+export const BENCH_XLMR_EMBED_SHAPE: XlmrShape = {
+  ...TEST_XLMR_EMBED_SHAPE,
+  file: "bench-e5-small-shape-f16.gguf",
+  name: "Multilingual-E5-Small-shape-bench",
+  nEmbd: 384,
+  nLayer: 12,
+  nHead: 12,
+  nFf: 1536,
+  matrixDtype: "F16",
+  std: 0.02,
+  seed: 0x51a7e009,
+};
+
+/** BAAI/bge-reranker-v2-m3 (xlm-roberta large): hidden 1024, 24 layers, 16 heads, ffn 4096, 8192 positions. */
+export const BENCH_RERANK_SHAPE: XlmrShape = {
+  ...TEST_RERANK_SHAPE,
+  file: "bench-bge-reranker-v2-m3-shape-f16.gguf",
+  name: "BGE-Reranker-v2-M3-shape-bench",
+  nEmbd: 1024,
+  nLayer: 24,
+  nHead: 16,
+  nFf: 4096,
+  matrixDtype: "F16",
+  std: 0.02,
+  headStd: 0.5,
+  seed: 0x51a7e00a,
 };
 
 /**
@@ -837,9 +950,106 @@ async function defineBert(shape: BertShape, llamaDir: string): Promise<ModelDefi
   return { kvs, tensors };
 }
 
+/** Cuts a vocabulary array KV to the model's vocab_size (the vocab file is padded with UNUSED [PADn] entries). */
+function truncatedArray(vocab: Vocab, key: string, length: number): GgufKv {
+  const kv = vocab.kvs.get(key);
+  if (kv?.type !== GgufValueType.ARRAY) throw new Error(`vocab: ${key} is not an array`);
+  if (kv.value.length < length) throw new Error(`vocab: ${key} has ${kv.value.length} entries, fewer than ${length}`);
+  return { ...kv, value: kv.value.slice(0, length) };
+}
+
+async function defineXlmr(shape: XlmrShape, llamaDir: string): Promise<ModelDefinition> {
+  // The XLM-R SentencePiece vocabulary (250,002 pieces + padding), as converted for nomic-embed-text-v2-moe.
+  const vocab = await loadVocab(path.join(llamaDir, "models", "ggml-vocab-nomic-bert-moe.gguf"));
+  const bos = expectToken(vocab, 0, "<s>");
+  const padId = expectToken(vocab, 1, "<pad>");
+  const eos = expectToken(vocab, 2, "</s>");
+  const unk = expectToken(vocab, 3, "<unk>");
+  const mask = expectToken(vocab, 250001, "<mask>");
+  const a = "bert";
+  const kvs: GgufKv[] = [
+    ...architectureKvs(a, shape, shape.matrixDtype),
+    f32(`${a}.attention.layer_norm_epsilon`, shape.layerNormEps),
+    bool(`${a}.attention.causal`, false),
+    u32(`${a}.pooling_type`, shape.poolingType),
+    ...(shape.rankHead
+      ? [{ key: `${a}.classifier.output_labels`, type: GgufValueType.ARRAY, subType: GgufValueType.STRING, value: ["LABEL_0"] } as GgufKv]
+      : []),
+    // As _xlmroberta_set_vocab + SpecialVocab write them: <s> text </s> for one text, and (the tokenizer's pair
+    // template <s> A </s></s> B </s>) add_sep, which llama-server's rerank prompt follows.
+    ...tokenizerKvs(vocab, [
+      truncatedArray(vocab, "tokenizer.ggml.tokens", shape.nVocab),
+      truncatedArray(vocab, "tokenizer.ggml.scores", shape.nVocab),
+      truncatedArray(vocab, "tokenizer.ggml.token_type", shape.nVocab),
+      u32("tokenizer.ggml.token_type_count", shape.tokenTypes),
+      u32("tokenizer.ggml.bos_token_id", bos),
+      u32("tokenizer.ggml.eos_token_id", eos),
+      u32("tokenizer.ggml.unknown_token_id", unk),
+      u32("tokenizer.ggml.seperator_token_id", eos),
+      u32("tokenizer.ggml.padding_token_id", padId),
+      u32("tokenizer.ggml.cls_token_id", bos),
+      u32("tokenizer.ggml.mask_token_id", mask),
+      bool("tokenizer.ggml.add_bos_token", true),
+      bool("tokenizer.ggml.add_eos_token", true),
+      bool("tokenizer.ggml.add_sep_token", true),
+    ], ["tokenizer.chat_template"]),
+  ];
+
+  const { nEmbd, nFf, std, seed } = shape;
+  const matrix = (name: string, dims: number[], dtype: TensorDtype = shape.matrixDtype, sd = std): GgufTensor => ({
+    name, dims, dtype, makeFill: normalFill(dtype, sd, seed, name),
+  });
+  const fill = (name: string, n: number, value: number): GgufTensor => ({ name, dims: [n], dtype: "F32", makeFill: constFill("F32", value) });
+  // Small random biases and norm gains (not the 0/1 of a fresh init) so that every term of the graph matters.
+  const vector = (name: string, n: number, mean: number, sd: number): GgufTensor => {
+    const noise = normalFill("F32", sd, seed, name);
+    return { name, dims: [n], dtype: "F32", makeFill: () => {
+      const draw = noise();
+      return (out) => {
+        draw(out);
+        for (let i = 0; i < out.length; i++) out[i] = (out[i] ?? 0) + mean;
+      };
+    } };
+  };
+
+  const tensors: GgufTensor[] = [
+    matrix("token_embd.weight", [nEmbd, shape.nVocab]),
+    // Position and token-type tables stay F32 whatever the matrix dtype: ggml aborts on an F16 position table.
+    matrix("token_types.weight", [nEmbd, shape.tokenTypes], "F32"),
+    matrix("position_embd.weight", [nEmbd, shape.nCtx], "F32"),
+    vector("token_embd_norm.weight", nEmbd, 1, 0.1),
+    vector("token_embd_norm.bias", nEmbd, 0, 0.02),
+  ];
+  for (let i = 0; i < shape.nLayer; i++) {
+    const b = `blk.${i}`;
+    for (const p of ["attn_q", "attn_k", "attn_v", "attn_output"]) {
+      tensors.push(matrix(`${b}.${p}.weight`, [nEmbd, nEmbd]), vector(`${b}.${p}.bias`, nEmbd, 0, 0.02));
+    }
+    tensors.push(
+      vector(`${b}.attn_output_norm.weight`, nEmbd, 1, 0.1),
+      vector(`${b}.attn_output_norm.bias`, nEmbd, 0, 0.02),
+      matrix(`${b}.ffn_up.weight`, [nEmbd, nFf]),
+      vector(`${b}.ffn_up.bias`, nFf, 0, 0.02),
+      matrix(`${b}.ffn_down.weight`, [nFf, nEmbd]),
+      vector(`${b}.ffn_down.bias`, nEmbd, 0, 0.02),
+      vector(`${b}.layer_output_norm.weight`, nEmbd, 1, 0.1),
+      vector(`${b}.layer_output_norm.bias`, nEmbd, 0, 0.02),
+    );
+  }
+  if (shape.rankHead) {
+    tensors.push(
+      matrix("cls.weight", [nEmbd, nEmbd], shape.matrixDtype, 1 / Math.sqrt(nEmbd)),
+      vector("cls.bias", nEmbd, 0, 0.02),
+      matrix("cls.output.weight", [nEmbd, 1], "F32", shape.headStd),
+      fill("cls.output.bias", 1, 0),
+    );
+  }
+  return { kvs, tensors };
+}
+
 // ---- caching -------------------------------------------------------------------------------------
 
-type Shape = Qwen3Shape | ScriptedQwen3Shape | BertShape;
+type Shape = Qwen3Shape | ScriptedQwen3Shape | BertShape | XlmrShape;
 
 interface Stamp {
   generator: number;
@@ -894,6 +1104,7 @@ export function ensureModel(shape: Shape, options: { log?: (line: string) => voi
     const llamaDir = ensureLlamaSource();
     const def = shape.kind === "qwen3" ? await defineQwen3(shape, llamaDir)
       : shape.kind === "qwen3-scripted" ? await defineScripted(shape, llamaDir)
+      : shape.kind === "xlmr" ? await defineXlmr(shape, llamaDir)
       : await defineBert(shape, llamaDir);
     const plan = planGguf(def.kvs, def.tensors);
     mkdirSync(modelCacheDir, { recursive: true });
@@ -937,6 +1148,19 @@ export function ensureScriptedToolsModel(): Promise<string> {
   return ensureModel(SCRIPTED_TOOLS_CHAT_SHAPE);
 }
 
+/** The multilingual fixtures: an XLM-R (multilingual-e5-small-like) embedding model and a bge-reranker-like reranker. */
+export async function ensureMultilingualTestModels(): Promise<{ embed: string; rerank: string }> {
+  const [embed, rerank] = await Promise.all([ensureModel(TEST_XLMR_EMBED_SHAPE), ensureModel(TEST_RERANK_SHAPE)]);
+  return { embed, rerank };
+}
+
+/** Real-shaped multilingual-e5-small and bge-reranker-v2-m3 files (F16, ~235 MB and ~1.1 GB) for the bench. */
+export async function ensureMultilingualBenchModels(): Promise<{ embed: string; rerank: string }> {
+  const embed = await ensureModel(BENCH_XLMR_EMBED_SHAPE);
+  const rerank = await ensureModel(BENCH_RERANK_SHAPE);
+  return { embed, rerank };
+}
+
 /** Full-shape F16 source models for benchmarks (the Qwen one is ~3.4 GB; quantize it before benchmarking). */
 export async function ensureBenchSourceModels(): Promise<{ chatF16: string; embed: string }> {
   const embed = await ensureModel(BENCH_EMBED_SHAPE);
@@ -954,7 +1178,13 @@ if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLTo
   console.log(`embed:    ${test.embed}`);
   console.log(`scripted: ${test.scripted}`);
   console.log(`scripted tools: ${await ensureScriptedToolsModel()}`);
+  const multilingual = await ensureMultilingualTestModels();
+  console.log(`xlmrEmbed: ${multilingual.embed}`);
+  console.log(`rerank:   ${multilingual.rerank}`);
   if (bench) {
+    const mb = await ensureMultilingualBenchModels();
+    console.log(`benchXlmrEmbed: ${mb.embed}`);
+    console.log(`benchRerank: ${mb.rerank}`);
     const b = await ensureBenchSourceModels();
     console.log(`chatF16:  ${b.chatF16}`);
     console.log(`benchEmbed: ${b.embed}`);

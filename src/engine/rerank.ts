@@ -127,7 +127,7 @@ export class RerankEngine {
     this.format = pairFormat(embedder.special, embedder.rerankTemplate);
   }
 
-  /** Loads the model with rank pooling. Throws when the native addon is missing or the file has no rank head. */
+  /** Loads the model (its GGUF must declare rank pooling). Throws when the native addon is missing or it is no reranker. */
   static async load(options: RerankEngineOptions): Promise<RerankEngine> {
     if (!Number.isInteger(options.maxDocuments) || options.maxDocuments < 1) throw new RangeError("maxDocuments must be a positive integer");
     const started = performance.now();
@@ -136,7 +136,8 @@ export class RerankEngine {
       threads: options.threads,
       maxSequences: options.batchSequences,
       batchTokens: options.batchTokens,
-      pooling: "rank",
+      // The GGUF's own pooling: forcing "rank" on a model without a classification head would read the first
+      // element of a hidden state as a score instead of failing.
       ...(options.maxTokens === undefined ? {} : { maxTokensPerText: options.maxTokens }),
       ...(options.gpuLayers === undefined ? {} : { gpuLayers: options.gpuLayers }),
     });
