@@ -23,8 +23,9 @@ export const RerankBodySchema = Type.Object({
   truncate: Type.Optional(Type.Boolean({ description: "Cut a document that does not fit the model's pair limit (the query stays whole). Default: true (as Cohere); with `texts` (TEI) false, and a pair over the limit is a 413" })),
   truncation_direction: Type.Optional(Type.Union([Type.Literal("Right"), Type.Literal("right")], { description: "TEI: only Right (the document's end is cut)" })),
   rank_fields: Type.Optional(Type.Array(Type.String(), { description: "Cohere v1: only [\"text\"] is supported" })),
-  max_chunks_per_doc: Type.Optional(Type.Integer({ minimum: 1, description: "Cohere v1: accepted and ignored (a long document is cut to the model's pair limit, never split into chunks)" })),
-  max_tokens_per_doc: Type.Optional(Type.Integer({ minimum: 1, description: "Cohere v2: accepted and ignored (a long document is cut to the model's pair limit)" })),
+  // The Cohere SDK sends null for options left out.
+  max_chunks_per_doc: Type.Optional(Type.Union([Type.Integer({ minimum: 1 }), Type.Null()], { description: "Cohere v1: accepted and ignored (a long document is cut to the model's pair limit, never split into chunks)" })),
+  max_tokens_per_doc: Type.Optional(Type.Union([Type.Integer({ minimum: 1 }), Type.Null()], { description: "Cohere v2: accepted and ignored (a long document is cut to the model's pair limit)" })),
 }, { $id: "RerankRequest" });
 export type RerankBody = Static<typeof RerankBodySchema>;
 
