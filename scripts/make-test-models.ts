@@ -13,6 +13,7 @@
 //   bench-minilm-shape-f16.gguf       bert,  exact all-MiniLM-L6-v2 shape, F16 (~45 MB)
 //   test-e5-tiny.gguf                 bert + XLM-R unigram vocab, 32 wide × 2 layers, F32, mean pooling (~34 MB)
 //   test-bge-reranker-tiny.gguf       bert + XLM-R vocab + classification head, rank pooling, F32 (~34 MB)
+//   test-qwen3-reranker-tiny.gguf     qwen3 tiny + Qwen3-Reranker's yes/no head and rerank template (~40 MB)
 //   bench-e5-small-shape-f16.gguf     exact multilingual-e5-small shape, F16 (~235 MB)
 //   bench-bge-reranker-v2-m3-shape-f16.gguf  exact bge-reranker-v2-m3 shape (xlm-roberta large + head), F16 (~1.1 GB)
 //
@@ -71,6 +72,11 @@ export interface Qwen3Shape {
   /** std-dev of the N(0, std²) weights. */
   std: number;
   seed: number;
+  /**
+   * A Qwen3-Reranker as convert_hf_to_gguf.py writes it: pooling_type 4 (rank: last token, then a softmax over
+   * the head), labels ["yes", "no"], `cls.output.weight` (the two lm_head rows) and `tokenizer.chat_template.rerank`.
+   */
+  rerank?: boolean;
 }
 
 export interface BertShape {
@@ -191,6 +197,22 @@ export interface XlmrShape {
   headStd: number;
   seed: number;
 }
+
+/** Qwen3-Reranker-0.6B's layout at the tiny chat model's scale (64 wide, 2 layers). */
+export const TEST_QWEN3_RERANK_SHAPE: Qwen3Shape = {
+  ...TEST_CHAT_SHAPE,
+  file: "test-qwen3-reranker-tiny.gguf",
+  name: "Qwen3-Reranker-Tiny-Test",
+  seed: 0x51a7e00b,
+  rerank: true,
+};
+
+/** The rerank template convert_hf_to_gguf.py (conversion/qwen.py) writes for Qwen3-Reranker. */
+export const QWEN3_RERANK_TEMPLATE =
+  "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct provided. " +
+  "Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n" +
+  "<|im_start|>user\n<Instruct>: Given a web search query, retrieve relevant passages that answer the query\n<Query>: {query}\n" +
+  "<Document>: {document}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n";
 
 /** multilingual-e5-small at test scale: same vocabulary, tokenizer and layout, 32 wide × 2 layers. */
 export const TEST_XLMR_EMBED_SHAPE: XlmrShape = {
@@ -645,6 +667,13 @@ async function qwen3Kvs(shape: Qwen3Shape | ScriptedQwen3Shape, llamaDir: string
       str("tokenizer.chat_template", template),
     ]),
   ];
+  if (shape.kind === "qwen3" && shape.rerank === true) {
+    kvs.push(
+      u32(`${a}.pooling_type`, 4),
+      { key: `${a}.classifier.output_labels`, type: GgufValueType.ARRAY, subType: GgufValueType.STRING, value: ["yes", "no"] },
+      str("tokenizer.chat_template.rerank", QWEN3_RERANK_TEMPLATE),
+    );
+  }
   return { kvs, vocab };
 }
 
@@ -678,6 +707,8 @@ async function defineQwen3(shape: Qwen3Shape, llamaDir: string): Promise<ModelDe
     );
   }
   tensors.push(ones("output_norm.weight", nEmbd));
+  // The yes/no rows of the (tied) lm_head; larger than the other weights so the two logits differ by more than noise.
+  if (shape.rerank === true) tensors.push({ name: "cls.output.weight", dims: [nEmbd, 2], dtype: "F32", makeFill: normalFill("F32", 1, seed, "cls.output.weight") });
   return { kvs, tensors };
 }
 
@@ -1149,9 +1180,9 @@ export function ensureScriptedToolsModel(): Promise<string> {
 }
 
 /** The multilingual fixtures: an XLM-R (multilingual-e5-small-like) embedding model and a bge-reranker-like reranker. */
-export async function ensureMultilingualTestModels(): Promise<{ embed: string; rerank: string }> {
-  const [embed, rerank] = await Promise.all([ensureModel(TEST_XLMR_EMBED_SHAPE), ensureModel(TEST_RERANK_SHAPE)]);
-  return { embed, rerank };
+export async function ensureMultilingualTestModels(): Promise<{ embed: string; rerank: string; qwen3Rerank: string }> {
+  const [embed, rerank, qwen3Rerank] = await Promise.all([ensureModel(TEST_XLMR_EMBED_SHAPE), ensureModel(TEST_RERANK_SHAPE), ensureModel(TEST_QWEN3_RERANK_SHAPE)]);
+  return { embed, rerank, qwen3Rerank };
 }
 
 /** Real-shaped multilingual-e5-small and bge-reranker-v2-m3 files (F16, ~235 MB and ~1.1 GB) for the bench. */
@@ -1181,6 +1212,7 @@ if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLTo
   const multilingual = await ensureMultilingualTestModels();
   console.log(`xlmrEmbed: ${multilingual.embed}`);
   console.log(`rerank:   ${multilingual.rerank}`);
+  console.log(`qwen3Rerank: ${multilingual.qwen3Rerank}`);
   if (bench) {
     const mb = await ensureMultilingualBenchModels();
     console.log(`benchXlmrEmbed: ${mb.embed}`);

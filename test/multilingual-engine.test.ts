@@ -6,7 +6,7 @@
 import t from "tap";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 import { ensureNativeEmbedAddon } from "../scripts/build-native.ts";
-import { ensureModel, ensureMultilingualTestModels, TEST_EMBED_SHAPE } from "../scripts/make-test-models.ts";
+import { ensureModel, ensureMultilingualTestModels, QWEN3_RERANK_TEMPLATE, TEST_EMBED_SHAPE } from "../scripts/make-test-models.ts";
 import { EmbedEngine } from "../src/engine/embed.ts";
 import { EngineError } from "../src/engine/errors.ts";
 import { NativeBatchEmbedder } from "../src/engine/native/batchEmbedder.ts";
@@ -44,7 +44,7 @@ const addonFile = await ensureNativeEmbedAddon({ log: (line) => t.comment(line) 
 if (addonFile === null) {
   t.fail("the native batch embedding addon could not be built (see the [build-native] line above)");
 } else {
-  const { embed: e5Path, rerank: rerankPath } = await ensureMultilingualTestModels();
+  const { embed: e5Path, rerank: rerankPath, qwen3Rerank: qwen3RerankPath } = await ensureMultilingualTestModels();
   // node-llama-cpp first: its getLlama() registers the ggml backends the addon shares.
   const llama = await getLlama({ gpu: false, logLevel: LlamaLogLevel.error });
 
@@ -211,6 +211,31 @@ if (addonFile === null) {
       { message: /not a reranker/ });
     await engine.dispose();
     await t.rejects(engine.rerank(query, ["a"]), { code: "shutting_down", status: 503 });
+  });
+
+  t.test("a Qwen3-Reranker: its rerank template, last-token rank pooling of a causal model, probabilities", async (t) => {
+    const engine = await RerankEngine.load({
+      modelPath: qwen3RerankPath, modelName: "qwen3-reranker", threads: THREADS, batchTokens: 1024, batchSequences: 4, maxTokens: 512, maxDocuments: 64, truncate: true,
+    });
+    t.teardown(() => engine.dispose());
+    t.equal(engine.describe().architecture, "qwen3");
+    t.equal(engine.scoreKind, "probability", "llama.cpp applies a softmax over the yes/no head");
+    t.same(engine.format, { kind: "template", template: QWEN3_RERANK_TEMPLATE });
+    const model = await llama.loadModel({ modelPath: qwen3RerankPath, vocabOnly: true });
+    t.teardown(() => model.dispose());
+    // As llama-server: the whole filled-in template tokenized at once, special tokens parsed, none added.
+    const prompt = fillRerankTemplate(QWEN3_RERANK_TEMPLATE, query, documents[0] ?? "");
+    t.same(Array.from(engine.pairTokens(query, documents[0] ?? "")), model.tokenize(prompt, true));
+    t.equal(engine.pairTokens(query, "x")[0], 151644, "starts with <|im_start|> (parsed, not spelled out)");
+
+    const together = await engine.rerank(query, documents);
+    for (const r of together) t.ok(r.score > 0 && r.score < 1, `P(yes) of document ${r.index} = ${r.score.toFixed(4)}`);
+    const alone: number[] = [];
+    for (const document of documents.slice(0, 5)) alone.push((await engine.rerank(query, [document]))[0]?.score ?? NaN);
+    // A causal model with a KV cache: each pair is its own sequence in the shared decode, cleared between decodes.
+    const worst = maxAbsDiff(together.slice(0, 5).map((r) => r.score), alone);
+    t.ok(worst <= TOLERANCE, `batched vs alone: ${worst.toExponential(2)}`);
+    await t.rejects(engine.rerank(query, ["palabra ".repeat(600)]), { code: "context_length_exceeded", field: "documents[0]" }, "no truncation for templates");
   });
 
   t.test("pair formats: pure functions", async (t) => {

@@ -1,0 +1,345 @@
+// llama-server as the oracle for the multilingual engine, and the rerank / multilingual-embedding throughput rows.
+//
+// Before anything is measured, `checkRerankOracle` and `checkEmbedOracle` put the same inputs through ours and
+// through llama-server (`--rerank`, `--embedding`) on the same GGUF files: every score / vector component must
+// agree within 1e-4 and the order of the rerank results must be identical, or they throw `OracleMismatch`
+// (the bench stops: a faster wrong answer is no result). The throughput functions then time both sides with
+// the same workload: rerank 1 request × 64 documents and 8 clients × 16 documents (pairs/s), and multilingual
+// embeddings in the shape of the bench's embed rows (1 × 256 texts and 32 clients × 8, texts/s).
+//
+// Targets are small interfaces so the bench can point them anywhere: `LlamaServerRerank` / `LlamaServerVectors`
+// talk to llama-server, `httpRerankTarget` to any server with the same /v1/rerank shape (ours, once its routes
+// exist), and `engineRerankTarget` / `engineVectorTarget` call our engine in-process (no HTTP: an in-process
+// number is a check of the engine, not a like-for-like comparison with an HTTP server).
+//
+// CLI (a one-off proof on the test fixtures; numbers from a busy machine are no claims):
+//   npx tsx bench/lib/oracle-rerank.ts [--bench-shape] [--reps=N] [--threads=N]
+import path from "node:path";
+import { ensureMultilingualBenchModels, ensureMultilingualTestModels } from "../../scripts/make-test-models.ts";
+import { projectRoot } from "../../scripts/lib/llama-source.ts";
+import type { EmbedEngine } from "../../src/engine/embed.ts";
+import type { RerankEngine } from "../../src/engine/rerank.ts";
+import { benchCacheDir } from "./artifacts.ts";
+import { postJson } from "./http.ts";
+import { progress } from "./log.ts";
+import { freePort, installCleanupHandlers, startServer, type ServerSpec } from "./processes.ts";
+import { median } from "./stats.ts";
+import { spanishSentences } from "./workload.ts";
+
+export const ORACLE_TOLERANCE = 1e-4;
+/** Pairs per decode on both sides: llama-server slots (-np) and our batchSequences. */
+export const RERANK_SEQUENCES = 16;
+/** Tokens per decode on both sides (-b = -ub, our batchTokens): a cross-encoder's pair must fit one ubatch. */
+export const RERANK_BATCH_TOKENS = 1024;
+/** Tokens per pair on both sides: llama-server's context per slot, our maxTokens (FlagEmbedding's default max_length). */
+export const RERANK_TOKENS_PER_PAIR = 512;
+/** The embedding rows' shape (bench/lib/servers.ts: 512 tokens and 32 texts per decode). */
+export const EMBED_BATCH_TOKENS = 512;
+export const EMBED_SEQUENCES = 32;
+const EMBED_CONTEXT_PER_SLOT = 512;
+const EMBED_TEXTS = 256;
+const EMBED_CLIENTS = 32;
+
+/** Scores in input order (llama-server's /v1/rerank sorts; targets put them back). */
+export interface RerankTarget {
+  readonly name: string;
+  rerank(query: string, documents: readonly string[]): Promise<number[]>;
+}
+
+/** L2-normalised vectors in input order. */
+export interface VectorTarget {
+  readonly name: string;
+  embed(texts: readonly string[]): Promise<number[][]>;
+}
+
+export class OracleMismatch extends Error {
+  override readonly name = "OracleMismatch";
+}
+
+type RerankResponse = { results: { index: number; relevance_score: number }[] };
+
+/** llama-server's (and Jina/Cohere's) /v1/rerank; the raw score, i.e. llama.cpp's rank head output. */
+export function httpRerankTarget(name: string, baseUrl: string, model?: string, route = "/v1/rerank"): RerankTarget {
+  return {
+    name,
+    async rerank(query, documents) {
+      const body = { ...(model === undefined ? {} : { model }), query, documents, top_n: documents.length };
+      const response = await postJson<RerankResponse>(`${baseUrl}${route}`, body);
+      const scores = new Array<number>(documents.length).fill(NaN);
+      for (const r of response.results) scores[r.index] = r.relevance_score;
+      if (scores.some(Number.isNaN)) throw new Error(`${name}: ${response.results.length} results for ${documents.length} documents`);
+      return scores;
+    },
+  };
+}
+
+export class LlamaServerRerank implements RerankTarget {
+  readonly name = "llama-server";
+  private readonly target: RerankTarget;
+  constructor(baseUrl: string) {
+    this.target = httpRerankTarget("llama-server", baseUrl);
+  }
+  rerank(query: string, documents: readonly string[]): Promise<number[]> {
+    return this.target.rerank(query, documents);
+  }
+}
+
+type EmbeddingsResponse = { data: { index: number; embedding: number[] }[] };
+
+/** llama-server's /v1/embeddings: normalised (embd_normalize 2, the default), tokenized with add_special, parse_special. */
+export class LlamaServerVectors implements VectorTarget {
+  readonly name = "llama-server";
+  constructor(private readonly baseUrl: string) {}
+  async embed(texts: readonly string[]): Promise<number[][]> {
+    const response = await postJson<EmbeddingsResponse>(`${this.baseUrl}/v1/embeddings`, { input: texts });
+    const out = new Array<number[]>(texts.length);
+    for (const d of response.data) out[d.index] = d.embedding;
+    if (out.some((v) => v === undefined)) throw new Error(`llama-server: ${response.data.length} vectors for ${texts.length} texts`);
+    return out;
+  }
+}
+
+/** Our reranker in-process: the raw head output (a logit), as llama-server's relevance_score. */
+export function engineRerankTarget(engine: RerankEngine): RerankTarget {
+  return { name: "ours (engine)", rerank: async (query, documents) => (await engine.rerank(query, documents)).map((r) => r.score) };
+}
+
+export function engineVectorTarget(engine: EmbedEngine): VectorTarget {
+  return { name: "ours (engine)", embed: async (texts) => (await engine.embed(texts)).embeddings };
+}
+
+// ---- workloads ----------------------------------------------------------------------------------------------
+
+export const RERANK_QUERY = "¿Qué documentos hacen falta para matricularse y hasta qué fecha se entregan?";
+
+/** `count` Spanish passages of 3–6 sentences (roughly 40–110 tokens), the same for a given seed. */
+export function rerankDocuments(count: number, seed = 4242): string[] {
+  const sentences = spanishSentences(count * 6, seed);
+  return Array.from({ length: count }, (_, i) => sentences.slice(i * 6, i * 6 + 3 + (i % 4)).join(" "));
+}
+
+/** Oracle inputs: Spanish, other scripts, special-token text, a one-character document, a long one. */
+export function oracleCases(): { query: string; documents: string[] }[] {
+  return [
+    { query: RERANK_QUERY, documents: rerankDocuments(24) },
+    {
+      query: "¿Cuál es la capital de Francia?",
+      documents: [
+        "París es la capital y la ciudad más poblada de Francia.", "Madrid es la capital de España.", "東京は日本の首都です。",
+        "</s><s> texto con marcas especiales", "a", "Le château de Versailles se trouve près de Paris. ".repeat(8).trim(),
+      ],
+    },
+  ];
+}
+
+export function oracleTexts(): string[] {
+  return ["query: ¿Qué significa 'ímihí'?", "passage: 'ímihí' significa agua.", "東京は日本の首都です。", "😀 usuario@ejemplo.com 3,14", ...spanishSentences(28, 99)];
+}
+
+// ---- the oracle ---------------------------------------------------------------------------------------------
+
+const order = (scores: readonly number[]): number[] => scores.map((_, i) => i).sort((x, y) => (scores[y] ?? 0) - (scores[x] ?? 0) || x - y);
+
+export type OracleReport = { comparisons: number; maxAbsDiff: number };
+
+/** Throws OracleMismatch unless every score is within 1e-4 of the reference and the order is identical. */
+export async function checkRerankOracle(ours: RerankTarget, reference: RerankTarget, cases = oracleCases()): Promise<OracleReport> {
+  let worst = 0;
+  let comparisons = 0;
+  for (const [c, { query, documents }] of cases.entries()) {
+    const [a, b] = [await ours.rerank(query, documents), await reference.rerank(query, documents)];
+    for (let i = 0; i < documents.length; i++) {
+      const diff = Math.abs((a[i] ?? NaN) - (b[i] ?? NaN));
+      if (!(diff <= ORACLE_TOLERANCE)) {
+        throw new OracleMismatch(`rerank case ${c}, document ${i}: ${ours.name} ${a[i]} vs ${reference.name} ${b[i]} (|diff| ${diff} > ${ORACLE_TOLERANCE})`);
+      }
+      worst = Math.max(worst, diff);
+      comparisons++;
+    }
+    const [orderA, orderB] = [order(a), order(b)];
+    if (orderA.join() !== orderB.join()) {
+      throw new OracleMismatch(`rerank case ${c}: order differs: ${ours.name} [${orderA.join(", ")}] vs ${reference.name} [${orderB.join(", ")}]`);
+    }
+  }
+  return { comparisons, maxAbsDiff: worst };
+}
+
+/** Throws OracleMismatch unless every component of every vector is within 1e-4 of the reference. */
+export async function checkEmbedOracle(ours: VectorTarget, reference: VectorTarget, texts = oracleTexts()): Promise<OracleReport> {
+  const [a, b] = [await ours.embed(texts), await reference.embed(texts)];
+  let worst = 0;
+  let comparisons = 0;
+  for (let i = 0; i < texts.length; i++) {
+    const [va, vb] = [a[i] ?? [], b[i] ?? []];
+    if (va.length !== vb.length || va.length === 0) throw new OracleMismatch(`embedding ${i}: ${va.length} vs ${vb.length} dimensions`);
+    for (let d = 0; d < va.length; d++) {
+      const diff = Math.abs((va[d] ?? NaN) - (vb[d] ?? NaN));
+      if (!(diff <= ORACLE_TOLERANCE)) {
+        throw new OracleMismatch(`embedding ${i} (${JSON.stringify(texts[i]?.slice(0, 40))}), component ${d}: ${va[d]} vs ${vb[d]} (|diff| ${diff} > ${ORACLE_TOLERANCE})`);
+      }
+      worst = Math.max(worst, diff);
+      comparisons++;
+    }
+  }
+  return { comparisons, maxAbsDiff: worst };
+}
+
+// ---- throughput ---------------------------------------------------------------------------------------------
+
+export type Throughput = { median: number; runs: number[] };
+
+async function timedSeconds(work: () => Promise<unknown>): Promise<number> {
+  const started = performance.now();
+  await work();
+  return (performance.now() - started) / 1000;
+}
+
+/** Pairs per second with `clients` concurrent requests of `documentsPerRequest` documents each (after one warm-up). */
+export async function measureRerankThroughput(target: RerankTarget, shape: { clients: number; documentsPerRequest: number }, reps: number): Promise<Throughput> {
+  const documents = rerankDocuments(shape.clients * shape.documentsPerRequest);
+  const round = () => Promise.all(Array.from({ length: shape.clients }, (_, c) =>
+    target.rerank(RERANK_QUERY, documents.slice(c * shape.documentsPerRequest, (c + 1) * shape.documentsPerRequest))));
+  await round();
+  const runs: number[] = [];
+  for (let i = 0; i < reps; i++) runs.push(documents.length / (await timedSeconds(round)));
+  return { median: median(runs), runs };
+}
+
+/** Texts per second, 1 × 256 texts and 32 clients × 8 texts (the bench's embed rows), after one warm-up each. */
+export async function measureVectorThroughput(target: VectorTarget, reps: number): Promise<{ single: Throughput; concurrent: Throughput }> {
+  const texts = spanishSentences(EMBED_TEXTS);
+  const perClient = EMBED_TEXTS / EMBED_CLIENTS;
+  const concurrent = () => Promise.all(Array.from({ length: EMBED_CLIENTS }, (_, c) => target.embed(texts.slice(c * perClient, (c + 1) * perClient))));
+  await target.embed(texts);
+  await concurrent();
+  const single: number[] = [];
+  const many: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    single.push(EMBED_TEXTS / (await timedSeconds(() => target.embed(texts))));
+    many.push(EMBED_TEXTS / (await timedSeconds(concurrent)));
+  }
+  return { single: { median: median(single), runs: single }, concurrent: { median: median(many), runs: many } };
+}
+
+// ---- llama-server processes ---------------------------------------------------------------------------------
+
+const logDir = path.join(benchCacheDir, "logs");
+
+function llamaServerSpec(binary: string, label: string, threads: number, port: number, args: string[], log: string): ServerSpec {
+  return {
+    label,
+    command: binary,
+    args: [...args, "-t", String(threads), "-tb", String(threads), "--host", "127.0.0.1", "--port", String(port), "--no-webui"],
+    cwd: projectRoot,
+    readyUrl: `http://127.0.0.1:${port}/health`,
+    readyTimeoutMs: 300_000,
+    logFile: path.join(logDir, log),
+  };
+}
+
+/** llama-server --rerank with the same pairs per decode, tokens per decode and tokens per pair as ours. */
+export function llamaRerankSpec(binary: string, threads: number, port: number, model: string): ServerSpec {
+  return llamaServerSpec(binary, "llama-server rerank", threads, port, [
+    "-m", model, "--rerank", "-c", String(RERANK_TOKENS_PER_PAIR * RERANK_SEQUENCES), "-np", String(RERANK_SEQUENCES),
+    "-b", String(RERANK_BATCH_TOKENS), "-ub", String(RERANK_BATCH_TOKENS),
+  ], "llama-server-rerank.log");
+}
+
+/** llama-server --embedding for the multilingual model, as the bench's embed server. */
+export function llamaMultilingualEmbedSpec(binary: string, threads: number, port: number, model: string): ServerSpec {
+  return llamaServerSpec(binary, "llama-server embed (multilingual)", threads, port, [
+    "-m", model, "--embedding", "--pooling", "mean", "-c", String(EMBED_CONTEXT_PER_SLOT * EMBED_SEQUENCES), "-np", String(EMBED_SEQUENCES),
+    "-b", String(EMBED_BATCH_TOKENS), "-ub", String(EMBED_BATCH_TOKENS),
+  ], "llama-server-embed-multilingual.log");
+}
+
+export type MultilingualOracleResult = {
+  rerankOracle: OracleReport;
+  embedOracle: OracleReport;
+  rerank?: { ours: Record<string, Throughput>; llamaServer: Record<string, Throughput> };
+  embed?: { ours: { single: Throughput; concurrent: Throughput }; llamaServer: { single: Throughput; concurrent: Throughput } };
+};
+
+/**
+ * Loads our engines in-process and llama-server on the same files, checks both oracles (throws on a mismatch)
+ * and, with `reps > 0`, measures both sides one after the other.
+ */
+export async function runMultilingualOracle(opts: { llamaServer: string; threads: number; models: { embed: string; rerank: string }; reps: number }): Promise<MultilingualOracleResult> {
+  installCleanupHandlers();
+  const { getLlama, LlamaLogLevel } = await import("node-llama-cpp");
+  const { RerankEngine } = await import("../../src/engine/rerank.ts");
+  const { EmbedEngine } = await import("../../src/engine/embed.ts");
+  const llama = await getLlama({ gpu: false, logLevel: LlamaLogLevel.error });
+  const result: Partial<MultilingualOracleResult> = {};
+
+  const reranker = await RerankEngine.load({
+    modelPath: opts.models.rerank, modelName: "reranker", threads: opts.threads, batchTokens: RERANK_BATCH_TOKENS,
+    batchSequences: RERANK_SEQUENCES, maxTokens: RERANK_TOKENS_PER_PAIR, maxDocuments: 1000, truncate: false,
+  });
+  try {
+    const server = await startServer(llamaRerankSpec(opts.llamaServer, opts.threads, await freePort(), opts.models.rerank));
+    try {
+      const reference = new LlamaServerRerank(server.spec.readyUrl.replace(/\/health$/, ""));
+      const ours = engineRerankTarget(reranker);
+      result.rerankOracle = await checkRerankOracle(ours, reference);
+      progress(`rerank oracle: ${result.rerankOracle.comparisons} scores equal llama-server's (max |diff| ${result.rerankOracle.maxAbsDiff.toExponential(2)}), same order`);
+      if (opts.reps > 0) {
+        const shapes = { "1x64": { clients: 1, documentsPerRequest: 64 }, "8x16": { clients: 8, documentsPerRequest: 16 } };
+        const rows: NonNullable<MultilingualOracleResult["rerank"]> = { ours: {}, llamaServer: {} };
+        for (const [key, shape] of Object.entries(shapes)) {
+          // Alternating, one side working at a time.
+          rows.llamaServer[key] = await measureRerankThroughput(reference, shape, opts.reps);
+          rows.ours[key] = await measureRerankThroughput(ours, shape, opts.reps);
+          progress(`rerank ${key}: ours ${rows.ours[key]?.median.toFixed(1)} pairs/s, llama-server ${rows.llamaServer[key]?.median.toFixed(1)} pairs/s`);
+        }
+        result.rerank = rows;
+      }
+    } finally {
+      await server.stop();
+    }
+  } finally {
+    await reranker.dispose();
+  }
+
+  const embedder = await EmbedEngine.load(llama, {
+    modelPath: opts.models.embed, modelName: "multilingual-e5", aliases: [], threads: opts.threads, batchTokens: EMBED_BATCH_TOKENS,
+    batchSequences: EMBED_SEQUENCES, gpuLayers: 0, maxTokens: EMBED_CONTEXT_PER_SLOT, truncate: true, maxTexts: 1024, preferNative: true,
+    onFallback: (reason) => { throw new Error(`the native embedder is required for the oracle: ${reason}`); },
+  });
+  try {
+    const server = await startServer(llamaMultilingualEmbedSpec(opts.llamaServer, opts.threads, await freePort(), opts.models.embed));
+    try {
+      const reference = new LlamaServerVectors(server.spec.readyUrl.replace(/\/health$/, ""));
+      const ours = engineVectorTarget(embedder);
+      result.embedOracle = await checkEmbedOracle(ours, reference);
+      progress(`embedding oracle: ${result.embedOracle.comparisons} components equal llama-server's (max |diff| ${result.embedOracle.maxAbsDiff.toExponential(2)})`);
+      if (opts.reps > 0) {
+        const llamaServer = await measureVectorThroughput(reference, opts.reps);
+        const mine = await measureVectorThroughput(ours, opts.reps);
+        result.embed = { ours: mine, llamaServer };
+        progress(`multilingual embed: ours 1x256 ${mine.single.median.toFixed(0)} / 32x8 ${mine.concurrent.median.toFixed(0)} texts/s, ` +
+          `llama-server ${llamaServer.single.median.toFixed(0)} / ${llamaServer.concurrent.median.toFixed(0)} texts/s`);
+      }
+    } finally {
+      await server.stop();
+    }
+  } finally {
+    await embedder.dispose();
+  }
+  if (result.rerankOracle === undefined || result.embedOracle === undefined) throw new Error("oracle did not run");
+  return result as MultilingualOracleResult;
+}
+
+// ---- CLI ----------------------------------------------------------------------------------------------------
+
+if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === path.resolve(projectRoot, "bench/lib/oracle-rerank.ts")) {
+  const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
+  const threads = Number(arg("threads") ?? 2);
+  const reps = Number(arg("reps") ?? 1);
+  const models = process.argv.includes("--bench-shape") ? await ensureMultilingualBenchModels() : await ensureMultilingualTestModels();
+  const llamaServer = path.join(benchCacheDir, "llama.cpp", "build", "bin", "llama-server");
+  progress(`oracle on ${path.basename(models.embed)} and ${path.basename(models.rerank)}, ${threads} threads, ${reps} rep(s)`);
+  const result = await runMultilingualOracle({ llamaServer, threads, models, reps });
+  console.log(JSON.stringify(result, (_key, value: unknown) => (typeof value === "number" ? Number(value.toPrecision(4)) : value), 2));
+  process.exit(0);
+}
