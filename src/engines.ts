@@ -4,7 +4,7 @@ import type { Logger } from "pino";
 import type { Config } from "./config.js";
 import { ChatEngine } from "./engine/chat.js";
 import { EmbedEngine } from "./engine/embed.js";
-import { ModelFileError, resolveModelFile } from "./engine/modelFiles.js";
+import { ModelFileError, resolveModelFile, type ManifestEntry } from "./engine/modelFiles.js";
 import { checkPrompts, promptsOf } from "./engine/prompts.js";
 import { RerankEngine } from "./engine/rerank.js";
 import { ModelRegistry, readIdentity, type EngineOf, type ModelIdentity, type ModelKind, type ServedModel } from "./engine/registry.js";
@@ -16,7 +16,7 @@ export type LoadedEngines = Engines & { runtime: Runtime };
 /** One model to serve: where its setting came from (for errors) and the names it gets besides its own. */
 type ModelSpec = { kind: ModelKind; setting: string; envName: string; extraAliases: readonly string[] };
 
-type EngineLoader<K extends ModelKind> = (runtime: Runtime, model: ModelIdentity & { entryMaxTokens: number | undefined }, config: Config, log: Logger) => Promise<EngineOf[K]>;
+type EngineLoader<K extends ModelKind> = (runtime: Runtime, model: ModelIdentity & { entry: ManifestEntry | null }, config: Config, log: Logger) => Promise<EngineOf[K]>;
 
 /** How each kind of model gets its engine: a new kind of model adds a line here (and its engine file and route). */
 const loaders: { [K in ModelKind]: EngineLoader<K> } = {
@@ -40,6 +40,8 @@ const loaders: { [K in ModelKind]: EngineLoader<K> } = {
     return chat;
   },
   embedding: async (runtime, model, config, log) => {
+    const pooling = model.entry?.pooling;
+    if (pooling === "rank") throw new ModelFileError(`${model.name} has pooling "rank" in models.json: it is a reranker (RERANK_MODELS), not an embedding model.`);
     const embed = await EmbedEngine.load(runtime.llama, {
       modelPath: model.path,
       modelName: model.name,
@@ -48,8 +50,11 @@ const loaders: { [K in ModelKind]: EngineLoader<K> } = {
       batchTokens: config.embedBatchTokens,
       batchSequences: config.embedBatchSequences,
       gpuLayers: config.gpuLayers,
-      maxTokens: model.entryMaxTokens,
+      maxTokens: model.entry?.maxTokens,
       truncate: true,
+      // Pooling and normalisation as the model's card says (manifest).
+      ...(pooling === undefined ? {} : { pooling }),
+      ...(model.entry?.normalize === undefined ? {} : { normalize: model.entry.normalize }),
       maxTexts: config.embedMaxTexts,
       preferNative: config.embedNative,
       onFallback: (reason) => log.warn({ model: model.name, reason }, "batched native embedder unavailable; using node-llama-cpp's embedding context"),
@@ -66,7 +71,7 @@ const loaders: { [K in ModelKind]: EngineLoader<K> } = {
       batchTokens: config.embedBatchTokens,
       batchSequences: config.embedBatchSequences,
       gpuLayers: typeof config.gpuLayers === "number" ? config.gpuLayers : undefined,
-      maxTokens: model.entryMaxTokens,
+      maxTokens: model.entry?.maxTokens,
       maxDocuments: config.rerankMaxDocuments,
       // Each API says whether a long document is cut (the routes pass it per request); refusing is the safe default.
       truncate: false,
@@ -107,7 +112,7 @@ export async function loadEngines(config: Config, log: Logger): Promise<LoadedEn
       const rssBefore = process.memoryUsage.rss();
       let engine: EngineOf[ModelKind];
       try {
-        engine = await (loaders[spec.kind] as EngineLoader<ModelKind>)(runtime, { ...identity, entryMaxTokens: file.entry?.maxTokens }, config, log);
+        engine = await (loaders[spec.kind] as EngineLoader<ModelKind>)(runtime, { ...identity, entry: file.entry }, config, log);
       } catch (error) {
         await identity.tokenizer.dispose();
         throw error;
