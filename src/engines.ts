@@ -131,14 +131,17 @@ export async function loadEngines(config: Config, log: Logger): Promise<LoadedEn
   }
 }
 
-/** One short generation and one call of every other model, so the first real request does not pay for cold caches. */
+/** The cheapest real call of each kind: the first request then does not pay for cold caches. */
+const warmUpCalls: { [K in ModelKind]: (engine: EngineOf[K]) => Promise<unknown> } = {
+  chat: (chat) => chat.generate({ messages: [{ role: "user", content: "Hola" }], maxTokens: 2, temperature: 0, topP: 1, enableThinking: false }),
+  embedding: (embed) => embed.embed(["hola"]),
+  rerank: (rerank) => rerank.rerank("hola", ["hola", "adiós"]),
+};
+
+/** One short call of every served model, one after the other. */
 export async function warmUp(engines: Engines): Promise<number> {
   const started = performance.now();
-  await engines.chat.generate({ messages: [{ role: "user", content: "Hola" }], maxTokens: 2, temperature: 0, topP: 1, enableThinking: false });
-  for (const model of engines.models.list()) {
-    if (model.kind === "embedding") await model.engine.embed(["hola"]);
-    if (model.kind === "rerank") await model.engine.rerank("hola", ["hola", "adiós"]);
-  }
+  for (const model of engines.models.list()) await (warmUpCalls[model.kind] as (engine: EngineOf[ModelKind]) => Promise<unknown>)(model.engine);
   return performance.now() - started;
 }
 
