@@ -142,6 +142,23 @@ const order = (scores: readonly number[]): number[] => scores.map((_, i) => i).s
 
 export type OracleReport = { comparisons: number; maxAbsDiff: number };
 
+/**
+ * A reference that scores each document in a request of its own. For causal rerankers (qwen3) llama-server's
+ * scores depend on how its batches cut the prompts (a pair split over two decodes scores up to ~7e-4 apart from
+ * the same pair decoded whole, on the tiny Qwen3-Reranker fixture); one document per request is its exact answer.
+ * Ours never splits a pair, so it is compared with that.
+ */
+export function onePerRequest(target: RerankTarget): RerankTarget {
+  return {
+    name: `${target.name} (one document per request)`,
+    async rerank(query, documents) {
+      const scores: number[] = [];
+      for (const document of documents) scores.push((await target.rerank(query, [document]))[0] ?? NaN);
+      return scores;
+    },
+  };
+}
+
 /** Throws OracleMismatch unless every score is within 1e-4 of the reference and the order is identical. */
 export async function checkRerankOracle(ours: RerankTarget, reference: RerankTarget, cases = oracleCases()): Promise<OracleReport> {
   let worst = 0;
@@ -253,8 +270,22 @@ export function llamaMultilingualEmbedSpec(binary: string, threads: number, port
   ], "llama-server-embed-multilingual.log");
 }
 
+/** Rerank rows, 1 × 64 and 8 × 16 documents, the two sides alternating (one working at a time). */
+async function measureRerankRows(ours: RerankTarget, reference: RerankTarget, reps: number, result: Partial<MultilingualOracleResult>): Promise<void> {
+  const shapes = { "1x64": { clients: 1, documentsPerRequest: 64 }, "8x16": { clients: 8, documentsPerRequest: 16 } };
+  const rows: NonNullable<MultilingualOracleResult["rerank"]> = { ours: {}, llamaServer: {} };
+  for (const [key, shape] of Object.entries(shapes)) {
+    rows.llamaServer[key] = await measureRerankThroughput(reference, shape, reps);
+    rows.ours[key] = await measureRerankThroughput(ours, shape, reps);
+    progress(`rerank ${key}: ours ${rows.ours[key]?.median.toFixed(1)} pairs/s, llama-server ${rows.llamaServer[key]?.median.toFixed(1)} pairs/s`);
+  }
+  result.rerank = rows;
+}
+
 export type MultilingualOracleResult = {
   rerankOracle: OracleReport;
+  /** Further rerankers (e.g. a Qwen3-Reranker-shaped file): checked against llama-server, not timed. */
+  extraRerankOracles: Record<string, OracleReport>;
   embedOracle: OracleReport;
   rerank?: { ours: Record<string, Throughput>; llamaServer: Record<string, Throughput> };
   embed?: { ours: { single: Throughput; concurrent: Throughput }; llamaServer: { single: Throughput; concurrent: Throughput } };
@@ -264,41 +295,40 @@ export type MultilingualOracleResult = {
  * Loads our engines in-process and llama-server on the same files, checks both oracles (throws on a mismatch)
  * and, with `reps > 0`, measures both sides one after the other.
  */
-export async function runMultilingualOracle(opts: { llamaServer: string; threads: number; models: { embed: string; rerank: string }; reps: number }): Promise<MultilingualOracleResult> {
+export async function runMultilingualOracle(opts: {
+  llamaServer: string; threads: number; models: { embed: string; rerank: string; extraRerankers?: readonly string[] }; reps: number;
+}): Promise<MultilingualOracleResult> {
   installCleanupHandlers();
   const { getLlama, LlamaLogLevel } = await import("node-llama-cpp");
   const { RerankEngine } = await import("../../src/engine/rerank.ts");
   const { EmbedEngine } = await import("../../src/engine/embed.ts");
   const llama = await getLlama({ gpu: false, logLevel: LlamaLogLevel.error });
-  const result: Partial<MultilingualOracleResult> = {};
+  const extraRerankOracles: Record<string, OracleReport> = {};
+  const result: Partial<MultilingualOracleResult> = { extraRerankOracles };
 
-  const reranker = await RerankEngine.load({
-    modelPath: opts.models.rerank, modelName: "reranker", threads: opts.threads, batchTokens: RERANK_BATCH_TOKENS,
-    batchSequences: RERANK_SEQUENCES, maxTokens: RERANK_TOKENS_PER_PAIR, maxDocuments: 1000, truncate: false,
-  });
-  try {
-    const server = await startServer(llamaRerankSpec(opts.llamaServer, opts.threads, await freePort(), opts.models.rerank));
+  for (const file of [opts.models.rerank, ...(opts.models.extraRerankers ?? [])]) {
+    const main = file === opts.models.rerank;
+    const reranker = await RerankEngine.load({
+      modelPath: file, modelName: "reranker", threads: opts.threads, batchTokens: RERANK_BATCH_TOKENS,
+      batchSequences: RERANK_SEQUENCES, maxTokens: RERANK_TOKENS_PER_PAIR, maxDocuments: 1000, truncate: false,
+    });
     try {
-      const reference = new LlamaServerRerank(server.spec.readyUrl.replace(/\/health$/, ""));
-      const ours = engineRerankTarget(reranker);
-      result.rerankOracle = await checkRerankOracle(ours, reference);
-      progress(`rerank oracle: ${result.rerankOracle.comparisons} scores equal llama-server's (max |diff| ${result.rerankOracle.maxAbsDiff.toExponential(2)}), same order`);
-      if (opts.reps > 0) {
-        const shapes = { "1x64": { clients: 1, documentsPerRequest: 64 }, "8x16": { clients: 8, documentsPerRequest: 16 } };
-        const rows: NonNullable<MultilingualOracleResult["rerank"]> = { ours: {}, llamaServer: {} };
-        for (const [key, shape] of Object.entries(shapes)) {
-          // Alternating, one side working at a time.
-          rows.llamaServer[key] = await measureRerankThroughput(reference, shape, opts.reps);
-          rows.ours[key] = await measureRerankThroughput(ours, shape, opts.reps);
-          progress(`rerank ${key}: ours ${rows.ours[key]?.median.toFixed(1)} pairs/s, llama-server ${rows.llamaServer[key]?.median.toFixed(1)} pairs/s`);
-        }
-        result.rerank = rows;
+      const server = await startServer(llamaRerankSpec(opts.llamaServer, opts.threads, await freePort(), file));
+      try {
+        const reference = new LlamaServerRerank(server.spec.readyUrl.replace(/\/health$/, ""));
+        const ours = engineRerankTarget(reranker);
+        // A causal reranker (qwen3) is checked against llama-server one document per request (see onePerRequest).
+        const report = await checkRerankOracle(ours, reranker.describe().architecture === "bert" ? reference : onePerRequest(reference));
+        if (main) result.rerankOracle = report;
+        else extraRerankOracles[path.basename(file)] = report;
+        progress(`rerank oracle (${path.basename(file)}): ${report.comparisons} scores equal llama-server's (max |diff| ${report.maxAbsDiff.toExponential(2)}), same order`);
+        if (main && opts.reps > 0) await measureRerankRows(ours, reference, opts.reps, result);
+      } finally {
+        await server.stop();
       }
     } finally {
-      await server.stop();
+      await reranker.dispose();
     }
-  } finally {
-    await reranker.dispose();
   }
 
   const embedder = await EmbedEngine.load(llama, {
@@ -336,7 +366,9 @@ if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === path.reso
   const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
   const threads = Number(arg("threads") ?? 2);
   const reps = Number(arg("reps") ?? 1);
-  const models = process.argv.includes("--bench-shape") ? await ensureMultilingualBenchModels() : await ensureMultilingualTestModels();
+  const models = process.argv.includes("--bench-shape")
+    ? await ensureMultilingualBenchModels()
+    : await ensureMultilingualTestModels().then((m) => ({ ...m, extraRerankers: [m.qwen3Rerank] }));
   const llamaServer = path.join(benchCacheDir, "llama.cpp", "build", "bin", "llama-server");
   progress(`oracle on ${path.basename(models.embed)} and ${path.basename(models.rerank)}, ${threads} threads, ${reps} rep(s)`);
   const result = await runMultilingualOracle({ llamaServer, threads, models, reps });
