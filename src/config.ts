@@ -21,6 +21,9 @@ export const EnvSchema = Type.Object({
   EMBED_MODEL: Type.String({ minLength: 1, default: "all-MiniLM-L6-v2", description: "Embedding model: a name from models/models.json or a path to a .gguf file" }),
   LLM_MODEL_ALIASES: Type.String({ default: "", description: "More names the chat model answers to, comma-separated (besides its manifest name and aliases)" }),
   EMBED_MODEL_ALIASES: Type.String({ default: "", description: "More names the embedding model answers to, comma-separated" }),
+  EMBED_MODELS: Type.String({ default: "", description: "More embedding models served beside EMBED_MODEL (names from models/models.json or paths), comma-separated; each is chosen by a request's `model`, EMBED_MODEL stays the default" }),
+  RERANK_MODELS: Type.String({ default: "", description: "Reranking models (names from models/models.json or paths), comma-separated; the first is the default of the rerank routes. Empty: no rerank routes answer" }),
+  RERANK_MAX_DOCUMENTS: Type.Integer({ minimum: 1, maximum: 100_000, default: 1000, description: "Documents allowed in one rerank request (Cohere's limit is 1000)" }),
   MODELS_DIR: Type.String({ minLength: 1, default: path.join(projectRoot, "models"), description: "Where models.json lives and downloads go" }),
   MODEL_DOWNLOAD: Type.Boolean({ default: true, description: "Download a missing default model (false: fail with instructions instead)" }),
   LLM_CONTEXT_SIZE: Type.Integer({ minimum: 256, maximum: 1_048_576, default: 4096, description: "Context tokens per slot (prompt + generated)" }),
@@ -55,6 +58,10 @@ export type Config = Readonly<{
   embedModel: string;
   llmModelAliases: readonly string[];
   embedModelAliases: readonly string[];
+  /** Every embedding model served, the default (EMBED_MODEL) first. */
+  embedModels: readonly string[];
+  rerankModels: readonly string[];
+  rerankMaxDocuments: number;
   modelsDir: string;
   modelDownload: boolean;
   contextSize: number;
@@ -135,6 +142,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     embedModel: e.EMBED_MODEL,
     llmModelAliases: splitList(e.LLM_MODEL_ALIASES),
     embedModelAliases: splitList(e.EMBED_MODEL_ALIASES),
+    // EMBED_MODEL is first whatever EMBED_MODELS says: adding a model never changes the vectors of
+    // requests that name none (the seed's, and every vector store built before).
+    embedModels: Object.freeze([...new Set([e.EMBED_MODEL, ...splitList(e.EMBED_MODELS)])]),
+    rerankModels: Object.freeze([...new Set(splitList(e.RERANK_MODELS))]),
+    rerankMaxDocuments: e.RERANK_MAX_DOCUMENTS,
     modelsDir: path.resolve(e.MODELS_DIR),
     modelDownload: e.MODEL_DOWNLOAD,
     contextSize: e.LLM_CONTEXT_SIZE,

@@ -3,7 +3,7 @@
 import type { ChatEngine } from "./engine/chat.js";
 import type { EmbedEngine } from "./engine/embed.js";
 import { EngineError } from "./engine/errors.js";
-import type { ServedModels } from "./engine/servedModels.js";
+import type { ModelRegistry } from "./engine/registry.js";
 
 /**
  * Retry-After while draining: short, because a load balancer sends the retry to another replica, and
@@ -11,8 +11,11 @@ import type { ServedModels } from "./engine/servedModels.js";
  */
 export const DRAIN_RETRY_AFTER_S = 1;
 
-/** `models`: both models' names, GGUF details and tokenizers (every API resolves model names there). */
-export type Engines = { chat: ChatEngine; embed: EmbedEngine; models: ServedModels; runtime?: RuntimeSummary };
+/**
+ * `models`: every served model with its names, GGUF details, tokenizer and engine (every API resolves
+ * model names there). `chat` and `embed` are the default chat and embedding engines, kept at hand.
+ */
+export type Engines = { chat: ChatEngine; embed: EmbedEngine; models: ModelRegistry; runtime?: RuntimeSummary };
 /** What /api/status reports about the native runtime (engines.ts passes its Runtime, which has these). */
 export type RuntimeSummary = { backend: string; cpu: { threads: number; source: string } };
 export type ServiceStatus = "loading" | "ready" | "stopping" | "failed";

@@ -28,8 +28,12 @@ t.test("counters and histograms hold exactly the requests made", async (t) => {
   t.equal(before("bora_draining"), 0);
   t.equal(before("bora_ready"), 1);
   t.equal(before("bora_slots_total"), 2);
-  t.ok(before("bora_model_load_seconds", { model: "chat" })! > 0);
-  t.ok(before("bora_model_load_seconds", { model: "embedding" })! > 0);
+  const chatName = service.engines.models.chat.name;
+  const embedName = service.engines.models.embedding.name;
+  t.ok(before("bora_model_load_seconds", { model: chatName, kind: "chat" })! > 0);
+  t.ok(before("bora_model_load_seconds", { model: embedName, kind: "embedding" })! > 0);
+  t.ok(before("bora_model_weights_bytes", { model: embedName, kind: "embedding" })! > 0);
+  t.equal(before("bora_model_info", { model: chatName, kind: "chat", default: "true" }), 1);
 
   const decodes: number[] = [];
   const stopListening = service.engines.embed.onBatch((texts) => decodes.push(texts));
@@ -64,13 +68,13 @@ t.test("counters and histograms hold exactly the requests made", async (t) => {
 
   // How texts are split into decodes is the embedding engine's business (and changes with its
   // tuning); the histogram must hold one observation per decode the engine reports, every text once.
-  t.equal(m("bora_embed_batch_texts_count"), decodes.length, "one observation per embedding decode");
-  t.equal(m("bora_embed_batch_texts_sum"), 5, "every text in exactly one decode");
+  t.equal(m("bora_embed_batch_texts_count", { model: embedName }), decodes.length, "one observation per embedding decode");
+  t.equal(m("bora_embed_batch_texts_sum", { model: embedName }), 5, "every text in exactly one decode");
   t.same(decodes.reduce((a, b) => a + b, 0), 5);
   for (const le of ["1", "2", "4"]) {
-    t.equal(m("bora_embed_batch_texts_bucket", { le }), decodes.filter((n) => n <= Number(le)).length, `bucket le=${le}`);
+    t.equal(m("bora_embed_batch_texts_bucket", { le, model: embedName }), decodes.filter((n) => n <= Number(le)).length, `bucket le=${le}`);
   }
-  t.equal(m("bora_embed_batch_texts_bucket", { le: "+Inf" }), decodes.length);
+  t.equal(m("bora_embed_batch_texts_bucket", { le: "+Inf", model: embedName }), decodes.length);
 
   t.equal(m("bora_queue_waiting"), 0);
   t.equal(m("bora_slots_busy"), 0);

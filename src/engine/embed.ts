@@ -127,8 +127,9 @@ export class EmbedEngine {
   /**
    * @param request.truncate per request (Ollama's `truncate`); default: the engine's setting.
    * @param request.field how the caller's API names the list of texts, for errors (`texts`, `input`).
+   * @param request.prefix put before every text (the model's prompt for the request's input_type, see prompts.ts).
    */
-  async embed(texts: readonly string[], request: { truncate?: boolean; field?: string } = {}): Promise<EmbedResult> {
+  async embed(texts: readonly string[], request: { truncate?: boolean; field?: string; prefix?: string } = {}): Promise<EmbedResult> {
     const field = request.field ?? "texts";
     const truncate = request.truncate ?? this.options.truncate;
     if (this.closed) throw new EngineError("shutting_down", "The service is shutting down.", 503, undefined, 5);
@@ -138,7 +139,7 @@ export class EmbedEngine {
     let truncated = 0;
     let promptTokens = 0;
     const tokenLists = texts.map((text, index) => {
-      const tokens = this.backend.tokenize(text);
+      const tokens = this.backend.tokenize(request.prefix ? request.prefix + text : text);
       if (tokens.length <= this.maxTokens) {
         promptTokens += tokens.length;
         return tokens;

@@ -30,6 +30,10 @@ const ManifestEntry = Type.Object({
   }))),
   /** The prompt used when a request names none (sentence-transformers' `default_prompt_name`); none: no prefix. */
   defaultPrompt: Type.Optional(Type.String()),
+  /** Pooling as the model's card says, when the GGUF's own `pooling_type` differs (embedding models; native embedder only). */
+  pooling: Type.Optional(Type.Union([Type.Literal("none"), Type.Literal("mean"), Type.Literal("cls"), Type.Literal("last"), Type.Literal("rank")])),
+  /** L2-normalise the vectors (default true, as sentence-transformers' Normalize layer). */
+  normalize: Type.Optional(Type.Boolean()),
   license: Type.Optional(Type.String()),
   notes: Type.Optional(Type.String()),
 });

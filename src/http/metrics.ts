@@ -32,16 +32,26 @@ export function installMetrics(app: FastifyInstance, state: ServiceState): void 
     collect() { this.set(state.loaded()?.chat.stats().queued ?? 0); },
   });
   const embedBatchTexts = new Histogram({
-    name: "bora_embed_batch_texts", help: "Texts per embedding decode (texts of concurrent requests share a decode)", registers: [registry],
+    name: "bora_embed_batch_texts", help: "Texts per embedding decode (texts of concurrent requests share a decode), by embedding model", labelNames: ["model"], registers: [registry],
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
   });
+  // Per served model: a model label (its name) and its kind, one series per model however many are served.
   new Gauge({
-    name: "bora_model_load_seconds", help: "Time to load each model at start", labelNames: ["model"], registers: [registry],
+    name: "bora_model_load_seconds", help: "Time to load each model's engine at start", labelNames: ["model", "kind"], registers: [registry],
     collect() {
-      const engines = state.loaded();
-      if (!engines) return;
-      this.set({ model: "chat" }, engines.chat.loadMs / 1000);
-      this.set({ model: "embedding" }, engines.embed.loadMs / 1000);
+      for (const m of state.loaded()?.models.list() ?? []) this.set({ model: m.name, kind: m.kind }, m.engine.loadMs / 1000);
+    },
+  });
+  new Gauge({
+    name: "bora_model_weights_bytes", help: "RAM each model's weights take once read (llama.cpp's estimate)", labelNames: ["model", "kind"], registers: [registry],
+    collect() {
+      for (const m of state.loaded()?.models.list() ?? []) this.set({ model: m.name, kind: m.kind }, m.memory.weightsBytes);
+    },
+  });
+  new Gauge({
+    name: "bora_model_info", help: "1 for each served model; default=\"true\" for the one a request of its kind gets when it names none", labelNames: ["model", "kind", "default"], registers: [registry],
+    collect() {
+      for (const m of state.loaded()?.models.list() ?? []) this.set({ model: m.name, kind: m.kind, default: String(m.isDefault) }, 1);
     },
   });
   new Gauge({
@@ -80,7 +90,7 @@ export function installMetrics(app: FastifyInstance, state: ServiceState): void 
       generatedTokens.inc(r.tokensGenerated);
       if (r.timings.firstTokenMs !== null) firstToken.observe((r.timings.queueMs + r.timings.firstTokenMs) / 1000);
     });
-    engines.embed.onBatch((texts) => embedBatchTexts.observe(texts));
+    for (const m of engines.models.ofKind("embedding")) m.engine.onBatch((texts) => embedBatchTexts.observe({ model: m.name }, texts));
   });
   app.addHook("onResponse", async (request, reply) => {
     const route = request.routeOptions.url ?? "unmatched";

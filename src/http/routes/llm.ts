@@ -1,6 +1,6 @@
 // The seed API. Handlers only translate between the wire and the engine.
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
-import { EngineError } from "../../engine/errors.js";
+import { promptPrefix } from "../../engine/prompts.js";
 import type { ServiceState } from "../../service.js";
 import { toChatMessage, toGenerateRequest, toolCallDeltaToWire, toolCallsToWire } from "../adapt.js";
 import { ErrorBodySchema } from "../schemas/common.js";
@@ -71,13 +71,10 @@ export const llmRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = asy
       response: { 200: EmbedResponseSchema, ...errors },
     },
   }, async (request, reply): Promise<EmbedResponse> => {
-    const { embed, models } = state.engines();
-    const { texts, model } = request.body;
-    if (model !== undefined && models.find(model) !== models.embedding) {
-      throw new EngineError("model_not_found",
-        `model '${model}' is not the embedding model served here; use one of: ${[models.embedding.name, ...models.embedding.aliases].join(", ")}.`, 400, "model");
-    }
-    const result = await embed.embed(texts);
+    const { texts, model, input_type, prompt_name } = request.body;
+    const served = state.engines().models.resolve("embedding", model, { status: 400 });
+    const embed = served.engine;
+    const result = await embed.embed(texts, { prefix: promptPrefix(served, { inputType: input_type, promptName: prompt_name }) });
     useVectorJson(reply);
     return { embeddings: result.embeddings, dim: result.dim, model: embed.modelName, truncated: result.truncated };
   });

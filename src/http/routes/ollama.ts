@@ -4,7 +4,8 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { ChatMessage, GenerateRequest, GenerationResult, ResponseFormat, TokenLogprob } from "../../engine/chat/types.js";
 import { EngineError, invalidRequest } from "../../engine/errors.js";
-import type { ModelKind, ServedModel } from "../../engine/servedModels.js";
+import { promptPrefix } from "../../engine/prompts.js";
+import type { ModelKind, ServedModel, ServedModelOf } from "../../engine/registry.js";
 import type { Engines, ServiceState } from "../../service.js";
 import { errorBody } from "../errors.js";
 import { toOllamaLogprobs } from "../logprobs.js";
@@ -99,17 +100,16 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
   const errors = { 400: OllamaErrorSchema, 404: OllamaErrorSchema, 413: OllamaErrorSchema, 415: OllamaErrorSchema, 429: OllamaErrorSchema, 500: OllamaErrorSchema, 503: OllamaErrorSchema };
   const tags = ["Ollama API"];
 
-  /** The served model a request names, or Ollama's 404; a model of the other kind is a 400. */
-  const resolve = (engines: Engines, name: string, kind: ModelKind): ServedModel => {
+  /** The served model a request names, or Ollama's 404; a model of another kind is a 400. */
+  const resolve = <K extends ModelKind>(engines: Engines, name: string, kind: K): ServedModelOf<K> => {
     const served = engines.models.find(name);
     if (served === undefined) {
-      throw new EngineError("model_not_found", `model "${name}" not found; this server serves ${engines.models.describeServed()}`, 404, "model");
+      throw new EngineError("model_not_found", `model "${name}" not found; this server serves ${engines.models.describeServed(undefined, '"')}`, 404, "model");
     }
     if (served.kind !== kind) {
-      const other = kind === "chat" ? engines.models.chat : engines.models.embedding;
-      throw invalidRequest(`"${name}" does not support ${kind === "chat" ? "generate" : "embeddings"}; use "${other.name}"`, "model");
+      throw invalidRequest(`"${name}" does not support ${ollamaVerb[kind]}; use ${engines.models.describeServed(kind, '"') || "none (none is served)"}`, "model");
     }
-    return served;
+    return served as ServedModelOf<K>;
   };
 
   /**
@@ -244,7 +244,7 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
   app.post("/api/embed", {
     schema: {
       summary: "Ollama embeddings of a text or a list of texts (L2-normalised)",
-      description: "`truncate` (default true) cuts a text to the model's limit; with false a longer text is a 400.",
+      description: "`truncate` (default true) cuts a text to the model's limit; with false a longer text is a 400. `input_type` or `prompt_name` (additions) put the model's own prompt before each text.",
       tags,
       body: OllamaEmbedBodySchema,
       response: { 200: OllamaEmbedResponseSchema, ...errors },
@@ -252,16 +252,16 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
   }, async (request) => {
     const started = performance.now();
     const body = request.body;
-    const engines = state.engines();
-    resolve(engines, body.model, "embedding");
-    const { embed } = engines;
+    const served = resolve(state.engines(), body.model, "embedding");
+    const embed = served.engine;
     if (body.dimensions !== undefined && body.dimensions !== embed.dimension) {
       throw invalidRequest(`dimensions must be ${embed.dimension} for ${embed.modelName} (it cannot be shortened)`, "dimensions");
     }
     const texts = typeof body.input === "string" ? (body.input === "" ? [] : [body.input]) : body.input;
     const empty = texts.findIndex((text) => text === "");
     if (empty >= 0) throw invalidRequest(`input[${empty}] is empty`, `input[${empty}]`);
-    const result = texts.length === 0 ? { embeddings: [], promptTokens: 0 } : await embed.embed(texts, { truncate: body.truncate, field: "input" });
+    const prefix = promptPrefix(served, { inputType: body.input_type, promptName: body.prompt_name });
+    const result = texts.length === 0 ? { embeddings: [], promptTokens: 0 } : await embed.embed(texts, { truncate: body.truncate, field: "input", prefix });
     return { model: body.model, embeddings: result.embeddings, total_duration: ns(performance.now() - started), load_duration: 0, prompt_eval_count: result.promptTokens };
   });
 
@@ -275,10 +275,9 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
     },
   }, async (request) => {
     const body = request.body;
-    const engines = state.engines();
-    resolve(engines, body.model, "embedding");
+    const served = resolve(state.engines(), body.model, "embedding");
     if (body.prompt === "") return { embedding: [] };
-    const result = await engines.embed.embed([body.prompt], { field: "prompt" });
+    const result = await served.engine.embed([body.prompt], { field: "prompt", prefix: promptPrefix(served) });
     return { embedding: result.embeddings[0]! };
   });
 
@@ -293,16 +292,15 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
   const entryOf = (m: ServedModel) => ({ name: m.name, model: m.name, size: m.details.fileBytes, digest: m.details.digest, details: detailsOf(m) });
 
   app.get("/api/tags", {
-    schema: { summary: "Ollama: the models this server has (both are always loaded)", tags, response: { 200: OllamaTagsSchema, 503: OllamaErrorSchema } },
+    schema: { summary: "Ollama: the models this server has (all of them are always loaded)", tags, response: { 200: OllamaTagsSchema, 503: OllamaErrorSchema } },
   }, async () => ({
     models: state.engines().models.list().map((m) => ({ ...entryOf(m), modified_at: m.details.modifiedAt.toISOString() })),
   }));
 
   app.get("/api/ps", {
-    schema: { summary: "Ollama: the loaded models (both, for the life of the process)", tags, response: { 200: OllamaPsSchema, 503: OllamaErrorSchema } },
+    schema: { summary: "Ollama: the loaded models (all of them, for the life of the process)", tags, response: { 200: OllamaPsSchema, 503: OllamaErrorSchema } },
   }, async () => {
     const engines = state.engines();
-    const contextOf = (m: ServedModel) => m.kind === "chat" ? engines.chat.contextSize : engines.embed.describe().maxTokensPerText;
     return {
       models: engines.models.list().map((m) => ({ ...entryOf(m), expires_at: neverExpires, size_vram: 0, context_length: contextOf(m) })),
     };
@@ -342,6 +340,16 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
   }, async () => ({ version: OLLAMA_API_VERSION }));
 };
 
+/** What an Ollama error calls each kind's use: `"x" does not support embeddings`. */
+const ollamaVerb: Record<ModelKind, string> = { chat: "generate", embedding: "embeddings", rerank: "rerank" };
+
+/** Tokens one request may hold: a chat slot's context, an embedding's text limit, a reranker's pair limit. */
+function contextOf(m: ServedModel): number {
+  if (m.kind === "chat") return m.engine.contextSize;
+  if (m.kind === "embedding") return m.engine.describe().maxTokensPerText;
+  return m.engine.maxTokensPerPair ?? m.details.contextLength ?? 0;
+}
+
 const zeroStats = { total_duration: 0, load_duration: 0, prompt_eval_count: 0, prompt_eval_duration: 0, eval_count: 0, eval_duration: 0 };
 
 /** Models never unload here (keep_alive is ignored); Ollama shows a far-future expiry for keep_alive -1 too. */
@@ -353,6 +361,7 @@ const neverExpires = "9999-12-31T23:59:59Z";
  */
 export function capabilitiesOf(m: ServedModel): string[] {
   if (m.kind === "embedding") return ["embedding"];
+  if (m.kind === "rerank") return ["rerank"];
   const template = m.details.chatTemplate ?? "";
   return ["completion", ...(template.includes("tools") ? ["tools"] : []), ...(template.includes("<think>") ? ["thinking"] : [])];
 }

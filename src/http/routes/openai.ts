@@ -4,6 +4,7 @@ import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { Type } from "@sinclair/typebox";
 import type { ChatMessage, GenerationResult } from "../../engine/chat.js";
 import { EngineError } from "../../engine/errors.js";
+import { promptPrefix } from "../../engine/prompts.js";
 import type { ServiceState } from "../../service.js";
 import { toChatMessage, toGenerateRequest, toolCallDeltaToWire, toolCallsToWire } from "../adapt.js";
 import { errorBody } from "../errors.js";
@@ -126,19 +127,21 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
   app.post("/v1/embeddings", {
     schema: {
       summary: "OpenAI embeddings (L2-normalised; float or base64 float32)",
+      description: "`model` picks one of the served embedding models (default: EMBED_MODEL). `input_type` (Cohere/Voyage; the OpenAI SDK sends it in extra_body) or `prompt_name` (TEI) puts the model's own prompt before each text.",
       tags: ["OpenAI API"],
       body: EmbeddingsBodySchema,
       response: { 200: EmbeddingsResponseSchema, ...errors },
     },
   }, async (request, reply): Promise<EmbeddingsResponse> => {
-    const { embed } = state.engines();
     const body = request.body;
-    requireModel(body.model, embed.modelName, embed.aliases);
+    const served = state.engines().models.resolve("embedding", body.model);
+    const embed = served.engine;
     if (body.dimensions !== undefined && body.dimensions !== embed.dimension) {
       throw new EngineError("invalid_request", `dimensions must be ${embed.dimension} for ${embed.modelName} (it cannot be shortened).`, 400, "dimensions");
     }
     const texts = typeof body.input === "string" ? [body.input] : isTextList(body.input) ? body.input : decodeTokenIdInput(body.input);
-    const result = await embed.embed(texts, { field: "input" });
+    const prefix = promptPrefix(served, { inputType: body.input_type, promptName: body.prompt_name });
+    const result = await embed.embed(texts, { field: "input", prefix });
     const base64 = body.encoding_format === "base64";
     useVectorJson(reply);
     return {

@@ -1,6 +1,7 @@
 // GET /api/status: a thin read of the service state and the engines' own describe()/stats(). Answers
 // while the models load too (status "loading", no model sections), so a page can show progress.
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import type { ServedModel } from "../../engine/registry.js";
 import type { ServiceState } from "../../service.js";
 import { StatusResponseSchema, type StatusResponse } from "../schemas/status.js";
 
@@ -33,6 +34,30 @@ export const statusRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
     };
     const embed = engines.embed.describe();
     body.embedding = { model: embed.model, backend: embed.backend, dimension: embed.dimension, max_tokens_per_text: embed.maxTokensPerText };
+    body.models = engines.models.list().map((m) => ({
+      name: m.name,
+      kind: m.kind,
+      aliases: [...m.aliases],
+      default: m.isDefault,
+      architecture: m.details.architecture,
+      quantization: m.details.quantization,
+      file_bytes: m.details.fileBytes,
+      weights_bytes: m.memory.weightsBytes,
+      rss_growth_bytes: m.memory.rssGrowthBytes,
+      load_ms: Math.round(m.engine.loadMs),
+      ...kindFields(m),
+    }));
     return body;
   });
 };
+
+/** What each kind adds to its entry in `models`. */
+function kindFields(m: ServedModel): Partial<NonNullable<StatusResponse["models"]>[number]> {
+  if (m.kind === "embedding") {
+    const d = m.engine.describe();
+    const prompts = Object.keys(m.prompts.prompts).length > 0 ? { prompts: { ...m.prompts.prompts }, input_types: { ...m.prompts.inputTypes } as Record<string, string> } : {};
+    return { backend: d.backend, dimension: d.dimension, max_tokens: d.maxTokensPerText, ...prompts };
+  }
+  if (m.kind === "rerank") return m.engine.maxTokensPerPair === undefined ? {} : { max_tokens: m.engine.maxTokensPerPair };
+  return {};
+}

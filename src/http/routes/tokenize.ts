@@ -1,8 +1,8 @@
-// POST /tokenize and /detokenize in llama-server's shapes, for either served model: a RAG pipeline
+// POST /tokenize and /detokenize in llama-server's shapes, for any served model: a RAG pipeline
 // cuts its chunks to the embedding model's limit with the embedding model's own tokenizer.
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { EngineError } from "../../engine/errors.js";
-import type { ServedModel } from "../../engine/servedModels.js";
+import type { ServedModel } from "../../engine/registry.js";
 import type { ServiceState } from "../../service.js";
 import { OpenAIErrorSchema } from "../schemas/openai.js";
 import { DetokenizeBodySchema, DetokenizeResponseSchema, TokenizeBodySchema, TokenizeResponseSchema } from "../schemas/tokenize.js";

@@ -54,3 +54,14 @@ export const UsageSchema = Type.Object({
   total_tokens: Type.Integer(),
   prompt_tokens_details: Type.Optional(Type.Object({ cached_tokens: Type.Integer() })),
 });
+
+/**
+ * How an embedding model should read the texts (Cohere/Voyage `input_type`, TEI `prompt_name`): the
+ * server puts the model's own prefix before each text (e.g. multilingual-e5's "query: "); see docs/models.md.
+ */
+export const PromptFields = {
+  input_type: Type.Optional(Type.Union([
+    Type.Literal("search_query"), Type.Literal("search_document"), Type.Literal("classification"), Type.Literal("clustering"),
+  ], { description: "What the texts are for (Cohere/Voyage): the model's prompt for it is put before each text; a model without one reads them as they are" })),
+  prompt_name: Type.Optional(Type.String({ minLength: 1, description: "A prompt of the model by name (TEI, sentence-transformers), e.g. \"query\"; unknown: 400" })),
+};

@@ -1,7 +1,7 @@
 // The seed API (../shared/seed/plan-b-llm-microservice.md): POST /api/llm/generate and /api/llm/embed.
 // Every field of the seed keeps its name, default and meaning; the rest are additions.
 import { Type, type Static } from "@sinclair/typebox";
-import { SamplingControls } from "./common.js";
+import { PromptFields, SamplingControls } from "./common.js";
 import { ToolCallSchema, ToolRequestFields } from "./tools.js";
 
 /** The seed's message, plus OpenAI's tool history: assistant tool_calls (content "" beside them) and tool results. */
@@ -42,7 +42,8 @@ export type GenerateResponse = Static<typeof GenerateResponseSchema>;
 
 export const EmbedBodySchema = Type.Object({
   texts: Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description: "Texts to embed, in order" }),
-  model: Type.Optional(Type.String({ minLength: 1, description: "Must name the served embedding model (either seed spelling works)" })),
+  model: Type.Optional(Type.String({ minLength: 1, description: "One of the served embedding models, by any of its names (either seed spelling of all-MiniLM-L6-v2 works); default: EMBED_MODEL" })),
+  ...PromptFields,
 }, { additionalProperties: false, $id: "EmbedRequest" });
 export type EmbedBody = Static<typeof EmbedBodySchema>;
 

@@ -2,6 +2,7 @@
 // `ollama` clients, LangChain's ChatOllama/OllamaEmbeddings, Open WebUI, n8n and Continue send.
 // Like Ollama (Go's JSON decoder), unknown fields are accepted and ignored; known fields are checked.
 import { Type, type Static } from "@sinclair/typebox";
+import { PromptFields } from "./common.js";
 
 const KeepAlive = Type.Optional(Type.Union([Type.String(), Type.Number()], { description: "Accepted and ignored: the models stay loaded" }));
 
@@ -148,6 +149,7 @@ export const OllamaEmbedBodySchema = Type.Object({
   dimensions: Type.Optional(Type.Integer({ minimum: 1, description: "Must equal the model's dimension if given" })),
   options: Type.Optional(OllamaOptionsSchema),
   keep_alive: KeepAlive,
+  ...PromptFields,
 }, { $id: "OllamaEmbedRequest" });
 export type OllamaEmbedBody = Static<typeof OllamaEmbedBodySchema>;
 

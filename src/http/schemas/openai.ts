@@ -1,7 +1,7 @@
 // The OpenAI-compatible API's wire types: what the official client and LangChain send and expect.
 // Unknown fields are accepted and ignored, as OpenAI-compatible servers do (clients send many).
 import { Type, type Static } from "@sinclair/typebox";
-import { SamplingControls, UsageSchema } from "./common.js";
+import { PromptFields, SamplingControls, UsageSchema } from "./common.js";
 import { ChatLogprobsControls, ChatLogprobsSchema } from "./logprobs.js";
 import { ToolCallDeltaSchema, ToolCallSchema, ToolRequestFields } from "./tools.js";
 
@@ -76,6 +76,7 @@ export const EmbeddingsBodySchema = Type.Object({
   encoding_format: Type.Optional(Type.Union([Type.Literal("float"), Type.Literal("base64")], { default: "float" })),
   dimensions: Type.Optional(Type.Integer({ minimum: 1, description: "Must equal the model's dimension if given" })),
   user: Type.Optional(Type.String()),
+  ...PromptFields,
 }, { $id: "EmbeddingsRequest" });
 export type EmbeddingsBody = Static<typeof EmbeddingsBodySchema>;
 

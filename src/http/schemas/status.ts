@@ -31,5 +31,22 @@ export const StatusResponseSchema = Type.Object({
     dimension: Type.Integer(),
     max_tokens_per_text: Type.Integer(),
   })),
+  models: Type.Optional(Type.Array(Type.Object({
+    name: Type.String(),
+    kind: Type.Union([Type.Literal("chat"), Type.Literal("embedding"), Type.Literal("rerank")]),
+    aliases: Type.Array(Type.String(), { description: "Every other name a request may use for it" }),
+    default: Type.Boolean({ description: "What a request of its kind that names no model gets" }),
+    architecture: Type.String(),
+    quantization: Type.String(),
+    file_bytes: Type.Integer(),
+    weights_bytes: Type.Integer({ description: "RAM the weights take once read (llama.cpp's estimate)" }),
+    rss_growth_bytes: Type.Integer({ description: "How much the process grew while the model's engine loaded (weights are memory-mapped and count once read)" }),
+    load_ms: Type.Integer(),
+    backend: Type.Optional(Type.String()),
+    dimension: Type.Optional(Type.Integer()),
+    max_tokens: Type.Optional(Type.Integer({ description: "Tokens per text (embedding) or per query + document pair (rerank)" })),
+    prompts: Type.Optional(Type.Record(Type.String(), Type.String(), { description: "Prefixes by name (prompt_name), from the manifest" })),
+    input_types: Type.Optional(Type.Record(Type.String(), Type.String(), { description: "input_type -> prompt name" })),
+  }), { description: "Every served model, in configuration order" })),
 }, { $id: "StatusResponse" });
 export type StatusResponse = Static<typeof StatusResponseSchema>;

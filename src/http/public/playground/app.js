@@ -135,6 +135,7 @@ for (const tab of tabs) {
  *   chat?: { model: string, gpu_layers: number, threads: number, context_per_slot: number, slots_total: number,
  *            slots_busy: number, queued: number, queue_capacity: number, slots: { id: number, busy: boolean, cached_tokens: number }[] },
  *   embedding?: { model: string, backend: string, dimension: number, max_tokens_per_text: number },
+ *   models?: { name: string, kind: string, default: boolean, weights_bytes: number, dimension?: number, max_tokens?: number }[],
  * }} Status
  */
 
@@ -175,6 +176,12 @@ function renderStatus(s) {
   if (s.embedding) {
     rows.push(["Embedding model", `${s.embedding.model} (${s.embedding.dimension} dimensions, ${s.embedding.max_tokens_per_text} tokens per text)`], ["Embedder", s.embedding.backend]);
   }
+  // Every served model: its kind, whether it is the default of its kind, and its weights' memory.
+  for (const m of s.models ?? []) {
+    const facts = [m.kind + (m.default ? ", default" : ""), `${(m.weights_bytes / 2 ** 20).toFixed(0)} MiB`, ...(m.dimension ? [`${m.dimension} dimensions`] : [])];
+    rows.push([`Model ${m.name}`, facts.join(" · ")]);
+  }
+  renderEmbedModels(s.models ?? []);
   const list = byId("status-list", HTMLElement);
   list.replaceChildren(...rows.flatMap(([term, value]) => [make("dt", "", term), make("dd", "", value)]));
 
@@ -436,6 +443,25 @@ byId("clear", HTMLButtonElement).addEventListener("click", () => {
 // ---------------------------------------------------------------------------------------------
 // Embeddings
 
+const embedModel = byId("embed-model", HTMLSelectElement);
+
+/**
+ * The embedding models to choose from (the first option, empty, is the service's default).
+ * @param {NonNullable<Status["models"]>} models
+ */
+function renderEmbedModels(models) {
+  const names = models.filter((m) => m.kind === "embedding").map((m) => m.name);
+  const current = [...embedModel.options].slice(1).map((o) => o.value);
+  if (names.join("\n") === current.join("\n")) return;
+  const chosen = embedModel.value;
+  embedModel.replaceChildren(embedModel.options[0] ?? make("option", "", "(default)"), ...names.map((name) => {
+    const option = /** @type {HTMLOptionElement} */ (make("option", "", name));
+    option.value = name;
+    return option;
+  }));
+  embedModel.value = names.includes(chosen) ? chosen : "";
+}
+
 /** @type {{ labels: string[], matrix: number[][] } | null} */
 let lastHeatmap = null;
 const embedError = byId("embed-error", HTMLElement);
@@ -463,7 +489,8 @@ byId("embed-form", HTMLFormElement).addEventListener("submit", async (event) => 
   }
   embedButton.disabled = true;
   try {
-    const result = /** @type {{ embeddings: number[][] }} */ (await api.json("/api/llm/embed", { texts: labels }));
+    const body = embedModel.value === "" ? { texts: labels } : { texts: labels, model: embedModel.value };
+    const result = /** @type {{ embeddings: number[][] }} */ (await api.json("/api/llm/embed", body));
     const matrix = cosineMatrix(result.embeddings);
     lastHeatmap = { labels, matrix };
     heatmapFigure.hidden = false;

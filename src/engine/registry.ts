@@ -1,0 +1,225 @@
+// Every model this service serves: one chat model, one or more embedding models (the first is the
+// default), zero or more rerankers. Each has its names (manifest name, aliases, file names), what its
+// GGUF says about it, its tokenizer, the memory it took at load and its engine. Every API resolves a
+// request's `model` here, so "all-MiniLM-L6-v2" means the same model everywhere; a new kind of model
+// is a new entry in `EngineOf`, an engine file and a route.
+import { createHash } from "node:crypto";
+import { statSync } from "node:fs";
+import { GgufFileType, GgufInsights, readGgufFileInfo, type Llama } from "node-llama-cpp";
+import type { ChatEngine } from "./chat.js";
+import type { EmbedEngine } from "./embed.js";
+import { EngineError } from "./errors.js";
+import { normaliseModelName, type ResolvedModelFile } from "./modelFiles.js";
+import type { RerankEngine } from "./rerank.js";
+import type { ModelPrompts } from "./prompts.js";
+import { ModelTokenizer } from "./tokenizer.js";
+
+/** The engine behind each kind of model. */
+export type EngineOf = { chat: ChatEngine; embedding: EmbedEngine; rerank: RerankEngine };
+export type ModelKind = keyof EngineOf;
+export const MODEL_KINDS: readonly ModelKind[] = ["chat", "embedding", "rerank"];
+
+/** What the GGUF header says about a model. */
+export type ModelDetails = {
+  /** `general.architecture`, e.g. qwen3, bert. */
+  architecture: string;
+  /** Parameters counted from the tensor shapes. */
+  parameterCount: number;
+  /** As Ollama writes it: "1.7B", "23M". */
+  parameterSize: string;
+  /** The file type: Q4_K_M, F16, F32 … */
+  quantization: string;
+  contextLength: number | null;
+  embeddingLength: number | null;
+  /** The GGUF's Jinja chat template (`tokenizer.chat_template`), if it has one. */
+  chatTemplate: string | null;
+  /** `general.*` and `<architecture>.*` keys with scalar values (Ollama's model_info). */
+  info: Record<string, string | number | boolean>;
+  fileBytes: number;
+  modifiedAt: Date;
+  /** The manifest's sha256 when the file is the manifest's; else a hash of path, size and mtime (an identifier only). */
+  digest: string;
+  /** llama.cpp's own estimate (through node-llama-cpp) of the RAM the weights take on the CPU. */
+  weightsBytes: number;
+};
+
+/** Memory a model took when it was loaded: the estimate of its weights and the process's RSS growth while its engine loaded. */
+export type ModelMemory = { weightsBytes: number; rssGrowthBytes: number };
+
+export type ServedModelOf<K extends ModelKind> = {
+  kind: K;
+  /** The name every response reports. */
+  name: string;
+  /** Every other name it answers to: manifest aliases, the file's own names, *_MODEL_ALIASES. */
+  aliases: readonly string[];
+  /** The default of its kind: what a request that names no model gets. */
+  isDefault: boolean;
+  path: string;
+  details: ModelDetails;
+  tokenizer: ModelTokenizer;
+  /** Prefixes by name, from the manifest (embedding models). */
+  prompts: ModelPrompts;
+  memory: ModelMemory;
+  engine: EngineOf[K];
+};
+export type ServedModel = { [K in ModelKind]: ServedModelOf<K> }[ModelKind];
+
+/** A model's names and GGUF facts, read before its engine loads. */
+export type ModelIdentity = Omit<ServedModelOf<ModelKind>, "kind" | "isDefault" | "memory" | "engine">;
+
+export const KIND_LABEL: Record<ModelKind, string> = { chat: "chat", embedding: "embedding", rerank: "rerank" };
+const withArticle = (kind: ModelKind) => `${kind === "embedding" ? "an" : "a"} ${KIND_LABEL[kind]}`;
+
+export class ModelRegistry {
+  private readonly models: readonly ServedModel[];
+
+  /** @param models in configuration order; the first of each kind is its default. */
+  constructor(models: readonly ServedModel[]) {
+    if (!models.some((m) => m.kind === "chat")) throw new Error("ModelRegistry: no chat model");
+    if (!models.some((m) => m.kind === "embedding")) throw new Error("ModelRegistry: no embedding model");
+    const taken = new Set<string>();
+    // Names are unique across the registry: a model whose name another one already answers to is a
+    // configuration error; an alias already taken is dropped from the later model (the first keeps it).
+    this.models = Object.freeze(models.map((m) => {
+      const name = normaliseModelName(m.name);
+      if (taken.has(name)) throw new Error(`Two served models answer to '${m.name}': give one of them another file name or remove it.`);
+      taken.add(name);
+      const aliases = m.aliases.filter((a) => {
+        const n = normaliseModelName(a);
+        if (taken.has(n)) return false;
+        taken.add(n);
+        return true;
+      });
+      return { ...m, aliases, isDefault: models.find((o) => o.kind === m.kind) === m } as ServedModel;
+    }));
+  }
+
+  /** Every model, in configuration order (chat, embeddings, rerankers). */
+  list(): readonly ServedModel[] {
+    return this.models;
+  }
+
+  ofKind<K extends ModelKind>(kind: K): ServedModelOf<K>[] {
+    return this.models.filter((m): m is ServedModelOf<K> & ServedModel => m.kind === kind);
+  }
+
+  defaultOf<K extends ModelKind>(kind: K): ServedModelOf<K> | undefined {
+    return this.ofKind(kind)[0];
+  }
+
+  get chat(): ServedModelOf<"chat"> {
+    return this.defaultOf("chat")!;
+  }
+
+  /** The default embedding model (EMBED_MODEL). */
+  get embedding(): ServedModelOf<"embedding"> {
+    return this.defaultOf("embedding")!;
+  }
+
+  /**
+   * The model a name means: its name or an alias, compared without case, spaces or `.gguf`; an
+   * Ollama-style `:latest` tag means the untagged name.
+   */
+  find(requested: string): ServedModel | undefined {
+    const wanted = normaliseModelName(requested);
+    const candidates = wanted.endsWith(":latest") ? [wanted, wanted.slice(0, -":latest".length)] : [wanted];
+    return this.models.find((m) => [m.name, ...m.aliases].some((n) => candidates.includes(normaliseModelName(n))));
+  }
+
+  /**
+   * The model of `kind` a request names (its default when it names none). Unknown names and models of
+   * another kind are `model_not_found` errors listing what is served; `status` and `quote` let each
+   * API keep its own convention (OpenAI 404 with 'x', the seed 400, Ollama "x").
+   */
+  resolve<K extends ModelKind>(kind: K, requested: string | undefined, style: { status?: number; quote?: string } = {}): ServedModelOf<K> {
+    const status = style.status ?? 404;
+    const q = style.quote ?? "'";
+    const served = this.ofKind(kind);
+    if (served.length === 0) {
+      throw new EngineError("model_not_found", `This server serves no ${KIND_LABEL[kind]} model (${this.describeServed(undefined, q)}).`, status, "model");
+    }
+    if (requested === undefined) return served[0]!;
+    const found = this.find(requested);
+    if (found === undefined) {
+      throw new EngineError("model_not_found", `The model ${q}${requested}${q} is not served here; ${KIND_LABEL[kind]} models: ${this.describeServed(kind, q)}.`, status, "model");
+    }
+    if (found.kind !== kind) {
+      throw new EngineError("model_not_found",
+        `${q}${requested}${q} is ${withArticle(found.kind)} model, not ${withArticle(kind)} model; ${KIND_LABEL[kind]} models: ${this.describeServed(kind, q)}.`, status, "model");
+    }
+    return found as ServedModelOf<K>;
+  }
+
+  /** "'Qwen3-1.7B-Q4_K_M' (also 'qwen3:1.7b', …); …" for error messages that list what is served. */
+  describeServed(kind?: ModelKind, q = "'"): string {
+    return this.models.filter((m) => kind === undefined || m.kind === kind)
+      .map((m) => `${q}${m.name}${q}` + (m.aliases.length > 0 ? ` (also ${m.aliases.map((a) => `${q}${a}${q}`).join(", ")})` : "")).join("; ");
+  }
+
+  async dispose(): Promise<void> {
+    await Promise.allSettled(this.models.flatMap((m) => [m.engine.dispose(), m.tokenizer.dispose()]));
+  }
+}
+
+/** A model file's names, GGUF details and tokenizer (the engine is loaded by the caller). */
+export async function readIdentity(
+  llama: Llama, file: ResolvedModelFile, kind: ModelKind, extraAliases: readonly string[], prompts: ModelPrompts,
+): Promise<ModelIdentity> {
+  const aliases = [...new Set([...file.aliases, ...extraAliases])].filter((a) => a !== file.name);
+  // A reranker reads [CLS] query [SEP] document [SEP]: its special tokens are an encoder's, as an embedder's.
+  const [details, tokenizer] = await Promise.all([readDetails(llama, file), ModelTokenizer.load(llama, file.path, kind === "chat" ? "chat" : "embedding")]);
+  return { name: file.name, aliases, path: file.path, details, tokenizer, prompts };
+}
+
+async function readDetails(llama: Llama, file: ResolvedModelFile): Promise<ModelDetails> {
+  const info = await readGgufFileInfo(file.path, { logWarnings: false, ignoreKeys: ["tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.scores"] });
+  const insights = await GgufInsights.from(info, llama);
+  const metadata = info.metadata as unknown as Record<string, Record<string, unknown> | undefined>;
+  const general = metadata.general ?? {};
+  const architecture = typeof general.architecture === "string" ? general.architecture : "unknown";
+  const fileType = typeof general.file_type === "number" ? GgufFileType[general.file_type] : undefined;
+  const stat = statSync(file.path);
+  const chatTemplate = (metadata.tokenizer as { chat_template?: unknown } | undefined)?.chat_template;
+  const parameterCount = insights.totalParameters;
+  const weights = await insights.estimateModelResourceRequirementsV2({ gpuLayers: 0 });
+  return {
+    architecture,
+    parameterCount,
+    parameterSize: humanCount(parameterCount),
+    quantization: fileType?.replace(/^(MOSTLY|ALL)_/, "") ?? "unknown",
+    contextLength: insights.trainContextSize ?? null,
+    embeddingLength: insights.embeddingVectorSize ?? null,
+    chatTemplate: typeof chatTemplate === "string" ? chatTemplate : null,
+    info: {
+      ...flatScalars("general", general),
+      "general.parameter_count": parameterCount,
+      ...flatScalars(architecture, metadata[architecture] ?? {}),
+    },
+    fileBytes: stat.size,
+    modifiedAt: stat.mtime,
+    digest: file.entry?.sha256 && file.entry.size === stat.size
+      ? file.entry.sha256
+      : createHash("sha256").update(`${file.path}\0${stat.size}\0${stat.mtimeMs}`).digest("hex"),
+    weightsBytes: weights.cpuRam,
+  };
+}
+
+/** `{attention: {head_count: 16}}` under "qwen3" -> `{"qwen3.attention.head_count": 16}`; arrays are left out. */
+function flatScalars(prefix: string, value: Record<string, unknown>): Record<string, string | number | boolean> {
+  const out: Record<string, string | number | boolean> = {};
+  for (const [key, v] of Object.entries(value)) {
+    const name = `${prefix}.${key}`;
+    if (typeof v === "string" || typeof v === "number" || typeof v === "boolean") out[name] = v;
+    else if (typeof v === "bigint") out[name] = Number(v);
+    else if (v !== null && typeof v === "object" && !Array.isArray(v)) Object.assign(out, flatScalars(name, v as Record<string, unknown>));
+  }
+  return out;
+}
+
+/** 1_720_574_976 -> "1.7B", 22_713_216 -> "23M", as Ollama's details.parameter_size. */
+export function humanCount(n: number): string {
+  if (n >= 1e9) return `${(n / 1e9).toFixed(1)}B`;
+  if (n >= 1e6) return `${Math.round(n / 1e6)}M`;
+  if (n >= 1e3) return `${Math.round(n / 1e3)}K`;
+  return String(n);
+}
