@@ -44,6 +44,8 @@ export const EnvSchema = Type.Object({
   LLM_API_KEY: Type.String({ default: "", description: "API key(s), comma-separated; empty: no key needed. Sent as Authorization: Bearer or x-api-key" }),
   CORS_ORIGINS: Type.String({ default: "http://localhost:8000", description: "Browser origins allowed (comma-separated, with credentials); * allows any origin without credentials" }),
   METRICS_AUTH: Type.Boolean({ default: false, description: "true: /metrics needs the API key too" }),
+  RESPONSES_STORE_MAX_ITEMS: Type.Integer({ minimum: 0, maximum: 10_000_000, default: 1000, description: "Responses API: most stored responses (previous_response_id, GET /v1/responses/{id}), least recently used evicted first; 0: nothing is stored. In memory" }),
+  RESPONSES_STORE_MAX_BYTES: Type.Integer({ minimum: 0, maximum: 1_099_511_627_776, default: 64 * 1024 * 1024, description: "Responses API: most bytes (JSON) the stored responses take, least recently used evicted first" }),
   DRAIN_TIMEOUT_MS: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400_000, description: "On SIGTERM, how long running requests may finish; default LLM_REQUEST_TIMEOUT_MS" })),
 });
 export type Env = Static<typeof EnvSchema>;
@@ -79,6 +81,7 @@ export type Config = Readonly<{
   corsOrigins: readonly string[];
   metricsAuth: boolean;
   drainTimeoutMs: number;
+  responseStore: Readonly<{ maxItems: number; maxBytes: number }>;
 }>;
 
 export class ConfigError extends Error {
@@ -160,6 +163,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metricsAuth: e.METRICS_AUTH,
     // A request never outlives its own deadline, so draining that long lets every answer finish.
     drainTimeoutMs: e.DRAIN_TIMEOUT_MS ?? e.LLM_REQUEST_TIMEOUT_MS,
+    responseStore: Object.freeze({ maxItems: e.RESPONSES_STORE_MAX_ITEMS, maxBytes: e.RESPONSES_STORE_MAX_BYTES }),
   });
 }
 

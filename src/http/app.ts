@@ -16,6 +16,8 @@ import { statusRoutes } from "./routes/status.js";
 import { ollamaRoutes } from "./routes/ollama.js";
 import { tokenizeRoutes } from "./routes/tokenize.js";
 import { completionsRoutes } from "./routes/completions.js";
+import { responsesRoutes } from "./routes/responses.js";
+import type { ResponseStoreOptions } from "./responseStore.js";
 
 export type AppOptions = {
   state: ServiceState;
@@ -23,6 +25,8 @@ export type AppOptions = {
   logger: Logger | false;
   /** API keys, CORS origins, /metrics access (default: no key, the seed's CORS origin). */
   access?: AccessOptions;
+  /** Bounds of the Responses API's store (RESPONSES_STORE_MAX_ITEMS / _BYTES); default DEFAULT_RESPONSE_STORE. */
+  responseStore?: ResponseStoreOptions;
 };
 
 /** An incoming x-request-id is kept when it is a plausible id (it ends up in every log line). */
@@ -32,7 +36,7 @@ export function requestIdFor(header: string | string[] | undefined): string {
   return typeof header === "string" && REQUEST_ID.test(header) ? header : randomUUID();
 }
 
-export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT_ACCESS }: AppOptions): Promise<FastifyInstance> {
+export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT_ACCESS, responseStore }: AppOptions): Promise<FastifyInstance> {
   const app = Fastify({
     ...(logger === false ? { logger: false } : { loggerInstance: logger as FastifyBaseLogger }),
     bodyLimit: bodyLimitBytes,
@@ -94,5 +98,6 @@ export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT
   await app.register(ollamaRoutes, { state });
   await app.register(tokenizeRoutes, { state });
   await app.register(completionsRoutes, { state });
+  await app.register(responsesRoutes, { state, ...(responseStore ? { store: responseStore } : {}) });
   return app;
 }

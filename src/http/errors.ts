@@ -68,8 +68,8 @@ export function toErrorPayload(error: unknown): ErrorPayload {
 /** Which error body a route speaks: the seed API's `{error: {code, message, field}}`, OpenAI's, or Ollama's `{error: "…"}`. */
 export type ErrorStyle = "seed" | "openai" | "ollama";
 
-/** llama-server's /tokenize and /detokenize answer errors as OpenAI does. */
-const openAIPaths = /^\/(v1\/|tokenize(\?|$)|detokenize(\?|$))/;
+/** llama-server's /tokenize and /detokenize, and the bare /responses alias, answer errors as OpenAI does. */
+const openAIPaths = /^\/(v1\/|tokenize(\?|$)|detokenize(\?|$)|responses(\/|\?|$))/;
 
 export const errorStyleFor = (url: string): ErrorStyle =>
   openAIPaths.test(url) ? "openai" : url.startsWith("/api/") && !url.startsWith("/api/llm/") ? "ollama" : "seed";

@@ -156,6 +156,11 @@ export class ChatEngine {
     return this.prompts.tokenizeMessages(messages, enableThinking);
   }
 
+  /** How many tokens the request's prompt is (tools included), without checking it fits: /v1/responses/input_tokens. */
+  countPromptTokens(request: GenerateRequest): number {
+    return this.prompts.renderPrompt(request).tokens.length;
+  }
+
   /** Validates a request against the model (prompt length, grammar) without taking a slot. */
   async prepare(request: GenerateRequest): Promise<PreparedGeneration> {
     if (this.closed) throw shuttingDown();
