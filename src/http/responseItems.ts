@@ -86,3 +86,36 @@ export function responseFormatOf(format: NonNullable<InputTokensBody["text"]>["f
   if (format.type === "json_object") return { type: "json_object" };
   return { type: "json_schema", schema: format.schema };
 }
+
+const KNOWN_ITEM_TYPES = new Set(["message", "function_call", "function_call_output", "reasoning"]);
+const TEXT_PART_TYPES = new Set(["input_text", "output_text", "refusal"]);
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null && !Array.isArray(value);
+
+/**
+ * The Responses API features this server does not serve (hosted tools, images, files, item
+ * references), named with a clear message before schema validation, which would otherwise report a
+ * missing field of the one shape it knows. The schema still rejects them.
+ */
+export function checkServedFeatures(body: unknown): void {
+  if (!isObject(body)) return;
+  if (Array.isArray(body.tools)) {
+    body.tools.forEach((tool, i) => {
+      if (isObject(tool) && typeof tool.type === "string" && tool.type !== "function") {
+        throw invalidRequest(`Only function tools are served here; tools[${i}] is of type '${tool.type}'.`, `tools[${i}].type`);
+      }
+    });
+  }
+  if (!Array.isArray(body.input)) return;
+  body.input.forEach((item, i) => {
+    if (!isObject(item)) return;
+    if (typeof item.type === "string" && !KNOWN_ITEM_TYPES.has(item.type)) {
+      throw invalidRequest(`input[${i}] is of type '${item.type}'; served item types: ${[...KNOWN_ITEM_TYPES].join(", ")}.`, `input[${i}].type`);
+    }
+    if (!Array.isArray(item.content)) return;
+    item.content.forEach((part, j) => {
+      if (isObject(part) && typeof part.type === "string" && !TEXT_PART_TYPES.has(part.type)) {
+        throw invalidRequest(`Only text parts are served here (${[...TEXT_PART_TYPES].join(", ")}); input[${i}].content[${j}] is '${part.type}'.`, `input[${i}].content[${j}].type`);
+      }
+    });
+  });
+}

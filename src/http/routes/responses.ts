@@ -9,7 +9,7 @@ import { EngineError } from "../../engine/errors.js";
 import type { ServiceState } from "../../service.js";
 import { sendError, type ErrorPayload } from "../errors.js";
 import { ResponseBuilder } from "../responseEvents.js";
-import { itemsToMessages, newItemId, normalizeInput, responseFormatOf, thinkingFor, toolRequestOf } from "../responseItems.js";
+import { checkServedFeatures, itemsToMessages, newItemId, normalizeInput, responseFormatOf, thinkingFor, toolRequestOf } from "../responseItems.js";
 import { DEFAULT_RESPONSE_STORE, ResponseStore, type ResponseStoreOptions } from "../responseStore.js";
 import { OpenAIErrorSchema } from "../schemas/openai.js";
 import {
@@ -41,6 +41,8 @@ export const responsesRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState; s
     if (error instanceof ResponsesApiError) return sendError(reply, error.payload, "openai");
     throw error; // the app's handler answers everything else, in the same shape
   });
+
+  app.addHook("preValidation", async (request) => checkServedFeatures(request.body));
 
   const requireChatModel = (requested: string | undefined): ChatEngine => {
     const { chat, models } = state.engines();
