@@ -98,6 +98,11 @@ const isObject = (value: unknown): value is Record<string, unknown> => typeof va
  */
 export function checkServedFeatures(body: unknown): void {
   if (!isObject(body)) return;
+  for (const field of ["conversation", "prompt"] as const) {
+    if (body[field] !== undefined && body[field] !== null) {
+      throw invalidRequest(`${field} is not served here (${field === "conversation" ? "use previous_response_id" : "send input and instructions"}).`, field);
+    }
+  }
   if (Array.isArray(body.tools)) {
     body.tools.forEach((tool, i) => {
       if (isObject(tool) && typeof tool.type === "string" && tool.type !== "function") {
