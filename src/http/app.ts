@@ -6,7 +6,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import type { Logger } from "pino";
 import type { ServiceState } from "../service.js";
 import { DEFAULT_ACCESS, installAccess, type AccessOptions } from "./access.js";
-import { installErrorHandling } from "./errors.js";
+import { clientErrorHandler, installErrorHandling } from "./errors.js";
 import { installMetrics } from "./metrics.js";
 import { healthRoutes } from "./routes/health.js";
 import { llmRoutes } from "./routes/llm.js";
@@ -40,6 +40,8 @@ export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT
   const app = Fastify({
     ...(logger === false ? { logger: false } : { loggerInstance: logger as FastifyBaseLogger }),
     bodyLimit: bodyLimitBytes,
+    // Requests Node's parser refuses (a 20 KB header: 431) answer in the API's error shape too.
+    clientErrorHandler,
     // Fastify's own per-request lines are replaced by the onResponse line below.
     logController: new LogController({ disableRequestLogging: true }),
     // Every line logged for a request carries its id; a proxy's or client's x-request-id is honoured.
