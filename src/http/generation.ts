@@ -47,8 +47,8 @@ export type GenerationFormatter<Body> = {
   collect?(delta: GenerationDelta): void;
   /** The body of an unstreamed answer. */
   response(result: GenerationResult): Body;
-  /** The event a stream ends with when it fails after the first byte; default: the API's error body. */
-  failure?(payload: ErrorPayload): StreamEvent;
+  /** The event(s) a stream ends with when it fails after the first byte (Responses: error, response.failed); default: the API's error body. */
+  failure?(payload: ErrorPayload): StreamEvent | StreamEvent[];
   /** Restates an engine error in this API's terms (Ollama says `format` where the engine says response_format). */
   translateError?(error: unknown): unknown;
 };
@@ -116,7 +116,7 @@ export async function serveGeneration<Body>(state: ServiceState, reply: FastifyR
   } catch (error) {
     if (out === null) throw translate(error);
     const payload = streamFailure(translate(error), reply);
-    if (payload) write([format.failure?.(payload) ?? defaultFailure(payload, spec.style)]);
+    if (payload) write([format.failure?.(payload) ?? defaultFailure(payload, spec.style)].flat());
   } finally {
     (out as { end(): void } | null)?.end();
   }

@@ -34,7 +34,7 @@ export class ResponseBuilder {
 
   /**
    * `base` is the response as created (status in_progress, no output, usage null). `emit` receives
-   * each event and must serialize it at once (items are mutated afterwards); omitted: no events.
+   * each event as a copy taken when it was sent (items change afterwards); omitted: no events.
    */
   constructor(private readonly base: ResponseObject, private readonly emit?: (event: ResponseStreamEvent) => void) {}
 
@@ -114,7 +114,7 @@ export class ResponseBuilder {
 
   private send(type: string, fields: Record<string, unknown>): void {
     if (this.emit === undefined) return;
-    this.emit({ type, sequence_number: this.sequence++, ...fields });
+    this.emit(structuredClone({ type, sequence_number: this.sequence++, ...fields }));
   }
 
   private openReasoning(): Extract<OpenItem, { kind: "reasoning" }> {

@@ -1,23 +1,24 @@
 // The OpenAI Responses API: POST /v1/responses (and /responses), GET/DELETE /v1/responses/{id},
-// its input_items, and POST /v1/responses/input_tokens. A thin formatter over the same engine calls
-// as Chat Completions; the items and events live in responseItems.ts and responseEvents.ts, the
-// stored responses (previous_response_id) in responseStore.ts.
+// its input_items, and POST /v1/responses/input_tokens. Creating a response is a formatter over the
+// shared request lifecycle (generation.ts: model, admission before the first byte, stream, errors);
+// the items and events live in responseItems.ts and responseEvents.ts, the stored responses
+// (previous_response_id) in responseStore.ts.
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { Type } from "@sinclair/typebox";
 import type { ChatEngine, GenerateRequest, GenerationResult } from "../../engine/chat.js";
 import { EngineError } from "../../engine/errors.js";
 import type { ServiceState } from "../../service.js";
 import { sendError, type ErrorPayload } from "../errors.js";
-import { ResponseBuilder } from "../responseEvents.js";
+import { resolveGenerationModel, serveGeneration, type GenerationFormatter, type StreamEvent } from "../generation.js";
+import { ResponseBuilder, type ResponseStreamEvent } from "../responseEvents.js";
 import { checkServedFeatures, itemsToMessages, newItemId, normalizeInput, responseFormatOf, thinkingFor, toolRequestOf } from "../responseItems.js";
 import { DEFAULT_RESPONSE_STORE, ResponseStore, type ResponseStoreOptions } from "../responseStore.js";
 import { OpenAIErrorSchema } from "../schemas/openai.js";
 import {
   InputItemListQuerySchema, InputItemListSchema, InputTokensBodySchema, InputTokensResponseSchema, ResponseCreateBodySchema,
   ResponseDeletedSchema, ResponseObjectSchema,
-  type InputItem, type InputTokensBody, type OutputItem, type ResponseObject, type StoredInputItem,
+  type InputItem, type InputTokensBody, type OutputItem, type ResponseCreateBody, type ResponseObject, type StoredInputItem,
 } from "../schemas/responses.js";
-import { clientDisconnectSignal, startSse, streamFailure } from "../streaming.js";
 
 /** What the store keeps per response: the response itself and the input items it was given. */
 type StoredResponse = { response: ResponseObject; input: StoredInputItem[] };
@@ -43,17 +44,6 @@ export const responsesRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState; s
   });
 
   app.addHook("preValidation", async (request) => checkServedFeatures(request.body));
-
-  const requireChatModel = (requested: string | undefined): ChatEngine => {
-    const { chat, models } = state.engines();
-    if (requested === undefined) return chat;
-    const found = models.find(requested);
-    if (found === undefined) {
-      throw new EngineError("model_not_found", `The model '${requested}' does not exist here; this server serves ${models.describeServed()}.`, 404, "model");
-    }
-    if (found.name !== chat.modelName) throw new EngineError("model_not_found", `The model '${requested}' cannot serve this endpoint; use '${chat.modelName}'.`, 404, "model");
-    return chat;
-  };
 
   /** The items of every stored response behind `previousId`, oldest first: each one's input, then its output. */
   const historyBehind = (previousId: string | null | undefined): (InputItem | OutputItem)[] => {
@@ -82,6 +72,67 @@ export const responsesRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState; s
     };
   };
 
+  /** The response as created (status in_progress, no output yet), echoing the request's settings. */
+  const createdResponse = (chat: ChatEngine, body: ResponseCreateBody): ResponseObject => ({
+    id: newItemId("resp"),
+    object: "response",
+    created_at: Math.floor(Date.now() / 1000),
+    completed_at: null,
+    status: "in_progress",
+    error: null,
+    incomplete_details: null,
+    instructions: body.instructions ?? null,
+    max_output_tokens: body.max_output_tokens ?? null,
+    model: chat.modelName,
+    output: [],
+    parallel_tool_calls: body.parallel_tool_calls ?? true,
+    previous_response_id: body.previous_response_id ?? null,
+    reasoning: { effort: body.reasoning?.effort ?? null, summary: body.reasoning?.summary ?? null },
+    store: body.store ?? true,
+    temperature: body.temperature ?? DEFAULT_TEMPERATURE,
+    top_p: body.top_p ?? DEFAULT_TOP_P,
+    text: { format: body.text?.format ?? { type: "text" } },
+    tool_choice: body.tool_choice ?? (body.tools?.length ? "auto" : "none"),
+    tools: (body.tools ?? []).map((t) => ({ type: "function" as const, name: t.name, description: t.description ?? null, parameters: t.parameters ?? null, strict: t.strict ?? null })),
+    truncation: "disabled",
+    background: false,
+    usage: null,
+    metadata: body.metadata ?? {},
+    ...(body.user !== undefined ? { user: body.user } : {}),
+  });
+
+  const usageOf = (chat: ChatEngine, r: GenerationResult): NonNullable<ResponseObject["usage"]> => ({
+    input_tokens: r.promptTokens,
+    input_tokens_details: { cached_tokens: r.cachedPromptTokens, cache_write_tokens: r.promptTokens - r.cachedPromptTokens },
+    output_tokens: r.tokensGenerated,
+    output_tokens_details: { reasoning_tokens: r.reasoning ? chat.model.tokenize(r.reasoning).length : 0 },
+    total_tokens: r.promptTokens + r.tokensGenerated,
+  });
+
+  /** The Responses API as a formatter of the shared lifecycle: the builder's events, stored at the end. */
+  const formatter = (chat: ChatEngine, body: ResponseCreateBody, input: StoredInputItem[], stream: boolean): GenerationFormatter<ResponseObject> => {
+    const pending: ResponseStreamEvent[] = [];
+    const builder = new ResponseBuilder(createdResponse(chat, body), stream ? (event) => pending.push(event) : undefined);
+    const flush = (): StreamEvent[] => pending.splice(0).map((event) => ({ data: event, event: event.type }));
+    const complete = (r: GenerationResult) => {
+      const response = builder.finish(r, usageOf(chat, r));
+      if (response.store) store.put(response.id, { response, input });
+      return response;
+    };
+    return {
+      opening: () => (builder.start(), flush()),
+      delta: (d) => (builder.push(d), flush()),
+      closing: (r) => (complete(r), flush()),
+      collect: (d) => builder.push(d),
+      response: complete,
+      failure: (payload) => (builder.fail(payload), flush()),
+      // The grammar builder names the Chat Completions field; here the schema sits in text.format.
+      translateError: (error) => error instanceof EngineError && error.field === "response_format.json_schema.schema"
+        ? new EngineError(error.code, error.message.replace("response_format.json_schema.schema", "text.format.schema"), error.status, "text.format.schema")
+        : error,
+    };
+  };
+
   for (const url of ["/v1/responses", "/responses"]) {
     app.post(url, {
       schema: {
@@ -93,88 +144,25 @@ export const responsesRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState; s
       },
     }, async (request, reply) => {
       const body = request.body;
-      const chat = requireChatModel(body.model);
       const input = normalizeInput(body.input);
-      const temperature = body.temperature ?? DEFAULT_TEMPERATURE;
-      const topP = body.top_p ?? DEFAULT_TOP_P;
-      const engineRequest: GenerateRequest = {
-        ...promptOf(body, input),
-        ...(body.max_output_tokens !== undefined && body.max_output_tokens !== null ? { maxTokens: body.max_output_tokens } : {}),
-        maxTokensField: "max_output_tokens",
-        temperature, topP,
-        topK: body.top_k, minP: body.min_p, seed: body.seed,
-        stop: body.stop === undefined ? undefined : typeof body.stop === "string" ? [body.stop] : body.stop,
-        repeatPenalty: body.repeat_penalty, presencePenalty: body.presence_penalty, frequencyPenalty: body.frequency_penalty,
-        ignoreEos: body.ignore_eos ?? false,
-        signal: clientDisconnectSignal(reply),
-      };
-      const prepared = await chat.prepare(engineRequest).catch((error: unknown) => {
-        // The grammar builder names the Chat Completions field; here the schema sits in text.format.
-        if (error instanceof EngineError && error.field === "response_format.json_schema.schema") {
-          throw new EngineError(error.code, error.message.replace("response_format.json_schema.schema", "text.format.schema"), error.status, "text.format.schema");
-        }
-        throw error;
+      const stream = body.stream === true;
+      return serveGeneration(state, reply, {
+        model: body.model,
+        stream,
+        style: "openai",
+        request: (): Omit<GenerateRequest, "signal" | "onDelta"> => ({
+          ...promptOf(body, input),
+          ...(body.max_output_tokens !== undefined && body.max_output_tokens !== null ? { maxTokens: body.max_output_tokens } : {}),
+          maxTokensField: "max_output_tokens",
+          temperature: body.temperature ?? DEFAULT_TEMPERATURE,
+          topP: body.top_p ?? DEFAULT_TOP_P,
+          topK: body.top_k, minP: body.min_p, seed: body.seed,
+          stop: body.stop === undefined ? undefined : typeof body.stop === "string" ? [body.stop] : body.stop,
+          repeatPenalty: body.repeat_penalty, presencePenalty: body.presence_penalty, frequencyPenalty: body.frequency_penalty,
+          ignoreEos: body.ignore_eos ?? false,
+        }),
+        format: (chat) => formatter(chat, body, input, stream),
       });
-      const stored = body.store ?? true;
-      const created: ResponseObject = {
-        id: newItemId("resp"),
-        object: "response",
-        created_at: Math.floor(Date.now() / 1000),
-        completed_at: null,
-        status: "in_progress",
-        error: null,
-        incomplete_details: null,
-        instructions: body.instructions ?? null,
-        max_output_tokens: body.max_output_tokens ?? null,
-        model: chat.modelName,
-        output: [],
-        parallel_tool_calls: body.parallel_tool_calls ?? true,
-        previous_response_id: body.previous_response_id ?? null,
-        reasoning: { effort: body.reasoning?.effort ?? null, summary: body.reasoning?.summary ?? null },
-        store: stored,
-        temperature,
-        top_p: topP,
-        text: { format: body.text?.format ?? { type: "text" } },
-        tool_choice: body.tool_choice ?? (body.tools?.length ? "auto" : "none"),
-        tools: (body.tools ?? []).map((t) => ({ type: "function" as const, name: t.name, description: t.description ?? null, parameters: t.parameters ?? null, strict: t.strict ?? null })),
-        truncation: "disabled",
-        background: false,
-        usage: null,
-        metadata: body.metadata ?? {},
-        ...(body.user !== undefined ? { user: body.user } : {}),
-      };
-      const usageOf = (r: GenerationResult): NonNullable<ResponseObject["usage"]> => ({
-        input_tokens: r.promptTokens,
-        input_tokens_details: { cached_tokens: r.cachedPromptTokens, cache_write_tokens: r.promptTokens - r.cachedPromptTokens },
-        output_tokens: r.tokensGenerated,
-        output_tokens_details: { reasoning_tokens: r.reasoning ? chat.model.tokenize(r.reasoning).length : 0 },
-        total_tokens: r.promptTokens + r.tokensGenerated,
-      });
-      const keep = (response: ResponseObject) => {
-        if (stored) store.put(response.id, { response, input });
-      };
-
-      if (body.stream !== true) {
-        const builder = new ResponseBuilder(created);
-        const r = await chat.run(prepared, (d) => builder.push(d));
-        const response = builder.finish(r, usageOf(r));
-        keep(response);
-        return response;
-      }
-
-      const sse = startSse(reply);
-      const builder = new ResponseBuilder(created, (event) => sse.send(event, event.type));
-      builder.start();
-      try {
-        const r = await chat.run(prepared, (d) => builder.push(d));
-        keep(builder.finish(r, usageOf(r)));
-      } catch (error) {
-        const e = streamFailure(error, reply);
-        if (e) builder.fail(e);
-      } finally {
-        sse.end();
-      }
-      return reply;
     });
   }
 
@@ -187,7 +175,7 @@ export const responsesRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState; s
     },
   }, async (request) => {
     const body = request.body;
-    const chat = requireChatModel(body.model);
+    const chat = resolveGenerationModel(state.engines(), body.model, "openai");
     const prompt = promptOf(body, normalizeInput(body.input));
     return { object: "response.input_tokens" as const, input_tokens: chat.countPromptTokens({ ...prompt, temperature: DEFAULT_TEMPERATURE, topP: DEFAULT_TOP_P }) };
   });
