@@ -1,19 +1,24 @@
 // `npm run bench`: this service against llama-server built from the same llama.cpp source node-llama-cpp
-// ships, on the same GGUF files, threads, slots, context, batch and sampling. The servers run one after the
-// other (never together: 2 cores), each in a fresh process; the result is one table of raw numbers and
-// ours/llama-server ratios, plus bench/results/latest.{json,md,svg} (and, for a full run, the README table).
+// ships, on the same GGUF files, threads, slots, context, batch and sampling. The result is one table of raw
+// numbers and ours/llama-server ratios, plus bench/results/latest.{json,md,svg} (and, for a full run, the
+// README table).
 //
-//   npm run bench -- [--runs=N] [--engine=native|node-llama-cpp] [--quick] [--only=decode,aggregate,ttft,late,health,embed,tiny]
-//                    [--threads=N] [--quiet-wait=SECONDS] [--no-readme]
+//   npm run bench -- [--mode=paired|sequential] [--pairs=N] [--drift-factor=X] [--runs=N] [--engine=native|node-llama-cpp]
+//                    [--quick] [--only=decode,aggregate,ttft,late,health,embed,tiny] [--threads=N] [--quiet-wait=SECONDS] [--no-readme]
 //
-// --runs repeats the whole comparison (both sides, every metric) N times, alternating which side goes first,
-// and reports the median of each value and of each ratio with the ratio's min–max.
+// Paired mode (the default; lib/paired.ts, rows in lib/rows.ts): each group's servers (ours and llama-server's)
+// are loaded at once and only one works at a time, in short alternating blocks A B, B A, ...; each row's
+// ratio is the median of its per-pair ratios with their min–max, and a row whose blocks drift by more than
+// --drift-factor on one side reads UNSTABLE. About 8.5 GB of RAM for the main group.
+// Sequential mode (--mode=sequential): each server alone in a fresh process, one after the other; --runs
+// repeats the whole comparison, alternating which side goes first, and reports medians of the runs.
 //
 // Harness check in a few minutes (meaningless numbers): BENCH_CHAT_MODEL=models/.cache/test-qwen3-tiny.gguf
 // BENCH_EMBED_MODEL=models/.cache/test-minilm-tiny.gguf npm run bench -- --quick
 import { readFileSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { buildDist } from "../scripts/build-dist.ts";
 import { projectRoot } from "../scripts/lib/llama-source.ts";
 import { METRICS, parseArgs, type BenchOptions, type MetricName } from "./lib/args.ts";
 import { ensureBenchModels, ensureLlamaBuild, type BenchModels, type LlamaBuild } from "./lib/artifacts.ts";
@@ -25,6 +30,7 @@ import {
   measureLateArrival, measureTtft,
 } from "./lib/measure.ts";
 import { freePort, installCleanupHandlers, killAllChildren, startServer, type ServerSpec } from "./lib/processes.ts";
+import { runPaired, type PairedResult } from "./lib/paired.ts";
 import { buildRows, combineRuns, markdownTable, type Row, type SideResults } from "./lib/report.ts";
 import { settingsInLog, updateReadme, writeResults, type ResultsFile } from "./lib/results.ts";
 import { CHAT_SLOTS, CONTEXT_PER_SLOT, llamaChatSpec, llamaEmbedSpec, ourServiceSettings, ourServiceSpec } from "./lib/servers.ts";
@@ -269,17 +275,9 @@ function nodeLlamaCppVersion(): string {
 
 type RunRecord = { run: number; order: string; ours: SideResults; llamaServer: SideResults; rows: Row[]; notes: string[]; settings: RunSettings };
 
-async function main(): Promise<void> {
-  const opts = parseArgs(process.argv.slice(2));
-  installCleanupHandlers();
-  const startedAt = new Date().toISOString();
+/** `--mode=sequential`: each server alone, one after the other, `--runs` times (alternating who goes first). */
+async function runSequential(opts: BenchOptions, build: LlamaBuild, models: BenchModels): Promise<{ rows: Row[]; notes: string[]; runs: RunRecord[] }> {
   const w = opts.workload;
-  progress(`metrics: ${[...opts.only].join(", ")}; ${opts.runs} run(s) of ${w.repetitions} repetition(s) each; ${opts.threads} threads on both servers; our engine: ${opts.engine ?? "the service's default"}${opts.quick ? "; --quick" : ""}`);
-  const build = await ensureLlamaBuild();
-  progress(`llama-server: llama.cpp ${build.tag} (${build.commit.slice(0, 10)}), ${path.relative(projectRoot, build.server)}`);
-  const models = await ensureBenchModels(build);
-  progress(`models: ${path.relative(projectRoot, models.chat)} (${(statSync(models.chat).size / 2 ** 30).toFixed(2)} GiB), ${path.relative(projectRoot, models.embed)}; tiny: ${path.relative(projectRoot, models.tinyChat)}`);
-
   const runs: RunRecord[] = [];
   for (let r = 0; r < opts.runs; r++) {
     // Alternating which side goes first keeps a slow drift of the machine from favouring one side.
@@ -305,13 +303,44 @@ async function main(): Promise<void> {
   if (opts.runs > 1) notes.unshift(`values are medians over ${opts.runs} runs (alternating which side went first); the ratio is the median of the runs' ratios, min–max beside it`);
   if (opts.quick) notes.unshift(`--quick: ${w.repetitions} repetition(s) per metric, ${w.decodeTokens}-token streams, no re-runs of disturbed repetitions; numbers are indicative only`);
   if (models.overridden) notes.unshift("BENCH_CHAT_MODEL / BENCH_EMBED_MODEL replaced the bench models: a harness check, the numbers say nothing about performance");
-  const engineLine = runs.map((r) => r.settings["ours"]?.engineReported ?? []).find((l) => l.length > 0);
-  notes.push(`our engine path: requested ${opts.engine ?? "(default)"}; /metrics reports ${engineLine ? engineLine.join(" | ") : "no engine metric"}; log: ${runs[0]?.settings["ours"]?.settings ?? "—"}`);
-  const llamaLog = runs[0]?.settings["llama-server chat"]?.settings;
-  if (llamaLog !== undefined) notes.push(`llama-server chat log: ${llamaLog}`);
+  return { rows, notes, runs };
+}
+
+async function main(): Promise<void> {
+  const opts = parseArgs(process.argv.slice(2));
+  installCleanupHandlers();
+  const startedAt = new Date().toISOString();
+  const w = opts.workload;
+  progress(`metrics: ${[...opts.only].join(", ")}; ${opts.mode === "paired" ? `paired mode, ${opts.pairs} pairs of blocks per metric, drift factor ${opts.driftFactor}` : `sequential mode, ${opts.runs} run(s) of ${w.repetitions} repetition(s) each`}; ${opts.threads} threads on both servers; our engine: ${opts.engine ?? "the service's default"}${opts.quick ? "; --quick" : ""}`);
+  // Ours runs as `npm start` runs it: compiled JavaScript, without the TypeScript loader.
+  progress(await buildDist());
+  const build = await ensureLlamaBuild();
+  progress(`llama-server: llama.cpp ${build.tag} (${build.commit.slice(0, 10)}), ${path.relative(projectRoot, build.server)}`);
+  const models = await ensureBenchModels(build);
+  progress(`models: ${path.relative(projectRoot, models.chat)} (${(statSync(models.chat).size / 2 ** 30).toFixed(2)} GiB), ${path.relative(projectRoot, models.embed)}; tiny: ${path.relative(projectRoot, models.tinyChat)}`);
+
+  let rows: Row[];
+  let notes: string[];
+  let runs: RunRecord[] = [];
+  let paired: PairedResult | null = null;
+  if (opts.mode === "paired") {
+    paired = await runPaired(opts, models, build);
+    rows = paired.rows;
+    notes = paired.notes;
+    if (opts.quick) notes.unshift(`--quick: ${opts.pairs} pair(s) per metric, ${w.decodeTokens}-token streams; numbers are indicative only`);
+    if (models.overridden) notes.unshift("BENCH_CHAT_MODEL / BENCH_EMBED_MODEL replaced the bench models: a harness check, the numbers say nothing about performance");
+  } else {
+    ({ rows, notes, runs } = await runSequential(opts, build, models));
+  }
+  if (opts.mode === "sequential") {
+    const engineLine = runs.map((r) => r.settings["ours"]?.engineReported ?? []).find((l) => l.length > 0);
+    notes.push(`our engine path: requested ${opts.engine ?? "(default)"}; /metrics reports ${engineLine ? engineLine.join(" | ") : "no engine metric"}; log: ${runs[0]?.settings["ours"]?.settings ?? "—"}`);
+    const llamaLog = runs[0]?.settings["llama-server chat"]?.settings;
+    if (llamaLog !== undefined) notes.push(`llama-server chat log: ${llamaLog}`);
+  }
 
   const cpu = os.cpus()[0]?.model.trim() ?? "CPU";
-  const subtitle = `${cpu} · ${opts.threads} threads · chat ${path.basename(models.chat)} · embed ${path.basename(models.embed)} · tiny ${path.basename(models.tinyChat)} · llama.cpp ${build.tag} · ${opts.runs} run(s) · ${startedAt.slice(0, 16).replace("T", " ")} UTC`;
+  const subtitle = `${cpu} · ${opts.threads} threads · chat ${path.basename(models.chat)} · embed ${path.basename(models.embed)} · tiny ${path.basename(models.tinyChat)} · llama.cpp ${build.tag} · ${opts.mode === "paired" ? `paired, ${opts.pairs} pairs` : `sequential, ${opts.runs} run(s)`} · ${startedAt.slice(0, 16).replace("T", " ")} UTC`;
   const flags = flagsOf(opts, build, models);
   const results: ResultsFile = {
     version: 2,
@@ -321,12 +350,13 @@ async function main(): Promise<void> {
     rows,
     notes,
     flags,
-    options: { only: [...opts.only], quick: opts.quick, runs: opts.runs, engine: opts.engine ?? null, workload: w, threads: opts.threads },
+    options: { mode: opts.mode, pairs: opts.pairs, driftFactor: opts.driftFactor, only: [...opts.only], quick: opts.quick, runs: opts.runs, engine: opts.engine ?? null, workload: w, threads: opts.threads },
     machine: { cpu, cpus: os.availableParallelism(), memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}` },
     llamaCpp: { tag: build.tag, commit: build.commit, nodeLlamaCpp: nodeLlamaCppVersion() },
     models: { chat: path.relative(projectRoot, models.chat), chatBytes: statSync(models.chat).size, embed: path.relative(projectRoot, models.embed), tinyChat: path.relative(projectRoot, models.tinyChat) },
     sampling: SAMPLING,
     runs,
+    paired,
   };
   const files = writeResults(results, subtitle);
 
@@ -338,11 +368,20 @@ async function main(): Promise<void> {
   const full = !opts.quick && !models.overridden && METRICS.every((m) => opts.only.has(m)) && opts.threads === os.availableParallelism();
   if (opts.readme && full) {
     const minutes = (elapsedSeconds() / 60).toFixed(1);
-    const command = `npm run bench${opts.runs > 1 || opts.engine ? ` --${opts.runs > 1 ? ` --runs ${opts.runs}` : ""}${opts.engine ? ` --engine ${opts.engine}` : ""}` : ""}`;
+    const extra = [
+      ...(opts.mode === "sequential" ? ["--mode sequential"] : []),
+      ...(opts.runs > 1 ? [`--runs ${opts.runs}`] : []),
+      ...(opts.mode === "paired" && opts.pairs !== 4 ? [`--pairs ${opts.pairs}`] : []),
+      ...(opts.engine ? [`--engine ${opts.engine}`] : []),
+    ];
+    const command = `npm run bench${extra.length > 0 ? ` -- ${extra.join(" ")}` : ""}`;
+    const how = opts.mode === "paired"
+      ? ` Paired mode: all servers of a group loaded at once, one working at a time, ${opts.pairs} alternating pairs of blocks per metric; the ratio is the median of the per-pair ratios with their min–max; UNSTABLE = one side's blocks varied more than ${opts.driftFactor}x.`
+      : opts.runs > 1 ? ` Sequential mode: values are medians of ${opts.runs} runs; the ratio is the median of the runs' ratios, with their min–max.` : " Sequential mode (one server after the other).";
     const summary = [
       `Latest full run (\`${command}\`, ${startedAt.slice(0, 16).replace("T", " ")} UTC, ${minutes} min): ${cpu}, ${os.availableParallelism()} cores,`,
       `${Math.round(os.totalmem() / 2 ** 30)} GiB; ${opts.threads} threads on both sides; our engine path: ${opts.engine ?? "default"}; llama-server built from`,
-      `node-llama-cpp's bundled llama.cpp (${build.tag}).${opts.runs > 1 ? ` Values are medians of ${opts.runs} runs; the ratio is the median of the runs' ratios, with their min–max.` : ""}`,
+      `node-llama-cpp's bundled llama.cpp (${build.tag}).${how}`,
       "Raw numbers, notes, each server's flags and the chart: `bench/results/latest.{md,json,svg}`.",
     ].join("\n");
     progress(updateReadme(rows, summary) ? "README.md: table between the bench markers updated" : "README.md: bench markers not found; table not written");

@@ -270,6 +270,7 @@ for (const [file, flavour] of [["Dockerfile.cuda", "cuda"], ["Dockerfile.cpu", "
     const runs = instructions(df, "RUN").map((i) => i.getArgumentsContent() ?? "").join("\n");
     t.match(runs, /npm ci --omit=dev/, "production dependencies only");
     t.match(runs, /tsx scripts\/build-native\.ts/, "the native addons are built in the image");
+    t.match(runs, /tsx scripts\/build-dist\.ts/, "the service is compiled to dist/ in the image");
     t.match(runs, /BAKE_MODELS/, "models can be baked in with a build argument");
     t.match(text, /COPY --from=build \/app \/app/);
     const lastStage = df.getFROMs().at(-1)!.getRange().start.line;
@@ -285,7 +286,7 @@ for (const [file, flavour] of [["Dockerfile.cuda", "cuda"], ["Dockerfile.cpu", "
     const health = after("HEALTHCHECK").at(-1)?.getArgumentsContent() ?? "";
     t.match(health, /\/health/, "HEALTHCHECK on /health");
     const cmd = JSON.parse(after("CMD").at(-1)!.getArgumentsContent()!) as string[];
-    t.same(cmd, ["node", "--import", "tsx", "src/main.ts"], "exec form, node directly (no npm, no shell)");
+    t.same(cmd, ["node", "dist/main.js"], "exec form, node directly on the compiled service (no npm, no shell, no TypeScript loader)");
     t.equal(after("ENTRYPOINT").length, 0, "no wrapper in front of node");
   });
 }

@@ -34,7 +34,22 @@ export type Workload = Readonly<{
 const FULL: Workload = { repetitions: 3, decodeTokens: 128, tinyTokens: 512, lateStreamTokens: 128, healthRequestsPerConnection: 50, embedLatencyRequests: 30, interferenceRepeats: 2 };
 const QUICK: Workload = { repetitions: 1, decodeTokens: 64, tinyTokens: 512, lateStreamTokens: 64, healthRequestsPerConnection: 20, embedLatencyRequests: 10, interferenceRepeats: 0 };
 
+export const MODES = ["paired", "sequential"] as const;
+export type BenchMode = (typeof MODES)[number];
+
+/** Default drift factor: one side's blocks of a row differing by more than this mark the row UNSTABLE. */
+export const DEFAULT_DRIFT_FACTOR = 1.5;
+
 export type BenchOptions = Readonly<{
+  /**
+   * paired (default): both sides' servers loaded at once, short alternating blocks, median of per-pair
+   * ratios; sequential: one server after the other, as before (for comparison with older tables).
+   */
+  mode: BenchMode;
+  /** Paired mode: pairs of blocks (A B or B A) per metric. */
+  pairs: number;
+  /** Paired mode: the drift factor (see DEFAULT_DRIFT_FACTOR). */
+  driftFactor: number;
   only: ReadonlySet<MetricName>;
   /** Fewer tokens, requests and repetitions (for development; numbers are indicative only). */
   quick: boolean;
@@ -51,12 +66,12 @@ export type BenchOptions = Readonly<{
   readme: boolean;
 }>;
 
-const USAGE = `usage: npm run bench -- [--runs=N] [--engine=${ENGINES.join("|")}] [--quick] [--only=${METRICS.join(",")}] [--threads=N] [--quiet-wait=SECONDS] [--no-readme]`;
+const USAGE = `usage: npm run bench -- [--mode=paired|sequential] [--pairs=N] [--drift-factor=X] [--runs=N (sequential)] [--engine=${ENGINES.join("|")}] [--quick] [--only=${METRICS.join(",")}] [--threads=N] [--quiet-wait=SECONDS] [--no-readme]`;
 
 /** Accepts both `--flag=value` and `--flag value`. */
 function splitFlags(argv: readonly string[]): [string, string | undefined][] {
   const out: [string, string | undefined][] = [];
-  const takesValue = new Set(["--runs", "--engine", "--only", "--quiet-wait", "--threads"]);
+  const takesValue = new Set(["--mode", "--pairs", "--drift-factor", "--runs", "--engine", "--only", "--quiet-wait", "--threads"]);
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
     const eq = arg.indexOf("=");
@@ -79,8 +94,14 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
   let quietWaitSeconds: number | undefined;
   let readme = true;
   let threads = os.availableParallelism();
+  let mode: BenchMode = "paired";
+  let pairs: number | undefined;
+  let driftFactor = DEFAULT_DRIFT_FACTOR;
   for (const [flag, value] of splitFlags(argv)) {
     if (flag === "--quick") quick = true;
+    else if (flag === "--mode") mode = parseMode(value ?? "");
+    else if (flag === "--pairs") pairs = parsePairs(value ?? "");
+    else if (flag === "--drift-factor") driftFactor = parseDriftFactor(value ?? "");
     else if (flag === "--no-readme") readme = false;
     else if (flag === "--only") only = parseOnly(value ?? "");
     else if (flag === "--quiet-wait") quietWaitSeconds = parseSeconds(value ?? "");
@@ -92,7 +113,9 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
       process.exit(0);
     } else throw new Error(`unknown argument '${flag}'\n${USAGE}`);
   }
+  if (mode === "paired" && runs > 1) throw new Error(`--runs is for --mode=sequential; paired mode repeats blocks instead (--pairs=N)\n${USAGE}`);
   return Object.freeze({
+    mode, pairs: pairs ?? (quick ? 2 : 4), driftFactor,
     only, quick, workload: quick ? QUICK : FULL, runs, engine, threads,
     // A quick run is a smoke test: it does not wait long for a busy machine to calm down.
     quietWaitSeconds: quietWaitSeconds ?? (quick ? 10 : 90),
@@ -132,4 +155,21 @@ function parseThreads(text: string): number {
 function parseEngine(text: string): EnginePath {
   if (!(ENGINES as readonly string[]).includes(text)) throw new Error(`--engine takes ${ENGINES.join(" or ")}; got '${text}'`);
   return text as EnginePath;
+}
+
+function parseMode(text: string): BenchMode {
+  if (!(MODES as readonly string[]).includes(text)) throw new Error(`--mode takes ${MODES.join(" or ")}; got '${text}'`);
+  return text as BenchMode;
+}
+
+function parsePairs(text: string): number {
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 1 || value > 50) throw new Error(`--pairs takes a whole number from 1 to 50; got '${text}'`);
+  return value;
+}
+
+function parseDriftFactor(text: string): number {
+  const value = Number(text);
+  if (text === "" || !Number.isFinite(value) || value <= 1) throw new Error(`--drift-factor takes a number above 1 (largest/smallest block of a side); got '${text}'`);
+  return value;
 }

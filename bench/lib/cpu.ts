@@ -28,12 +28,16 @@ function processTicks(pid: number): number {
   }
 }
 
-function snapshot(serverPid: number | null): Snapshot {
+/** The server's process, or all processes of one side (llama-server's chat and embedding servers). */
+type Pids = number | readonly number[] | null;
+
+function snapshot(serverPid: Pids): Snapshot {
+  const pids = serverPid === null ? [] : typeof serverPid === "number" ? [serverPid] : serverPid;
   return {
     at: performance.now(),
     busyTicks: machineBusyTicks(),
     ownTicks: processTicks(process.pid),
-    serverTicks: serverPid === null ? 0 : processTicks(serverPid),
+    serverTicks: pids.reduce((sum, pid) => sum + processTicks(pid), 0),
   };
 }
 
@@ -42,7 +46,7 @@ export type CpuShare = { seconds: number; serverCores: number; benchCores: numbe
 /** Measures CPU use between start() and stop(): the server, this bench process, and everything else. */
 export class CpuMeter {
   private first: Snapshot;
-  constructor(private readonly serverPid: number | null) {
+  constructor(private readonly serverPid: Pids) {
     this.first = snapshot(serverPid);
   }
 

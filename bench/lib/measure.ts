@@ -42,14 +42,25 @@ function checkTokens(r: StreamResult, want: number, label: string): void {
 export type DecodeRun = { tokPerS: number; tokens: number; promptTokens: number; serverTokPerS: number | null };
 export type DecodeResult = { tokPerS: number; tokens: number; runs: DecodeRun[] };
 
+const decodeMessages = [{ role: "user" as const, content: decodePrompt(0) }];
+
+/** Warm-up before decode blocks: the prompt is cached and the slot has run once. */
+export async function decodeWarmup(chat: ChatTarget): Promise<void> {
+  await chat.generate({ messages: decodeMessages, maxTokens: 32, ignoreEos: true, seed: 1 });
+}
+
+/** One single-stream decode of `tokens` tokens (one block of the paired bench, one repetition of the sequential one). */
+export async function decodeBlock(chat: ChatTarget, tokens: number, i: number, label = "decode"): Promise<DecodeRun> {
+  const r = await chat.generate({ messages: decodeMessages, maxTokens: tokens, ignoreEos: true, seed: 100 + i });
+  checkTokens(r, tokens, `${chat.name} ${label}`);
+  return { tokPerS: streamDecodeRate(r, `${chat.name} ${label}`), tokens: r.tokens, promptTokens: r.promptTokens, serverTokPerS: r.serverDecodeTokPerS };
+}
+
 export async function measureDecode(chat: ChatTarget, tokens: number, reps: number, guard: InterferenceGuard, label = "decode"): Promise<DecodeResult> {
-  const messages = [{ role: "user" as const, content: decodePrompt(0) }];
-  await chat.generate({ messages, maxTokens: 32, ignoreEos: true, seed: 1 }); // warm-up
+  await decodeWarmup(chat);
   const runs: DecodeRun[] = [];
   for (let i = 0; i < reps; i++) {
-    const r = await guard.measure(`${chat.name} ${label} ${i + 1}`, () => chat.generate({ messages, maxTokens: tokens, ignoreEos: true, seed: 100 + i }));
-    checkTokens(r, tokens, `${chat.name} ${label}`);
-    const run = { tokPerS: streamDecodeRate(r, `${chat.name} ${label}`), tokens: r.tokens, promptTokens: r.promptTokens, serverTokPerS: r.serverDecodeTokPerS };
+    const run = await guard.measure(`${chat.name} ${label} ${i + 1}`, () => decodeBlock(chat, tokens, i, label));
     runs.push(run);
     progress(`  ${chat.name} ${label} ${i + 1}/${reps}: ${run.tokPerS.toFixed(2)} tok/s` + (run.serverTokPerS !== null ? ` (server-reported ${run.serverTokPerS.toFixed(2)})` : ""));
   }
@@ -71,30 +82,37 @@ function concurrentStreams(chat: ChatTarget, clients: number, maxTokens: number,
     chat.generate({ messages: [{ role: "user", content: decodePrompt(c + 1) }], maxTokens, ignoreEos: true, seed: seedBase + c })));
 }
 
+/** Warm-up before aggregate blocks: every slot used has run once. */
+export async function aggregateWarmup(chat: ChatTarget, clients: number): Promise<void> {
+  await concurrentStreams(chat, clients, 8, 1);
+}
+
 export async function measureAggregate(chat: ChatTarget, clients: number, tokens: number, reps: number, guard: InterferenceGuard): Promise<AggregateResult> {
-  await concurrentStreams(chat, clients, 8, 1); // warm-up: every slot used has run once
+  await aggregateWarmup(chat, clients);
   const runs: AggregateRun[] = [];
   for (let i = 0; i < reps; i++) {
-    let started = 0;
-    const results = await guard.measure(`${chat.name} aggregate×${clients} ${i + 1}`, () => {
-      started = performance.now();
-      return concurrentStreams(chat, clients, tokens, 1000 + 10 * i);
-    });
-    results.forEach((r) => checkTokens(r, tokens, `${chat.name} aggregate×${clients}`));
-    const firsts = results.map((r) => firstContent(r, `${chat.name} aggregate×${clients}`));
-    const last = Math.max(...results.map((r) => r.finishedAtMs));
-    // The decode phase runs from the first token any client saw to the last token of all; each client's
-    // first token is excluded, as in the single-stream rate.
-    const decodeWindowMs = last - Math.min(...firsts);
-    const generated = sum(results.map((r) => r.tokens - 1));
-    const perClient = results.map((r, c) => ({
-      firstTokenMs: (firsts[c] ?? Number.NaN) - started, finishedMs: r.finishedAtMs - started, promptTokens: r.promptTokens, cachedPromptTokens: r.cachedPromptTokens,
-    }));
-    const run = { tokPerS: generated / (decodeWindowMs / 1000), tokens: generated, decodeWindowMs, wallMs: last - started, firstTokenSpreadMs: Math.max(...firsts) - Math.min(...firsts), clients: perClient };
+    const run = await guard.measure(`${chat.name} aggregate×${clients} ${i + 1}`, () => aggregateBlock(chat, clients, tokens, i));
     runs.push(run);
     progress(`  ${chat.name} aggregate ${i + 1}/${reps}: ${run.tokPerS.toFixed(2)} tok/s over ${clients} clients (first tokens spread over ${run.firstTokenSpreadMs.toFixed(0)} ms)`);
   }
   return { clients, tokPerS: median(runs.map((r) => r.tokPerS)), runs };
+}
+
+/** `clients` concurrent streams of `tokens` tokens: one block (or repetition). */
+export async function aggregateBlock(chat: ChatTarget, clients: number, tokens: number, i: number): Promise<AggregateRun> {
+  const started = performance.now();
+  const results = await concurrentStreams(chat, clients, tokens, 1000 + 10 * i);
+  results.forEach((r) => checkTokens(r, tokens, `${chat.name} aggregate×${clients}`));
+  const firsts = results.map((r) => firstContent(r, `${chat.name} aggregate×${clients}`));
+  const last = Math.max(...results.map((r) => r.finishedAtMs));
+  // The decode phase runs from the first token any client saw to the last token of all; each client's
+  // first token is excluded, as in the single-stream rate.
+  const decodeWindowMs = last - Math.min(...firsts);
+  const generated = sum(results.map((r) => r.tokens - 1));
+  const perClient = results.map((r, c) => ({
+    firstTokenMs: (firsts[c] ?? Number.NaN) - started, finishedMs: r.finishedAtMs - started, promptTokens: r.promptTokens, cachedPromptTokens: r.cachedPromptTokens,
+  }));
+  return { tokPerS: generated / (decodeWindowMs / 1000), tokens: generated, decodeWindowMs, wallMs: last - started, firstTokenSpreadMs: Math.max(...firsts) - Math.min(...firsts), clients: perClient };
 }
 
 // ---- 3. time to first token, cold and warm prefix -------------------------------------------------------
@@ -102,23 +120,30 @@ export async function measureAggregate(chat: ChatTarget, clients: number, tokens
 export type TtftRun = { coldMs: number; warmMs: number; coldPromptTokens: number; warmPromptTokens: number; warmCachedTokens: number };
 export type TtftResult = { coldMs: number; warmMs: number; warmOverCold: number; runs: TtftRun[] };
 
+/**
+ * One cold request (a system prompt never sent before: `promptId` must be new to this server) and one warm
+ * one (the same system prompt, another question).
+ */
+export async function ttftBlock(chat: ChatTarget, promptId: number): Promise<TtftRun> {
+  const system = { role: "system" as const, content: systemPrompt(promptId) };
+  const ask = (q: number) => chat.generate({ messages: [system, { role: "user", content: question(q) }], maxTokens: TTFT_MAX_TOKENS, ignoreEos: true, seed: 7 + q });
+  const cold = await ask(2 * promptId);
+  const warm = await ask(2 * promptId + 1);
+  return {
+    coldMs: firstContent(cold, `${chat.name} ttft cold`) - cold.sentAtMs,
+    warmMs: firstContent(warm, `${chat.name} ttft warm`) - warm.sentAtMs,
+    coldPromptTokens: cold.promptTokens,
+    warmPromptTokens: warm.promptTokens,
+    warmCachedTokens: warm.cachedPromptTokens,
+  };
+}
+
 export async function measureTtft(chat: ChatTarget, reps: number, guard: InterferenceGuard): Promise<TtftResult> {
   const runs: TtftRun[] = [];
   let promptId = 0;
   for (let i = 0; i < reps; i++) {
-    const [cold, warm] = await guard.measure(`${chat.name} ttft ${i + 1}`, async () => {
-      // A system prompt never sent before: a repeated repetition gets a new one too.
-      const system = { role: "system" as const, content: systemPrompt(++promptId) };
-      const ask = (q: number) => chat.generate({ messages: [system, { role: "user", content: question(q) }], maxTokens: TTFT_MAX_TOKENS, ignoreEos: true, seed: 7 + q });
-      return [await ask(2 * promptId), await ask(2 * promptId + 1)] as const;
-    });
-    const run = {
-      coldMs: firstContent(cold, `${chat.name} ttft cold`) - cold.sentAtMs,
-      warmMs: firstContent(warm, `${chat.name} ttft warm`) - warm.sentAtMs,
-      coldPromptTokens: cold.promptTokens,
-      warmPromptTokens: warm.promptTokens,
-      warmCachedTokens: warm.cachedPromptTokens,
-    };
+    // A system prompt never sent before: a repeated repetition gets a new one too.
+    const run = await guard.measure(`${chat.name} ttft ${i + 1}`, () => ttftBlock(chat, ++promptId));
     runs.push(run);
     progress(`  ${chat.name} ttft ${i + 1}/${reps}: cold ${run.coldMs.toFixed(0)} ms (${run.coldPromptTokens} prompt tokens), warm ${run.warmMs.toFixed(0)} ms (${run.warmCachedTokens}/${run.warmPromptTokens} cached)`);
   }
@@ -146,44 +171,49 @@ export type LateResult = { ttftMs: number; runs: LateRun[] };
 export async function measureLateArrival(chat: ChatTarget, streamTokens: number, reps: number, guard: InterferenceGuard): Promise<LateResult> {
   const runs: LateRun[] = [];
   for (let i = 0; i < reps; i++) {
-    const { late, streams } = await guard.measure(`${chat.name} late arrival ${i + 1}`, async () => {
-      let started = 0;
-      let allStarted!: () => void;
-      const decoding = new Promise<void>((resolve) => { allStarted = resolve; });
-      // Cancelled only if this measurement fails, so no stream outlives it into the next one.
-      const cancel = new AbortController();
-      const background = Array.from({ length: LATE_STREAMS }, (_, c) => chat.generate({
-        messages: [{ role: "user", content: decodePrompt(40 + LATE_STREAMS * i + c) }], maxTokens: streamTokens, ignoreEos: true, seed: 300 + c,
-        signal: cancel.signal, onFirstContent: () => { if (++started === LATE_STREAMS) allStarted(); },
-      }));
-      const all = Promise.all(background);
-      try {
-        await Promise.race([
-          decoding,
-          all.then(() => { throw new Error(`${chat.name}: the ${LATE_STREAMS} background streams ended before all had started`); }),
-          rejectAfter(120_000, `${chat.name}: the ${LATE_STREAMS} background streams did not all start within 120 s`, decoding),
-        ]);
-        await new Promise((r) => setTimeout(r, LATE_DELAY_MS));
-        // A question never sent before: its whole prompt must be read while the others decode.
-        const lateResult = await chat.generate({ messages: [{ role: "user", content: question(5000 + i) }], maxTokens: TTFT_MAX_TOKENS, ignoreEos: true, seed: 400 + i });
-        return { late: lateResult, streams: await all };
-      } catch (error) {
-        cancel.abort();
-        await all.catch(() => undefined);
-        throw error;
-      }
-    });
-    const firstAt = firstContent(late, `${chat.name} late arrival`);
-    const run = {
-      ttftMs: firstAt - late.sentAtMs, promptTokens: late.promptTokens,
-      streamsStillRunning: streams.filter((r) => r.finishedAtMs > firstAt).length,
-      streamTokPerS: streams.map((r) => streamDecodeRate(r, `${chat.name} late-arrival stream`)),
-      streamMaxGapMs: streams.map((r) => r.maxContentGapMs),
-    };
+    const run = await guard.measure(`${chat.name} late arrival ${i + 1}`, () => lateBlock(chat, streamTokens, i));
     runs.push(run);
     progress(`  ${chat.name} late arrival ${i + 1}/${reps}: first token after ${run.ttftMs.toFixed(0)} ms (${run.promptTokens} prompt tokens; ${run.streamsStillRunning}/${LATE_STREAMS} streams still running)`);
   }
   return { ttftMs: median(runs.map((r) => r.ttftMs)), runs };
+}
+
+/** One late arrival: 3 streams decode, then a new question is sent; `i` keeps its prompts new to the server. */
+export async function lateBlock(chat: ChatTarget, streamTokens: number, i: number): Promise<LateRun> {
+  const { late, streams } = await (async () => {
+    let started = 0;
+    let allStarted!: () => void;
+    const decoding = new Promise<void>((resolve) => { allStarted = resolve; });
+    // Cancelled only if this measurement fails, so no stream outlives it into the next one.
+    const cancel = new AbortController();
+    const background = Array.from({ length: LATE_STREAMS }, (_, c) => chat.generate({
+      messages: [{ role: "user", content: decodePrompt(40 + LATE_STREAMS * i + c) }], maxTokens: streamTokens, ignoreEos: true, seed: 300 + c,
+      signal: cancel.signal, onFirstContent: () => { if (++started === LATE_STREAMS) allStarted(); },
+    }));
+    const all = Promise.all(background);
+    try {
+      await Promise.race([
+        decoding,
+        all.then(() => { throw new Error(`${chat.name}: the ${LATE_STREAMS} background streams ended before all had started`); }),
+        rejectAfter(120_000, `${chat.name}: the ${LATE_STREAMS} background streams did not all start within 120 s`, decoding),
+      ]);
+      await new Promise((r) => setTimeout(r, LATE_DELAY_MS));
+      // A question never sent before: its whole prompt must be read while the others decode.
+      const lateResult = await chat.generate({ messages: [{ role: "user", content: question(5000 + i) }], maxTokens: TTFT_MAX_TOKENS, ignoreEos: true, seed: 400 + i });
+      return { late: lateResult, streams: await all };
+    } catch (error) {
+      cancel.abort();
+      await all.catch(() => undefined);
+      throw error;
+    }
+  })();
+  const firstAt = firstContent(late, `${chat.name} late arrival`);
+  return {
+    ttftMs: firstAt - late.sentAtMs, promptTokens: late.promptTokens,
+    streamsStillRunning: streams.filter((r) => r.finishedAtMs > firstAt).length,
+    streamTokPerS: streams.map((r) => streamDecodeRate(r, `${chat.name} late-arrival stream`)),
+    streamMaxGapMs: streams.map((r) => r.maxContentGapMs),
+  };
 }
 
 // ---- 4. embeddings throughput -----------------------------------------------------------------------------
@@ -196,17 +226,34 @@ async function timed(work: () => Promise<unknown>): Promise<number> {
   return (performance.now() - started) / 1000;
 }
 
+const embedTexts = spanishSentences(EMBED_TEXTS);
+const perClient = EMBED_TEXTS / EMBED_CLIENTS;
+const concurrentEmbeds = (target: EmbedTarget) =>
+  Promise.all(Array.from({ length: EMBED_CLIENTS }, (_, c) => target.embed(embedTexts.slice(c * perClient, (c + 1) * perClient))));
+
+/** Warm-up before embedding blocks: one request of all texts and one round of concurrent clients. */
+export async function embedWarmup(target: EmbedTarget): Promise<void> {
+  await target.embed(embedTexts);
+  await concurrentEmbeds(target);
+}
+
+/** Texts per second of one request carrying all EMBED_TEXTS texts. */
+export async function embedSingleBlock(target: EmbedTarget): Promise<number> {
+  return EMBED_TEXTS / (await timed(() => target.embed(embedTexts)));
+}
+
+/** Texts per second of EMBED_CLIENTS concurrent requests sharing the same texts. */
+export async function embedConcurrentBlock(target: EmbedTarget): Promise<number> {
+  return EMBED_TEXTS / (await timed(() => concurrentEmbeds(target)));
+}
+
 export async function measureEmbed(target: EmbedTarget, label: string, reps: number, guard: InterferenceGuard): Promise<EmbedResult> {
-  const texts = spanishSentences(EMBED_TEXTS);
-  const perClient = EMBED_TEXTS / EMBED_CLIENTS;
-  const concurrent = () => Promise.all(Array.from({ length: EMBED_CLIENTS }, (_, c) => target.embed(texts.slice(c * perClient, (c + 1) * perClient))));
-  await target.embed(texts); // warm-up
-  await concurrent();
+  await embedWarmup(target);
   const singleRuns: number[] = [];
   const concurrentRuns: number[] = [];
   for (let i = 0; i < reps; i++) {
-    singleRuns.push(EMBED_TEXTS / (await guard.measure(`${label} embed 1×${EMBED_TEXTS} ${i + 1}`, () => timed(() => target.embed(texts)))));
-    concurrentRuns.push(EMBED_TEXTS / (await guard.measure(`${label} embed ${EMBED_CLIENTS}×${perClient} ${i + 1}`, () => timed(concurrent))));
+    singleRuns.push(await guard.measure(`${label} embed 1×${EMBED_TEXTS} ${i + 1}`, () => embedSingleBlock(target)));
+    concurrentRuns.push(await guard.measure(`${label} embed ${EMBED_CLIENTS}×${perClient} ${i + 1}`, () => embedConcurrentBlock(target)));
     progress(`  ${label} embed ${i + 1}/${reps}: 1×${EMBED_TEXTS} ${singleRuns[i]?.toFixed(0)} texts/s, ${EMBED_CLIENTS}×${perClient} ${concurrentRuns[i]?.toFixed(0)} texts/s`);
   }
   return { singleTextsPerS: median(singleRuns), concurrentTextsPerS: median(concurrentRuns), singleRuns, concurrentRuns };
@@ -218,8 +265,8 @@ export type EmbedLatency = { medianMs: number; p90Ms: number; samplesMs: number[
 export type EmbedLatencyLoaded = EmbedLatency & { generatingThroughout: boolean };
 
 /** One short text per request, sequentially (the texts differ, the same list on both sides). */
-async function embedLatency(target: EmbedTarget, requests: number): Promise<EmbedLatency> {
-  const texts = spanishSentences(requests + 2, 777);
+export async function embedLatency(target: EmbedTarget, requests: number, seed = 777): Promise<EmbedLatency> {
+  const texts = spanishSentences(requests + 2, seed);
   for (const text of texts.slice(0, 2)) await target.embed([text]); // warm-up
   const samplesMs: number[] = [];
   for (const text of texts.slice(2)) {
@@ -248,7 +295,7 @@ export async function measureEmbedLatencyWhileGenerating(chat: ChatTarget, targe
  * Starts a long generation, runs `work` once its first token arrived, then cancels it (the client
  * disconnects). Reports whether the generation was still streaming when `work` ended.
  */
-async function whileGenerating<T>(chat: ChatTarget, work: () => Promise<T>): Promise<{ result: T; generatingThroughout: boolean }> {
+export async function whileGenerating<T>(chat: ChatTarget, work: () => Promise<T>): Promise<{ result: T; generatingThroughout: boolean }> {
   const stop = new AbortController();
   let decoding!: () => void;
   const started = new Promise<void>((resolve) => { decoding = resolve; });
@@ -294,7 +341,7 @@ export type HealthResult = HealthLoad & {
  * saturates the HTTP stack (client included) and its p99 is then just 64 / throughput, not how long a
  * probe waits.
  */
-async function healthLoad(healthUrl: string, requestsPerConnection: number): Promise<HealthLoad> {
+export async function healthLoad(healthUrl: string, requestsPerConnection: number): Promise<HealthLoad> {
   // One agent of one socket per connection: each connection then carries exactly its own requests
   // (a shared pool hands out sockets LIFO, so a few would carry most requests and hit llama-server's
   // keep-alive limit of 100 requests per connection).

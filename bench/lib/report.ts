@@ -44,8 +44,15 @@ export type Row = {
   target: Target | null;
   /** Set when a side's value is missing because its metric failed. */
   failed: { ours: boolean; llama: boolean };
-  /** With several runs: how many gave a ratio, and the lowest and highest of them. */
+  /** With several runs (or pairs): how many gave a ratio, and the lowest and highest of them. */
   spread: { runs: number; min: number; max: number } | null;
+  /** What `spread` counts: whole sequential runs, or the paired mode's block pairs. */
+  spreadOf?: "runs" | "pairs";
+  /**
+   * Paired mode: a side's blocks differed by more than `factor` (largest over smallest) within the run; the
+   * table then shows UNSTABLE instead of the ratio, and no PASS/FAIL.
+   */
+  unstable?: { ours: number; llama: number; factor: number } | null;
 };
 
 /** Which metric produced each row, to mark rows of failed metrics. */
@@ -167,8 +174,9 @@ export function formatRatio(ratio: number, limit = 1): string {
   return onBoundary ? `${ratio.toFixed(3)}x` : `${two}x`;
 }
 
-function passCell(target: Row["target"]): string {
+function passCell(target: Row["target"], unstable: boolean): string {
   if (target === null) return "";
+  if (unstable) return "—";
   return target.pass === null ? "n/a" : target.pass ? "PASS" : "FAIL";
 }
 
@@ -191,10 +199,12 @@ export function markdownTable(allRows: readonly Row[]): string {
   const rows = allRows.filter(measured);
   const withSpread = rows.some((r) => r.spread !== null);
   const runs = Math.max(0, ...rows.map((r) => r.spread?.runs ?? 0));
-  const header = ["Metric", "Unit", "Ours", "llama-server", "Ours/llama", ...(withSpread ? [`Min–max (${runs} runs)`] : []), "Target", "Pass"];
+  const spreadOf = rows.find((r) => r.spread !== null)?.spreadOf ?? "runs";
+  const header = ["Metric", "Unit", "Ours", "llama-server", "Ours/llama", ...(withSpread ? [`Min–max (${runs} ${spreadOf})`] : []), "Target", "Pass"];
+  const ratioCell = (r: Row) => (r.unstable ? "UNSTABLE" : r.ratio === null ? "—" : formatRatio(r.ratio, r.target?.limit));
   const body = rows.map((r) => [
-    r.label, r.unit, fmt(r.ours, r.digits, r.failed.ours), fmt(r.llama, r.digits, r.failed.llama), r.ratio === null ? "—" : formatRatio(r.ratio, r.target?.limit),
-    ...(withSpread ? [spreadCell(r)] : []), r.target?.text ?? "", passCell(r.target),
+    r.label, r.unit, fmt(r.ours, r.digits, r.failed.ours), fmt(r.llama, r.digits, r.failed.llama), ratioCell(r),
+    ...(withSpread ? [spreadCell(r)] : []), r.target?.text ?? "", passCell(r.target, Boolean(r.unstable)),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => (b[i] ?? "").length)));
   const numeric = new Set(withSpread ? [2, 3, 4, 5] : [2, 3, 4]);

@@ -48,9 +48,10 @@ export function ourServiceSpec(s: ServerSetup, models: { chat: string; embed: st
   };
   return {
     label: role === "main" ? "ours" : "ours tiny",
-    // node itself (not npx/tsx wrappers), so the pid is the process whose RSS and CPU are measured.
+    // node itself (not npx/tsx wrappers), so the pid is the process whose RSS and CPU are measured; on the
+    // compiled service (dist/, built when the bench starts), as `npm start` and the images run it.
     command: process.execPath,
-    args: ["--import", "tsx", "src/main.ts"],
+    args: ["dist/main.js"],
     env: { ...process.env, ...env },
     cwd: projectRoot,
     readyUrl: `http://127.0.0.1:${s.port}/ready`,

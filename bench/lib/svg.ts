@@ -65,12 +65,12 @@ function rowElements(r: Row, i: number): string[] {
   const labelX = r.ratio >= 1 ? x(r.ratio) + 6 : x(r.ratio) - 6;
   out.push(
     `<rect x="${x0}" y="${mid - 10}" width="${w}" height="20" rx="3" fill="${barColor(r)}"/>`,
-    `<text x="${labelX}" y="${mid + 5}" font-size="13" font-weight="bold" text-anchor="${r.ratio >= 1 ? "start" : "end"}" fill="#111">${formatRatio(r.ratio, r.target?.limit)}${offScale}</text>`,
+    `<text x="${labelX}" y="${mid + 5}" font-size="13" font-weight="bold" text-anchor="${r.ratio >= 1 ? "start" : "end"}" fill="#111">${r.unstable ? "UNSTABLE " : ""}${formatRatio(r.ratio, r.target?.limit)}${offScale}</text>`,
   );
   if (r.spread !== null && r.spread.runs > 1) {
     // The runs' min–max of the ratio, as a whisker across the bar.
     const [lo, hi] = [x(r.spread.min), x(r.spread.max)];
-    out.push(`<path d="M ${lo} ${mid - 5} v 10 M ${lo} ${mid} H ${hi} M ${hi} ${mid - 5} v 10" stroke="#222" stroke-width="1.5" fill="none"><title>${r.spread.runs} runs: ${escapeXml(formatRatio(r.spread.min, r.target?.limit))}–${escapeXml(formatRatio(r.spread.max, r.target?.limit))}</title></path>`);
+    out.push(`<path d="M ${lo} ${mid - 5} v 10 M ${lo} ${mid} H ${hi} M ${hi} ${mid - 5} v 10" stroke="#222" stroke-width="1.5" fill="none"><title>${r.spread.runs} ${r.spreadOf ?? "runs"}: ${escapeXml(formatRatio(r.spread.min, r.target?.limit))}–${escapeXml(formatRatio(r.spread.max, r.target?.limit))}</title></path>`);
   }
   const mark = r.target?.limit;
   if (mark !== undefined) {

@@ -1,0 +1,175 @@
+// The rows of the paired bench (`npm run bench`, the default mode): what one short block of each metric
+// does on one side. The runner (paired.ts) loads both sides' servers at once and alternates blocks
+// ours / llama-server in pairs (A B, B A, A B ...); pairing.ts turns the blocks into the median of per-pair
+// ratios, its min–max, and the UNSTABLE mark.
+//
+// HOW TO ADD A PAIRED ROW (e.g. rerank throughput, TTFT after a restart, a Responses follow-up turn):
+//  1. Add the metric's name to METRICS in args.ts (that is what `--only=<name>` selects).
+//  2. Append a PairedMetric to PAIRED_METRICS below:
+//     - `group`: the servers it runs against. "main" = our service (1.7B-shaped chat + MiniLM-shaped embed)
+//       and llama-server chat + llama-server embed; "tiny" = the tiny-model pair. A metric that needs
+//       another server (a reranker, another model) adds a group to GROUPS in paired.ts: how each side's
+//       processes start and which targets they give.
+//     - `rows`: one RowSpec per number the block returns (id, label, unit, digits, which way is better,
+//       the target as a bound on ours/llama-server, and a drift factor for noisy metrics like p99).
+//     - `warmup(side, ctx)` (optional): unmeasured, once per side before the first block.
+//     - `block(side, ctx)`: ONE short measurement on ONE side, returning `{ [row id]: value }`. Keep it
+//       a few seconds long: long enough to be stable (a few hundred tokens, a few hundred texts), short
+//       enough that the machine does not drift within a pair. `ctx.index` is the block's number on that
+//       side (use it for prompts that must be new to the server); `side.side` is "ours" or "llama";
+//       `side.restart()` restarts that side's processes and resolves with the seconds to ready.
+//     Throwing marks that block failed (the row shows ERROR if no pair succeeds); a RequestTimeoutError
+//     skips the rest of that side's blocks in the group (the server is stuck).
+//  3. That is all: the table, JSON, README and chart pick the rows up in PAIRED_METRICS order. For a
+//     sequential-mode value too (`--mode=sequential`), add it to report.ts's buildRows.
+import type { MetricName, Workload } from "./args.ts";
+import {
+  aggregateBlock, aggregateWarmup, decodeBlock, decodeWarmup, embedConcurrentBlock, embedLatency, embedSingleBlock, embedWarmup,
+  healthLoad, lateBlock, ttftBlock, whileGenerating,
+} from "./measure.ts";
+import type { Side } from "./pairing.ts";
+import type { Direction } from "./report.ts";
+import type { ChatTarget, EmbedTarget } from "./targets.ts";
+
+/** What one side of a group offers a block. */
+export type SideTargets = {
+  readonly side: Side;
+  /** "ours" or "llama-server": for logs. */
+  readonly name: string;
+  readonly chat: ChatTarget;
+  /** Absent where that side's group has no embedding server (llama-server's tiny side). */
+  readonly embed?: EmbedTarget;
+  /** The /health URL of the process serving chat. */
+  readonly healthUrl: string;
+  /** Pids of this side's processes in the group (CPU accounting); they change after restart(). */
+  pids(): number[];
+  /** Restarts this side's processes in the group; resolves with the seconds until they were all ready. */
+  restart(): Promise<number>;
+};
+
+export type BlockContext = {
+  readonly workload: Workload;
+  /** 0, 1, 2 ... : this block's number on this side within the metric. */
+  readonly index: number;
+};
+
+export type RowSpec = {
+  id: string;
+  label: string;
+  unit: string;
+  digits: number;
+  better: Direction;
+  /** Target as a bound on ours/llama-server (at least for "higher", at most for "lower"). */
+  limit?: number;
+  /** Largest/smallest of one side's blocks above which the row is UNSTABLE; default `--drift-factor`. */
+  driftFactor?: number;
+};
+
+export type GroupId = "main" | "tiny";
+
+export type PairedMetric = {
+  metric: MetricName;
+  group: GroupId;
+  rows: readonly RowSpec[];
+  warmup?: (side: SideTargets, ctx: Omit<BlockContext, "index">) => Promise<void>;
+  block: (side: SideTargets, ctx: BlockContext) => Promise<Record<string, number>>;
+};
+
+function needEmbed(side: SideTargets): EmbedTarget {
+  if (side.embed === undefined) throw new Error(`${side.name}: no embedding server in this group`);
+  return side.embed;
+}
+
+/** p99 of 64 paced connections and first-token latency with streams running move more than rates do. */
+const NOISY = 2.5;
+
+export const PAIRED_METRICS: readonly PairedMetric[] = [
+  {
+    metric: "decode", group: "main",
+    rows: [{ id: "decode", label: "Single-stream decode", unit: "tok/s", digits: 2, better: "higher", limit: 1.0 }],
+    warmup: (s) => decodeWarmup(s.chat),
+    block: async (s, c) => ({ decode: (await decodeBlock(s.chat, c.workload.decodeTokens, c.index)).tokPerS }),
+  },
+  {
+    metric: "tiny", group: "tiny",
+    rows: [
+      { id: "tiny_decode", label: "Tiny model decode, overhead-bound", unit: "tok/s", digits: 1, better: "higher", limit: 1.0 },
+      { id: "tiny_aggregate4", label: "Tiny model aggregate, 4 clients", unit: "tok/s", digits: 1, better: "higher", limit: 1.0 },
+    ],
+    warmup: async (s) => {
+      await decodeWarmup(s.chat);
+      await aggregateWarmup(s.chat, 4);
+    },
+    block: async (s, c) => ({
+      tiny_decode: (await decodeBlock(s.chat, c.workload.tinyTokens, c.index, "tiny decode")).tokPerS,
+      tiny_aggregate4: (await aggregateBlock(s.chat, 4, c.workload.tinyTokens / 2, c.index)).tokPerS,
+    }),
+  },
+  {
+    metric: "aggregate", group: "main",
+    rows: [
+      { id: "aggregate4", label: "Aggregate decode, 4 clients", unit: "tok/s", digits: 2, better: "higher", limit: 1.0 },
+      { id: "aggregate8", label: "Aggregate decode, 8 clients", unit: "tok/s", digits: 2, better: "higher", limit: 1.0 },
+    ],
+    warmup: (s) => aggregateWarmup(s.chat, 8),
+    block: async (s, c) => ({
+      aggregate4: (await aggregateBlock(s.chat, 4, c.workload.decodeTokens, c.index)).tokPerS,
+      aggregate8: (await aggregateBlock(s.chat, 8, c.workload.decodeTokens, c.index)).tokPerS,
+    }),
+  },
+  {
+    metric: "ttft", group: "main",
+    rows: [
+      { id: "ttft_cold", label: "TTFT cold (new ~400-tok prompt)", unit: "ms", digits: 0, better: "lower", limit: 1.0 },
+      { id: "ttft_warm", label: "TTFT warm (same system prompt)", unit: "ms", digits: 0, better: "lower", limit: 1.0, driftFactor: NOISY },
+    ],
+    block: async (s, c) => {
+      // Prompt ids from 1000 up: never one the sequential numbering or another metric used on this server.
+      const r = await ttftBlock(s.chat, 1000 + c.index);
+      return { ttft_cold: r.coldMs, ttft_warm: r.warmMs };
+    },
+  },
+  {
+    metric: "late", group: "main",
+    rows: [{ id: "ttft_late", label: "TTFT late arrival (3 streams running)", unit: "ms", digits: 0, better: "lower", limit: 1.0, driftFactor: NOISY }],
+    block: async (s, c) => ({ ttft_late: (await lateBlock(s.chat, c.workload.lateStreamTokens, c.index)).ttftMs }),
+  },
+  {
+    metric: "embed", group: "main",
+    rows: [
+      { id: "embed_single", label: "Embeddings, 1 request × 256", unit: "texts/s", digits: 0, better: "higher", limit: 1.0 },
+      { id: "embed_concurrent", label: "Embeddings, 32 clients × 8", unit: "texts/s", digits: 0, better: "higher", limit: 1.0 },
+      { id: "embed_latency_idle", label: "Embed 1 text, both idle", unit: "ms", digits: 1, better: "lower", driftFactor: NOISY },
+      // The issue's target: ours while a generation runs against llama-server's embedding server alone.
+      { id: "embed_latency", label: "Embed 1 text: ours generating, llama idle", unit: "ms", digits: 1, better: "lower", limit: 1.2, driftFactor: NOISY },
+    ],
+    warmup: (s) => embedWarmup(needEmbed(s)),
+    block: async (s, c) => {
+      const embed = needEmbed(s);
+      const requests = c.workload.embedLatencyRequests;
+      const out: Record<string, number> = {
+        embed_single: await embedSingleBlock(embed),
+        embed_concurrent: await embedConcurrentBlock(embed),
+        embed_latency_idle: (await embedLatency(embed, requests)).medianMs,
+      };
+      // llama-server's embedding server has no generation beside it: its idle latency is the yardstick.
+      out["embed_latency"] = s.side === "ours"
+        ? (await whileGenerating(s.chat, () => embedLatency(embed, requests))).result.medianMs
+        : out["embed_latency_idle"] as number;
+      return out;
+    },
+  },
+  {
+    metric: "health", group: "main",
+    rows: [
+      { id: "health_p50", label: "/health p50, 64 conns, generating", unit: "ms", digits: 2, better: "lower", driftFactor: NOISY },
+      { id: "health_p99", label: "/health p99, 64 conns, generating", unit: "ms", digits: 2, better: "lower", limit: 1.5, driftFactor: NOISY },
+    ],
+    // One unrecorded second of the load: the first requests of a process pay for JIT and lazy setup.
+    warmup: async (s) => { await healthLoad(s.healthUrl, 10); },
+    block: async (s, c) => {
+      const { result } = await whileGenerating(s.chat, () => healthLoad(s.healthUrl, c.workload.healthRequestsPerConnection));
+      return { health_p50: result.p50Ms, health_p99: result.p99Ms };
+    },
+  },
+];
