@@ -7,6 +7,7 @@ import t from "tap";
 import OpenAI from "openai";
 import { SCRIPTED_OUTPUT, ensureScriptedModel } from "../scripts/make-test-models.js";
 import { buildApp } from "../src/http/app.js";
+import { ResponseBuilder, type ResponseStreamEvent } from "../src/http/responseEvents.js";
 import { ResponseStore } from "../src/http/responseStore.js";
 import { postJson, startTestService } from "./helpers/service.js";
 import { everyEventIsWholeUtf8, readSse } from "./helpers/sse.js";
@@ -142,6 +143,9 @@ t.test("errors in OpenAI's shape, with param", async (t) => {
     [{ input: [] }, 400, "input"],
     [{ input: "x", max_output_tokens: 5000 }, 400, "max_output_tokens"],
     [{ input: "x", background: true }, 400, "background"],
+    // Admission comes before the first byte: a streamed request that cannot run is a plain 400.
+    [{ input: "x", max_output_tokens: 5000, stream: true }, 400, "max_output_tokens"],
+    [{ input: "x", conversation: "conv_1" }, 400, "conversation"],
   ];
   for (const [body, status, param] of cases) {
     const res = await postJson(service.app, "/v1/responses", body);
@@ -185,4 +189,21 @@ t.test("the store: count and byte bounds, least recently used evicted first", as
   const evicted = await postJson(small, "/v1/responses", { input: "x", previous_response_id: ids[0] });
   t.equal(evicted.statusCode, 400);
   t.match(evicted.json().error.message, /evicted/);
+});
+
+t.test("a failure after the stream began: error, then response.failed (the builder, no model)", async (t) => {
+  const base = (await client.responses.create({ model, input: question, temperature: 0, max_output_tokens: 1, store: false })) as unknown as ConstructorParameters<typeof ResponseBuilder>[0];
+  const events: ResponseStreamEvent[] = [];
+  const builder = new ResponseBuilder({ ...base, status: "in_progress", output: [], usage: null }, (e) => events.push(e));
+  builder.start();
+  builder.push({ kind: "content", text: "¡Ho" });
+  const failed = builder.fail({ status: 504, code: "deadline_exceeded", message: "The request exceeded its deadline." });
+  t.same(events.map((e) => e.type), [
+    "response.created", "response.in_progress", "response.output_item.added", "response.content_part.added", "response.output_text.delta", "error", "response.failed",
+  ]);
+  t.same(events.map((e) => e.sequence_number), [0, 1, 2, 3, 4, 5, 6]);
+  t.match(events[5], { type: "error", code: "deadline_exceeded", message: "The request exceeded its deadline.", param: null });
+  t.equal(failed.status, "failed");
+  t.same(failed.error, { code: "server_error", message: "The request exceeded its deadline." });
+  t.equal((events[2] as unknown as { item: { content: unknown[] } }).item.content.length, 0, "events are copies taken when sent");
 });
