@@ -46,6 +46,8 @@ async def sse_lines(client, url, body):
         response.raise_for_status()
         content_type = response.headers["content-type"]
         async for line in response.aiter_lines():
+            # httpx 0.23 (Debian bookworm's python3-httpx) keeps each line's ending; newer ones strip it.
+            line = line.rstrip("\r\n")
             if line.startswith("event: "):
                 name = line[len("event: "):]
             elif line.startswith("data: "):
