@@ -47,6 +47,8 @@ export const EnvSchema = Type.Object({
   LLM_API_KEY: Type.String({ default: "", description: "API key(s), comma-separated; empty: no key needed. Sent as Authorization: Bearer or x-api-key" }),
   CORS_ORIGINS: Type.String({ default: "http://localhost:8000", description: "Browser origins allowed (comma-separated, with credentials); * allows any origin without credentials" }),
   METRICS_AUTH: Type.Boolean({ default: false, description: "true: /metrics needs the API key too" }),
+  RESPONSES_STORE_MAX_ITEMS: Type.Integer({ minimum: 0, maximum: 10_000_000, default: 1000, description: "Responses API: most stored responses (previous_response_id, GET /v1/responses/{id}), least recently used evicted first; 0: nothing is stored. In memory" }),
+  RESPONSES_STORE_MAX_BYTES: Type.Integer({ minimum: 0, maximum: 1_099_511_627_776, default: 64 * 1024 * 1024, description: "Responses API: most bytes (JSON) the stored responses take, least recently used evicted first" }),
   DRAIN_TIMEOUT_MS: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400_000, description: "On SIGTERM, how long running requests may finish; default LLM_REQUEST_TIMEOUT_MS" })),
 });
 export type Env = Static<typeof EnvSchema>;
@@ -86,6 +88,7 @@ export type Config = Readonly<{
   corsOrigins: readonly string[];
   metricsAuth: boolean;
   drainTimeoutMs: number;
+  responseStore: Readonly<{ maxItems: number; maxBytes: number }>;
 }>;
 
 export class ConfigError extends Error {
@@ -134,6 +137,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`Invalid configuration:\n${[...new Set(lines)].join("\n")}`);
   }
   const e = withDefaults as Env;
+  const conflicts = settingConflicts(e);
+  if (conflicts.length > 0) throw new ConfigError(`Invalid configuration (settings that cannot work together):\n${conflicts.map((c) => `  ${c}`).join("\n")}`);
   const corsOrigins = parseCorsOrigins(e.CORS_ORIGINS);
   return Object.freeze({
     port: e.PORT,
@@ -172,7 +177,35 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metricsAuth: e.METRICS_AUTH,
     // A request never outlives its own deadline, so draining that long lets every answer finish.
     drainTimeoutMs: e.DRAIN_TIMEOUT_MS ?? e.LLM_REQUEST_TIMEOUT_MS,
+    responseStore: Object.freeze({ maxItems: e.RESPONSES_STORE_MAX_ITEMS, maxBytes: e.RESPONSES_STORE_MAX_BYTES }),
   });
+}
+
+/**
+ * Settings that are each valid but cannot work together. llama.cpp meets some of them with GGML_ASSERT and
+ * abort() (48 slots with a 32-token batch: `n_outputs_max <= cparams.n_outputs_max`), so they are refused
+ * here, before anything is loaded, each with the variables it involves and a value that works.
+ */
+export function settingConflicts(e: Pick<Env, "LLM_PARALLEL" | "LLM_BATCH_SIZE" | "LLM_CONTEXT_SIZE">): string[] {
+  const conflicts: string[] = [];
+  const slots = e.LLM_PARALLEL;
+  const batch = e.LLM_BATCH_SIZE;
+  const perSlot = e.LLM_CONTEXT_SIZE;
+  const batchMin = EnvSchema.properties.LLM_BATCH_SIZE.minimum ?? 1;
+  if (slots > batch) {
+    // Every generating slot puts one token into each decode batch.
+    const working = Math.max(slots, 2 ** Math.ceil(Math.log2(slots)));
+    conflicts.push(`LLM_PARALLEL=${slots} with LLM_BATCH_SIZE=${batch}: each decode batch carries one token of every slot, so LLM_PARALLEL must not exceed LLM_BATCH_SIZE; ` +
+      `set LLM_BATCH_SIZE=${working} (or LLM_PARALLEL=${batch}).`);
+  }
+  const total = perSlot * slots;
+  if (batch > total) {
+    // llama.cpp cuts n_batch down to n_ctx; a batch larger than the whole context can never be filled.
+    const working = Math.max(batchMin, Math.max(slots, 2 ** Math.floor(Math.log2(total))));
+    conflicts.push(`LLM_BATCH_SIZE=${batch} is above the whole context (LLM_CONTEXT_SIZE=${perSlot} x LLM_PARALLEL=${slots} = ${total} tokens): ` +
+      `a decode never holds more tokens than the context; set LLM_BATCH_SIZE=${working} (or LLM_CONTEXT_SIZE=${Math.ceil(batch / slots)}).`);
+  }
+  return conflicts;
 }
 
 const splitList = (value: string): string[] => value.split(",").map((item) => item.trim()).filter((item) => item !== "");

@@ -7,7 +7,7 @@ import os from "node:os";
  * generating; embed: throughput (1×256, 32×8) and one short text's latency (alone, and while generating);
  * tiny: overhead-bound single-stream decode on a tiny Qwen3 (separate server processes on both sides).
  */
-export const METRICS = ["decode", "aggregate", "ttft", "late", "health", "embed", "tiny"] as const;
+export const METRICS = ["decode", "aggregate", "ttft", "late", "health", "embed", "tiny", "followup"] as const;
 export type MetricName = (typeof METRICS)[number];
 
 export const ENGINES = ["native", "node-llama-cpp"] as const;

@@ -28,6 +28,7 @@ import {
   healthLoad, lateBlock, ttftBlock, whileGenerating,
 } from "./measure.ts";
 import type { Side } from "./pairing.ts";
+import { followUpBlock } from "./responses-rows.ts";
 import type { Direction } from "./report.ts";
 import type { ChatTarget, EmbedTarget } from "./targets.ts";
 
@@ -170,6 +171,20 @@ export const PAIRED_METRICS: readonly PairedMetric[] = [
     block: async (s, c) => {
       const { result } = await whileGenerating(s.chat, () => healthLoad(s.healthUrl, c.workload.healthRequestsPerConnection));
       return { health_p50: result.p50Ms, health_p99: result.p99Ms };
+    },
+  },
+  {
+    // The Responses API's follow-up turn (bench/lib/responses-rows.ts): turn 2 right after turn 1 of a
+    // ~400-token conversation. llama-server rejects previous_response_id, so its side of the chain row
+    // is its own best way: a chat request with the same history.
+    metric: "followup", group: "main",
+    rows: [
+      { id: "followup_chain", label: "Follow-up TTFT: previous_response_id (llama: chat + history)", unit: "ms", digits: 0, better: "lower", driftFactor: NOISY },
+      { id: "followup_chat", label: "Follow-up TTFT: chat + same history", unit: "ms", digits: 0, better: "lower", driftFactor: NOISY },
+    ],
+    block: async (s, c) => {
+      const runs = await followUpBlock(s.chat.baseUrl, 1000 + c.index, s.side === "ours" ? ["chain", "chat"] : ["chat"]);
+      return { followup_chain: (runs.chain ?? runs.chat)!.ttftMs, followup_chat: runs.chat!.ttftMs };
     },
   },
 ];

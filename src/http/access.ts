@@ -1,5 +1,5 @@
 // Who may call the service: CORS for browsers (@fastify/cors) and an optional API key
-// (@fastify/bearer-auth, constant-time compare). Keys protect the APIs (/api/*, /v1/*) and, when
+// (@fastify/bearer-auth, constant-time compare). Keys protect the APIs (/api/*, /v1/*, /tokenize, /detokenize) and, when
 // asked, /metrics; probes, the OpenAPI page and the playground's static files stay open, since the
 // page itself asks for the key and sends it.
 import bearerAuth from "@fastify/bearer-auth";
@@ -24,10 +24,15 @@ export const accessFrom = (config: Config): AccessOptions =>
 
 /** Paths that need a key when keys are configured: every API (seed, Ollama-compatible, OpenAI). */
 const PROTECTED_PREFIXES = ["/api/", "/v1/"];
+/**
+ * llama-server's tokenizer routes do the model's CPU work, so they need the key too (llama-server
+ * keeps only its health probe and UI open).
+ */
+const PROTECTED_PATHS = new Set(["/tokenize", "/detokenize"]);
 
 export function needsKey(url: string, metricsAuth: boolean): boolean {
   const path = url.split("?")[0]!;
-  return PROTECTED_PREFIXES.some((prefix) => path.startsWith(prefix)) || (metricsAuth && path === "/metrics");
+  return PROTECTED_PREFIXES.some((prefix) => path.startsWith(prefix)) || PROTECTED_PATHS.has(path) || (metricsAuth && path === "/metrics");
 }
 
 /** Headers a browser may send and read. */

@@ -1,5 +1,5 @@
-// Wire fields shared by both APIs -> the engine's request. One mapping, so the two adapters
-// cannot drift apart.
+// Wire fields shared by the APIs (seed, OpenAI chat and completions; Ollama maps its own `options`)
+// -> the engine's request. One mapping, so the adapters cannot drift apart.
 import type { Static } from "@sinclair/typebox";
 import type { ChatMessage, GenerateRequest, GenerationDelta, ResponseFormat, ToolCall } from "../engine/chat.js";
 import { invalidRequest } from "../engine/errors.js";
@@ -11,6 +11,18 @@ type ToolFields = { tools?: readonly ToolWire[]; tool_choice?: ToolChoiceWire; p
 
 export function toGenerateRequest(
   body: Controls & ToolFields & { messages: readonly ChatMessage[]; temperature: number; top_p: number },
+  maxTokens: number | undefined,
+  defaultThinking: boolean,
+): GenerateRequest {
+  return { ...toSamplingRequest(body, maxTokens, defaultThinking), ...toToolRequest(body) };
+}
+
+/**
+ * The fields every generating API shares, tools excluded: a route whose schema does not take tools
+ * (text completions) must not read them, since unknown fields reach it unvalidated.
+ */
+export function toSamplingRequest(
+  body: Controls & { messages: readonly ChatMessage[]; temperature: number; top_p: number },
   maxTokens: number | undefined,
   defaultThinking: boolean,
 ): GenerateRequest {
@@ -29,7 +41,6 @@ export function toGenerateRequest(
     responseFormat: toResponseFormat(body.response_format),
     ignoreEos: body.ignore_eos ?? false,
     enableThinking: body.enable_thinking ?? defaultThinking,
-    ...toToolRequest(body),
   };
 }
 

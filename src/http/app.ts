@@ -6,7 +6,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import type { Logger } from "pino";
 import type { ServiceState } from "../service.js";
 import { DEFAULT_ACCESS, installAccess, type AccessOptions } from "./access.js";
-import { installErrorHandling } from "./errors.js";
+import { clientErrorHandler, installErrorHandling } from "./errors.js";
 import { installMetrics } from "./metrics.js";
 import { healthRoutes } from "./routes/health.js";
 import { llmRoutes } from "./routes/llm.js";
@@ -17,6 +17,8 @@ import { ollamaRoutes } from "./routes/ollama.js";
 import { tokenizeRoutes } from "./routes/tokenize.js";
 import { completionsRoutes } from "./routes/completions.js";
 import { rerankRoutes } from "./routes/rerank.js";
+import { responsesRoutes } from "./routes/responses.js";
+import type { ResponseStoreOptions } from "./responseStore.js";
 
 export type AppOptions = {
   state: ServiceState;
@@ -24,6 +26,8 @@ export type AppOptions = {
   logger: Logger | false;
   /** API keys, CORS origins, /metrics access (default: no key, the seed's CORS origin). */
   access?: AccessOptions;
+  /** Bounds of the Responses API's store (RESPONSES_STORE_MAX_ITEMS / _BYTES); default DEFAULT_RESPONSE_STORE. */
+  responseStore?: ResponseStoreOptions;
 };
 
 /** An incoming x-request-id is kept when it is a plausible id (it ends up in every log line). */
@@ -33,10 +37,12 @@ export function requestIdFor(header: string | string[] | undefined): string {
   return typeof header === "string" && REQUEST_ID.test(header) ? header : randomUUID();
 }
 
-export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT_ACCESS }: AppOptions): Promise<FastifyInstance> {
+export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT_ACCESS, responseStore }: AppOptions): Promise<FastifyInstance> {
   const app = Fastify({
     ...(logger === false ? { logger: false } : { loggerInstance: logger as FastifyBaseLogger }),
     bodyLimit: bodyLimitBytes,
+    // Requests Node's parser refuses (a 20 KB header: 431) answer in the API's error shape too.
+    clientErrorHandler,
     // Fastify's own per-request lines are replaced by the onResponse line below.
     logController: new LogController({ disableRequestLogging: true }),
     // Every line logged for a request carries its id; a proxy's or client's x-request-id is honoured.
@@ -96,5 +102,6 @@ export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT
   await app.register(tokenizeRoutes, { state });
   await app.register(completionsRoutes, { state });
   await app.register(rerankRoutes, { state });
+  await app.register(responsesRoutes, { state, ...(responseStore ? { store: responseStore } : {}) });
   return app;
 }

@@ -1,4 +1,6 @@
 // One place turns every failure into a JSON error body; the process never dies of a request.
+import { STATUS_CODES } from "node:http";
+import type { Duplex } from "node:stream";
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { EngineError } from "../engine/errors.js";
 
@@ -68,8 +70,8 @@ export function toErrorPayload(error: unknown): ErrorPayload {
 /** Which error body a route speaks: the seed API's `{error: {code, message, field}}`, OpenAI's, or Ollama's `{error: "…"}`. */
 export type ErrorStyle = "seed" | "openai" | "ollama";
 
-/** llama-server's /tokenize, /detokenize and /rerank answer errors as OpenAI does (so does Cohere's /v2/rerank here). */
-const openAIPaths = /^\/(v1\/|v2\/rerank(\?|$)|rerank(\?|$)|tokenize(\?|$)|detokenize(\?|$))/;
+/** llama-server's /tokenize, /detokenize and /rerank, Cohere's /v2/rerank and the bare /responses alias answer errors as OpenAI does. */
+const openAIPaths = /^\/(v1\/|v2\/rerank(\?|$)|rerank(\?|$)|tokenize(\?|$)|detokenize(\?|$)|responses(\/|\?|$))/;
 
 export const errorStyleFor = (url: string): ErrorStyle =>
   openAIPaths.test(url) ? "openai" : url.startsWith("/api/") && !url.startsWith("/api/llm/") ? "ollama" : "seed";
@@ -100,7 +102,7 @@ export function installErrorHandling(app: FastifyInstance): void {
 
 const openAITypes: Record<number, string> = {
   400: "invalid_request_error", 404: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error",
-  429: "rate_limit_error", 499: "invalid_request_error", 503: "service_unavailable_error", 504: "timeout_error",
+  408: "invalid_request_error", 429: "rate_limit_error", 431: "invalid_request_error", 499: "invalid_request_error", 503: "service_unavailable_error", 504: "timeout_error",
 };
 
 export function errorBody(payload: ErrorPayload, style: ErrorStyle) {
@@ -123,4 +125,32 @@ export function errorBody(payload: ErrorPayload, style: ErrorStyle) {
 export function sendError(reply: FastifyReply, payload: ErrorPayload, style: ErrorStyle = "seed"): FastifyReply {
   if (payload.retryAfterSeconds !== undefined) reply.header("Retry-After", String(payload.retryAfterSeconds));
   return reply.code(payload.status).type("application/json").send(errorBody(payload, style));
+}
+
+/** The path of the request line in the bytes Node could not parse (to choose the API's error shape). */
+function requestLinePath(rawPacket: unknown): string {
+  if (!Buffer.isBuffer(rawPacket)) return "/";
+  const line = rawPacket.subarray(0, Math.min(rawPacket.length, 2048)).toString("latin1").split("\r\n", 1)[0] ?? "";
+  const target = line.split(" ")[1];
+  return target?.startsWith("/") ? target : "/";
+}
+
+/**
+ * Fastify's clientErrorHandler: a request Node's parser refused before any route saw it (a header
+ * above the size limit, a malformed request line, a header timeout) gets the API's own error body
+ * instead of Fastify's default `{"error":"Request Header Fields Too Large",...}`.
+ */
+export function clientErrorHandler(error: Error & { code?: string; rawPacket?: unknown }, socket: Duplex): void {
+  if (error.code === "ECONNRESET" || socket.destroyed) return;
+  const payload: ErrorPayload = error.code === "HPE_HEADER_OVERFLOW"
+    ? { status: 431, code: "headers_too_large", message: "The request's headers are larger than the server accepts (16 KiB in all); send fewer or shorter headers." }
+    : error.code === "ERR_HTTP_REQUEST_TIMEOUT"
+      ? { status: 408, code: "request_timeout", message: "The request did not arrive in time." }
+      : { status: 400, code: "bad_request", message: "The request is not valid HTTP." };
+  if (socket.writable) {
+    const body = JSON.stringify(errorBody(payload, errorStyleFor(requestLinePath(error.rawPacket))));
+    socket.write(`HTTP/1.1 ${payload.status} ${STATUS_CODES[payload.status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+      `Content-Type: application/json\r\nConnection: close\r\n\r\n${body}`);
+  }
+  socket.destroy();
 }

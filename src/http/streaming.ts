@@ -6,15 +6,19 @@ import { drainFailure, toErrorPayload, type ErrorPayload } from "./errors.js";
 /**
  * Aborts when the client goes away before the response is complete, so generation stops within one
  * token and the slot is freed. (The request's own 'close' fires when its body is read, so the
- * response's is the one to watch.) Also aborts when the service's drain deadline passes.
+ * response's is the one to watch.) Also aborts when the service's drain deadline passes. The
+ * listener on the drain deadline (a signal that lives as long as the process) is removed when the
+ * response closes, however it ends: one left per request would pile up without bound.
  */
 export function clientDisconnectSignal(reply: FastifyReply): AbortSignal {
   const controller = new AbortController();
   const drainDeadline = reply.server.drainDeadline;
+  const onDrainDeadline = () => controller.abort(drainDeadline.reason);
   if (drainDeadline.aborted) controller.abort(drainDeadline.reason);
-  else drainDeadline.addEventListener("abort", () => controller.abort(drainDeadline.reason), { once: true, signal: controller.signal });
+  else drainDeadline.addEventListener("abort", onDrainDeadline, { once: true });
   const onClose = () => {
-    if (!reply.raw.writableFinished) controller.abort(new Error("client disconnected"));
+    drainDeadline.removeEventListener("abort", onDrainDeadline);
+    if (!reply.raw.writableFinished) controller.abort(new EngineError("cancelled", "The client disconnected.", 499));
   };
   // The response's 'close' also fires when the socket dies mid-response; listening on the socket
   // itself would pile up listeners on a keep-alive connection.

@@ -33,7 +33,7 @@ export async function startTestService(env: Record<string, string> = {}): Promis
   state.setEngines(engines);
   await warmUp(engines);
   state.markReady();
-  const app = await buildApp({ state, bodyLimitBytes: config.bodyLimitBytes, logger: false, access: accessFrom(config) });
+  const app = await buildApp({ state, bodyLimitBytes: config.bodyLimitBytes, logger: false, access: accessFrom(config), responseStore: config.responseStore });
   await app.ready();
   return {
     app, engines, config, state,

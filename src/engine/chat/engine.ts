@@ -156,6 +156,11 @@ export class ChatEngine {
     return this.prompts.tokenizeMessages(messages, enableThinking);
   }
 
+  /** How many tokens the request's prompt is (tools included), without checking it fits: /v1/responses/input_tokens. */
+  countPromptTokens(request: GenerateRequest): number {
+    return this.prompts.renderPrompt(request).tokens.length;
+  }
+
   /** Validates a request against the model (prompt length, grammar) without taking a slot. */
   async prepare(request: GenerateRequest): Promise<PreparedGeneration> {
     if (this.closed) throw shuttingDown();
@@ -168,24 +173,48 @@ export class ChatEngine {
     return { request: { ...request, maxTokens }, prompt, grammar, chat: rendered.chat, preparedAt: performance.now() };
   }
 
-  /** Waits for a slot (bounded queue, deadline) and generates. */
-  async run(prepared: PreparedGeneration, onDelta?: GenerateRequest["onDelta"]): Promise<GenerationResult> {
+  /**
+   * Waits for a slot (bounded queue, deadline) and generates. `onAdmitted` runs once the slot is
+   * taken and before the first token: the HTTP lifecycle starts a streamed response there, so a full
+   * queue, a deadline in the queue or a shutdown are still real HTTP statuses. If it throws, the
+   * slot is released and the error is the run's.
+   */
+  async run(prepared: PreparedGeneration, onDelta?: GenerateRequest["onDelta"], onAdmitted?: () => void): Promise<GenerationResult> {
     const { prompt, preparedAt } = prepared;
     const request = onDelta ? { ...prepared.request, onDelta } : prepared.request;
     const timeoutMs = this.options.requestTimeoutMs;
-    const deadline = AbortSignal.timeout(timeoutMs);
-    const signal = request.signal ? AbortSignal.any([request.signal, deadline]) : deadline;
-    const slot = await this.scheduler.acquire(prompt, signal, () => abortReason(deadline, timeoutMs, "waiting for a free slot"));
-    const queueMs = performance.now() - preparedAt;
+    // One controller per request, linked to the caller's signal and a timer that are both undone in
+    // `finally`: AbortSignal.timeout would keep each request's state alive until its deadline, and a
+    // listener left on a long-lived caller signal would pile up.
+    const deadlineController = new AbortController();
+    const deadline = deadlineController.signal;
+    const controller = new AbortController();
+    const timer = setTimeout(() => {
+      deadlineController.abort(new Error("deadline"));
+      controller.abort(deadline.reason);
+    }, timeoutMs);
+    const callerSignal = request.signal;
+    const onCallerAbort = () => controller.abort(callerSignal?.reason);
+    if (callerSignal?.aborted) onCallerAbort();
+    else callerSignal?.addEventListener("abort", onCallerAbort, { once: true });
+    const signal = controller.signal;
     try {
-      const result = await this.runOnSlot(slot, prepared, request, signal, deadline);
-      const totalMs = performance.now() - preparedAt;
-      this.scheduler.recordServiceTime(totalMs - queueMs);
-      const finished: GenerationResult = { ...result, slot, timings: { ...result.timings, queueMs, totalMs } };
-      for (const listener of this.finishedListeners) listener(finished);
-      return finished;
+      const slot = await this.scheduler.acquire(prompt, signal, () => abortReason(deadline, timeoutMs, "waiting for a free slot"));
+      const queueMs = performance.now() - preparedAt;
+      try {
+        onAdmitted?.();
+        const result = await this.runOnSlot(slot, prepared, request, signal, deadline);
+        const totalMs = performance.now() - preparedAt;
+        this.scheduler.recordServiceTime(totalMs - queueMs);
+        const finished: GenerationResult = { ...result, slot, timings: { ...result.timings, queueMs, totalMs } };
+        for (const listener of this.finishedListeners) listener(finished);
+        return finished;
+      } finally {
+        this.scheduler.release(slot);
+      }
     } finally {
-      this.scheduler.release(slot);
+      clearTimeout(timer);
+      callerSignal?.removeEventListener("abort", onCallerAbort);
     }
   }
 

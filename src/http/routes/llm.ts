@@ -1,6 +1,7 @@
 // The seed API. Handlers only translate between the wire and the engine.
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { promptPrefix } from "../../engine/prompts.js";
+import type { GenerationResult } from "../../engine/chat/types.js";
 import type { ServiceState } from "../../service.js";
 import { toChatMessage, toGenerateRequest, toolCallDeltaToWire, toolCallsToWire } from "../adapt.js";
 import { ErrorBodySchema } from "../schemas/common.js";
@@ -8,7 +9,7 @@ import {
   EmbedBodySchema, EmbedResponseSchema, GenerateBodySchema, GenerateResponseSchema,
   type EmbedResponse, type GenerateResponse,
 } from "../schemas/llm.js";
-import { clientDisconnectSignal, startSse, streamFailure } from "../streaming.js";
+import { serveGeneration } from "../generation.js";
 import { useVectorJson } from "../vectors.js";
 
 export const llmRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = async (app, { state }) => {
@@ -25,13 +26,10 @@ export const llmRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = asy
       response: { 200: GenerateResponseSchema, ...errors },
     },
   }, async (request, reply) => {
-    const { chat } = state.engines();
     const body = request.body;
-    const messages = body.messages.map((m, index) => toChatMessage(m, index));
-    const generation = { ...toGenerateRequest({ ...body, messages }, body.max_new_tokens, false), signal: clientDisconnectSignal(reply) };
-    const toResponse = (r: Awaited<ReturnType<typeof chat.generate>>): GenerateResponse => ({
+    const toResponse = (r: GenerationResult, modelName: string): GenerateResponse => ({
       answer: r.text,
-      model: chat.modelName,
+      model: modelName,
       tokens_generated: r.tokensGenerated,
       finish_reason: r.finishReason,
       ...(r.reasoning !== null ? { reasoning: r.reasoning } : {}),
@@ -43,24 +41,19 @@ export const llmRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = asy
         total_tokens: r.promptTokens + r.tokensGenerated,
       },
     });
-    // Checks that need the model (prompt length, grammar) happen before the first byte: still a 4xx.
-    const prepared = await chat.prepare(generation);
-    if (body.stream !== true) return toResponse(await chat.run(prepared));
-
-    const sse = startSse(reply);
-    try {
-      const result = await chat.run(prepared, (d) => {
-        if (d.kind === "content" || d.kind === "reasoning") sse.send({ text: d.text }, d.kind === "content" ? "delta" : "reasoning");
-        else sse.send(toolCallDeltaToWire(d), "tool_call");
-      });
-      sse.send(toResponse(result), "done");
-    } catch (error) {
-      const e = streamFailure(error, reply);
-      if (e) sse.send({ error: { code: e.code, message: e.message } }, "error");
-    } finally {
-      sse.end();
-    }
-    return reply;
+    return serveGeneration(state, reply, {
+      model: undefined,
+      stream: body.stream === true,
+      style: "seed",
+      request: () => toGenerateRequest({ ...body, messages: body.messages.map((m, index) => toChatMessage(m, index)) }, body.max_new_tokens, false),
+      format: (chat) => ({
+        delta: (d) => d.kind === "content" || d.kind === "reasoning"
+          ? [{ data: { text: d.text }, event: d.kind === "content" ? "delta" : "reasoning" }]
+          : [{ data: toolCallDeltaToWire(d), event: "tool_call" }],
+        closing: (r) => [{ data: toResponse(r, chat.modelName), event: "done" }],
+        response: (r) => toResponse(r, chat.modelName),
+      }),
+    });
   });
 
   app.post("/api/llm/embed", {

@@ -2,21 +2,20 @@
 // engine calls as the seed and OpenAI APIs, for clients that speak only Ollama. Mounted at /api/*
 // beside the seed API's /api/llm/*; errors in Ollama's `{"error": "…"}` shape (see errors.ts).
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import type { FastifyReply } from "fastify";
 import type { ChatMessage, GenerateRequest, GenerationResult, ResponseFormat, TokenLogprob } from "../../engine/chat/types.js";
 import { EngineError, invalidRequest } from "../../engine/errors.js";
 import { promptPrefix } from "../../engine/prompts.js";
 import type { ModelKind, ServedModel, ServedModelOf } from "../../engine/registry.js";
 import type { Engines, ServiceState } from "../../service.js";
-import { errorBody } from "../errors.js";
 import { toOllamaLogprobs } from "../logprobs.js";
-import { startNdjson } from "../ndjson.js";
+import { resolveGenerationModel, serveGeneration } from "../generation.js";
 import {
   OllamaChatBodySchema, OllamaChatResponseSchema, OllamaEmbedBodySchema, OllamaEmbedResponseSchema, OllamaEmbeddingsBodySchema,
   OllamaEmbeddingsResponseSchema, OllamaErrorSchema, OllamaGenerateBodySchema, OllamaGenerateResponseSchema, OllamaPsSchema,
   OllamaShowBodySchema, OllamaShowSchema, OllamaTagsSchema, OllamaVersionSchema,
   type OllamaChatBody, type OllamaChatResponse, type OllamaGenerateResponse, type OllamaMessage, type OllamaOptions,
 } from "../schemas/ollama.js";
-import { clientDisconnectSignal, streamFailure } from "../streaming.js";
 
 /** The Ollama API level these routes follow (what clients that check /api/version see). */
 export const OLLAMA_API_VERSION = "0.12.0";
@@ -113,11 +112,12 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
   };
 
   /**
-   * Runs one generation: the Ollama-shaped body of each streamed line or of the one response comes from
-   * `line`, the final statistics are added here.
+   * One Ollama generation through the shared lifecycle: `shape` gives the Ollama-shaped body of each
+   * streamed line and of the one response; logprobs and the final statistics are added here.
    */
-  const generate = async <T extends object>(
-    reply: Parameters<typeof startNdjson>[0],
+  const generate = <T extends object>(
+    reply: FastifyReply,
+    model: string,
     stream: boolean,
     request: GenerateRequest,
     shape: {
@@ -125,33 +125,33 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
       toolCalls: (calls: ReturnType<typeof toOllamaToolCalls>) => T;
       final: (r: GenerationResult, streamed: boolean) => T;
     },
-  ): Promise<T | typeof reply> => {
-    const { chat } = state.engines();
-    const prepared = await chat.prepare({ ...request, signal: clientDisconnectSignal(reply) }).catch((error: unknown) => { throw inOllamaTerms(error); });
-    const logprobs: TokenLogprob[] = [];
-    if (!stream) {
-      const r = await chat.run(prepared, (d) => { if (d.kind === "content" && d.logprobs) logprobs.push(...d.logprobs); });
-      const body = shape.final(r, false);
-      const lp = logprobs.length > 0 ? logprobs : r.logprobs;
-      return request.logprobs && lp ? { ...body, logprobs: toOllamaLogprobs(lp) } : body;
-    }
-    const out = startNdjson(reply);
-    try {
-      const r = await chat.run(prepared, (d) => {
-        if (d.kind !== "content" && d.kind !== "reasoning") return;
-        const line = shape.delta(d.kind, d.text);
-        out.send(d.logprobs && request.logprobs ? { ...line, logprobs: toOllamaLogprobs(d.logprobs) } : line);
-      });
-      if (r.toolCalls.length > 0) out.send(shape.toolCalls(toOllamaToolCalls(r.toolCalls)));
-      out.send(shape.final(r, true));
-    } catch (error) {
-      const failure = streamFailure(error, reply);
-      if (failure) out.send(errorBody(failure, "ollama"));
-    } finally {
-      out.end();
-    }
-    return reply;
-  };
+  ) => serveGeneration(state, reply, {
+    model,
+    stream,
+    style: "ollama",
+    request: () => request,
+    format: () => {
+      const logprobs: TokenLogprob[] = [];
+      return {
+        translateError: inOllamaTerms,
+        delta: (d) => {
+          if (d.kind !== "content" && d.kind !== "reasoning") return [];
+          const line = shape.delta(d.kind, d.text);
+          return [{ data: d.logprobs && request.logprobs ? { ...line, logprobs: toOllamaLogprobs(d.logprobs) } : line }];
+        },
+        closing: (r) => [
+          ...(r.toolCalls.length > 0 ? [{ data: shape.toolCalls(toOllamaToolCalls(r.toolCalls)) }] : []),
+          { data: shape.final(r, true) },
+        ],
+        collect: (d) => { if (d.kind === "content" && d.logprobs) logprobs.push(...d.logprobs); },
+        response: (r) => {
+          const body = shape.final(r, false);
+          const lp = logprobs.length > 0 ? logprobs : r.logprobs;
+          return request.logprobs && lp ? { ...body, logprobs: toOllamaLogprobs(lp) } : body;
+        },
+      };
+    },
+  });
 
   app.post("/api/chat", {
     schema: {
@@ -163,10 +163,9 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
     },
   }, async (request, reply) => {
     const body = request.body;
-    const engines = state.engines();
-    resolve(engines, body.model, "chat");
     const createdAt = () => new Date().toISOString();
     if (body.messages.length === 0) {
+      resolveGenerationModel(state.engines(), body.model, "ollama");
       return { model: body.model, created_at: createdAt(), message: { role: "assistant" as const, content: "" }, done: true, done_reason: "load", ...zeroStats };
     }
     const thinking = body.think !== undefined && body.think !== false;
@@ -181,7 +180,7 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
       ...(body.logprobs ? { logprobs: { top: body.top_logprobs ?? 0 } } : {}),
     };
     const base = () => ({ model: body.model, created_at: createdAt() });
-    return generate<OllamaChatResponse>(reply, body.stream, generation, {
+    return generate<OllamaChatResponse>(reply, body.model, body.stream, generation, {
       delta: (kind, text) => ({ ...base(), message: { role: "assistant", content: kind === "content" ? text : "", ...(kind === "reasoning" ? { thinking: text } : {}) }, done: false } as OllamaChatResponse),
       toolCalls: (calls) => ({ ...base(), message: { role: "assistant", content: "", tool_calls: calls }, done: false } as OllamaChatResponse),
       final: (r, streamed) => ({
@@ -210,8 +209,7 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
     },
   }, async (request, reply) => {
     const body = request.body;
-    const engines = state.engines();
-    resolve(engines, body.model, "chat");
+    resolveGenerationModel(state.engines(), body.model, "ollama");
     if (body.suffix) throw invalidRequest(`"${body.model}" does not support insert (suffix)`, "suffix");
     if (body.template) throw invalidRequest("template: custom prompt templates are not supported; send the prompt with raw: true instead", "template");
     const createdAt = () => new Date().toISOString();
@@ -228,7 +226,7 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
       ...(body.logprobs ? { logprobs: { top: body.top_logprobs ?? 0 } } : {}),
     };
     const base = () => ({ model: body.model, created_at: createdAt() });
-    return generate<OllamaGenerateResponse>(reply, body.stream, generation, {
+    return generate<OllamaGenerateResponse>(reply, body.model, body.stream, generation, {
       delta: (kind, text) => ({ ...base(), response: kind === "content" ? text : "", ...(kind === "reasoning" ? { thinking: text } : {}), done: false }),
       toolCalls: () => ({ ...base(), response: "", done: false }),
       final: (r, streamed) => ({

@@ -7,12 +7,11 @@ import { EngineError } from "../../engine/errors.js";
 import { promptPrefix } from "../../engine/prompts.js";
 import type { ServiceState } from "../../service.js";
 import { toChatMessage, toGenerateRequest, toolCallDeltaToWire, toolCallsToWire } from "../adapt.js";
-import { errorBody } from "../errors.js";
 import {
   ChatCompletionBodySchema, ChatCompletionSchema, EmbeddingsBodySchema, EmbeddingsResponseSchema, ModelListSchema, OpenAIErrorSchema,
   type ChatCompletion, type ChatCompletionBody, type ChatCompletionDelta, type EmbeddingsResponse,
 } from "../schemas/openai.js";
-import { clientDisconnectSignal, startSse, streamFailure } from "../streaming.js";
+import { serveGeneration } from "../generation.js";
 import { base64Float32, useVectorJson } from "../vectors.js";
 import { decodeTokenIdInput } from "../tokenIds.js";
 import { AnswerLogprobs, chatLogprobsRequest, type ChatLogprobs } from "../logprobs.js";
@@ -62,66 +61,58 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
       response: { 200: ChatCompletionSchema, ...errors },
     },
   }, async (request, reply) => {
-    const { chat } = state.engines();
     const body = request.body;
-    requireModel(body.model, chat.modelName, []);
     const thinking = body.enable_thinking ?? body.chat_template_kwargs?.enable_thinking ?? DEFAULT_THINKING;
-    const prepared = await chat.prepare({
-      ...toGenerateRequest({ ...body, messages: toMessages(body.messages), enable_thinking: thinking }, body.max_tokens ?? body.max_completion_tokens, DEFAULT_THINKING),
-      maxTokensField: body.max_tokens === undefined && body.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens",
-      ...chatLogprobsRequest(body),
-      signal: clientDisconnectSignal(reply),
+    return serveGeneration(state, reply, {
+      model: body.model,
+      stream: body.stream === true,
+      style: "openai",
+      request: () => ({
+        ...toGenerateRequest({ ...body, messages: toMessages(body.messages), enable_thinking: thinking }, body.max_tokens ?? body.max_completion_tokens, DEFAULT_THINKING),
+        maxTokensField: body.max_tokens === undefined && body.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens",
+        ...chatLogprobsRequest(body),
+      }),
+      format: (chat) => {
+        const id = `chatcmpl-${randomUUID().replaceAll("-", "")}`;
+        const created = Math.floor(Date.now() / 1000);
+        const answerLogprobs = new AnswerLogprobs(chatLogprobsRequest(body).logprobs);
+        const chunk = (delta: ChatCompletionDelta, finishReason: string | null = null, logprobs: ChatLogprobs | null = null) => ({
+          data: { id, object: "chat.completion.chunk", created, model: chat.modelName, choices: [{ index: 0, delta, finish_reason: finishReason, logprobs }] },
+        });
+        return {
+          opening: () => [chunk({ role: "assistant", content: "" })],
+          delta: (d) => [
+            d.kind === "content" ? chunk({ content: d.text }, null, answerLogprobs.ofDelta(d))
+              : d.kind === "reasoning" ? chunk({ reasoning_content: d.text })
+                : chunk({ tool_calls: [toolCallDeltaToWire(d)!] }),
+          ],
+          closing: (r) => [
+            chunk({}, r.finishReason),
+            ...(body.stream_options?.include_usage
+              ? [{ data: { id, object: "chat.completion.chunk", created, model: chat.modelName, choices: [], usage: usageOf(r) } }]
+              : []),
+            { raw: "[DONE]" },
+          ],
+          collect: answerLogprobs.collect,
+          response: (r): ChatCompletion => ({
+            id, object: "chat.completion", created, model: chat.modelName,
+            choices: [{
+              index: 0,
+              message: {
+                role: "assistant",
+                // As OpenAI: an answer that is only tool calls has content null.
+                content: r.toolCalls.length > 0 && r.text === "" ? null : r.text,
+                ...(r.reasoning !== null ? { reasoning_content: r.reasoning } : {}),
+                ...(r.toolCalls.length > 0 ? { tool_calls: toolCallsToWire(r.toolCalls) } : {}),
+              },
+              finish_reason: r.finishReason,
+              logprobs: answerLogprobs.result(),
+            }],
+            usage: usageOf(r),
+          }),
+        };
+      },
     });
-    const id = `chatcmpl-${randomUUID().replaceAll("-", "")}`;
-    const created = Math.floor(Date.now() / 1000);
-
-    if (body.stream !== true) {
-      const answerLogprobs = new AnswerLogprobs(prepared.request.logprobs);
-      const r = await chat.run(prepared, answerLogprobs.collect);
-      const completion: ChatCompletion = {
-        id, object: "chat.completion", created, model: chat.modelName,
-        choices: [{
-          index: 0,
-          message: {
-            role: "assistant",
-            // As OpenAI: an answer that is only tool calls has content null.
-            content: r.toolCalls.length > 0 && r.text === "" ? null : r.text,
-            ...(r.reasoning !== null ? { reasoning_content: r.reasoning } : {}),
-            ...(r.toolCalls.length > 0 ? { tool_calls: toolCallsToWire(r.toolCalls) } : {}),
-          },
-          finish_reason: r.finishReason,
-          logprobs: answerLogprobs.result(),
-        }],
-        usage: usageOf(r),
-      };
-      return completion;
-    }
-
-    const sse = startSse(reply);
-    const answerLogprobs = new AnswerLogprobs(prepared.request.logprobs);
-    const chunk = (delta: ChatCompletionDelta, finishReason: string | null = null, logprobs: ChatLogprobs | null = null) => ({
-      id, object: "chat.completion.chunk", created, model: chat.modelName,
-      choices: [{ index: 0, delta, finish_reason: finishReason, logprobs }],
-    });
-    try {
-      sse.send(chunk({ role: "assistant", content: "" }));
-      const r = await chat.run(prepared, (d) => {
-        if (d.kind === "content") sse.send(chunk({ content: d.text }, null, answerLogprobs.ofDelta(d)));
-        else if (d.kind === "reasoning") sse.send(chunk({ reasoning_content: d.text }));
-        else sse.send(chunk({ tool_calls: [toolCallDeltaToWire(d)!] }));
-      });
-      sse.send(chunk({}, r.finishReason));
-      if (body.stream_options?.include_usage) {
-        sse.send({ id, object: "chat.completion.chunk", created, model: chat.modelName, choices: [], usage: usageOf(r) });
-      }
-      sse.sendRaw("[DONE]");
-    } catch (error) {
-      const e = streamFailure(error, reply);
-      if (e) sse.send(errorBody(e, "openai"));
-    } finally {
-      sse.end();
-    }
-    return reply;
   });
 
   app.post("/v1/embeddings", {
