@@ -10,6 +10,12 @@ import type { BackendJob, SamplingParams } from "../../src/engine/chat/backend.j
 
 const [modelPath, scenario] = process.argv.slice(2) as [string, string];
 await loadRuntime("cpu", 1);
+if (scenario === "non-causal") {
+  // An embedding model given as the chat model: refused at load, never a GGML_ASSERT on a long prompt.
+  const result = await SlotLoopBackend.tryLoad({ modelPath, threads: 1, slots: 1, contextSize: 1024, batchSize: 1024, gpuLayers: 0 });
+  console.log(JSON.stringify({ name: "non-causal", unavailable: "unavailable" in result ? result.unavailable : null }));
+  process.exit(0);
+}
 // LOOP_ADDON: another build of the addon (to show a regression test fails on the old one).
 const loaded = await SlotLoopBackend.tryLoad({ modelPath, threads: 1, slots: 2, contextSize: 256, batchSize: 64, gpuLayers: 0 }, ...(process.env["LOOP_ADDON"] ? [process.env["LOOP_ADDON"]] : []));
 if (!("backend" in loaded)) throw new Error(loaded.unavailable);

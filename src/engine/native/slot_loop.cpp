@@ -256,6 +256,11 @@ struct LoopCore {
         model = llama_model_load_from_file(modelPath.c_str(), modelParams);
         if (model == nullptr) return "failed to load the model file " + modelPath;
         if (llama_model_has_encoder(model)) return "encoder models are not supported by the slot loop";
+        // A non-causal model (an embedding model given as the chat model) must see a whole prompt in one
+        // ubatch: llama_decode GGML_ASSERTs (aborts) on a longer prompt. It cannot generate anyway.
+        if (metaValue("general.architecture") != "" && metaValue(metaValue("general.architecture") + ".attention.causal") == "false") {
+            return "the model is not causal (an embedding model?): it cannot generate text";
+        }
 
         auto ctxParams = llama_context_default_params();
         ctxParams.n_ctx = static_cast<uint32_t>(contextPerSlot) * static_cast<uint32_t>(slotCount);
@@ -292,6 +297,12 @@ struct LoopCore {
             slots.push_back(std::move(slot));
         }
         return "";
+    }
+
+    std::string metaValue(const std::string& key) const {
+        char buffer[256];
+        const int32_t n = llama_model_meta_val_str(model, key.c_str(), buffer, sizeof(buffer));
+        return n < 0 ? std::string() : std::string(buffer, static_cast<size_t>(std::min<int32_t>(n, sizeof(buffer) - 1)));
     }
 
     std::string piece(llama_token token) const {
