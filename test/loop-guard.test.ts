@@ -50,6 +50,9 @@ t.test("every entry point after dispose answers without touching the freed core"
   const { code, signal, lines } = await runChild("dispose");
   t.equal(signal, null);
   t.equal(code, 0);
+  const prefix = lines.find((l) => l.name === "common prefix") as { cached?: number; mismatches?: number } | undefined;
+  t.ok((prefix?.cached ?? 0) > 40, "the slot holds prompt and answer");
+  t.equal(prefix?.mismatches, 0, "native commonPrefix agrees with the JS prefix on a copy, 300 generated prompts");
   const after = lines.find((l) => l.name === "after dispose");
   t.same(after?.states, []);
   t.same(after?.tokens, []);
