@@ -39,9 +39,11 @@ export async function loadEngines(config: Config, log: Logger): Promise<LoadedEn
     requestTimeoutMs: config.requestTimeoutMs,
     engine: config.llmEngine,
     onFallback: (reason) => log.warn({ engine: "node-llama-cpp", reason }, "native slot loop unavailable; generating through node-llama-cpp"),
+    promptCache: { ...config.promptCache, warn: (message, details) => log.warn(details, message) },
   });
   // llamaBuild: "prebuilt" (node-llama-cpp's binaries) or "localBuild" (`npm run build:llama-native`).
   log.info({ backend: runtime.backend, llamaBuild: runtime.llama.buildType, ...chat.describe(), file: chatFile.path }, "chat model loaded");
+  if (chat.promptCacheLoad !== null) log.info({ ...chat.promptCacheLoad, ms: Math.round(chat.promptCacheLoad.ms), dir: config.promptCache.dir }, "prompt cache loaded from disk");
 
   try {
     const embed = await EmbedEngine.load(runtime.llama, {
