@@ -39,6 +39,7 @@ export async function loadEngines(config: Config, log: Logger): Promise<LoadedEn
     requestTimeoutMs: config.requestTimeoutMs,
     engine: config.llmEngine,
     onFallback: (reason) => log.warn({ engine: "node-llama-cpp", reason }, "native slot loop unavailable; generating through node-llama-cpp"),
+    slotSavePath: config.slotSavePath,
     promptCache: { ...config.promptCache, warn: (message, details) => log.warn(details, message) },
   });
   // llamaBuild: "prebuilt" (node-llama-cpp's binaries) or "localBuild" (`npm run build:llama-native`).

@@ -16,6 +16,7 @@ import { statusRoutes } from "./routes/status.js";
 import { ollamaRoutes } from "./routes/ollama.js";
 import { tokenizeRoutes } from "./routes/tokenize.js";
 import { completionsRoutes } from "./routes/completions.js";
+import { slotsRoutes } from "./routes/slots.js";
 
 export type AppOptions = {
   state: ServiceState;
@@ -94,5 +95,6 @@ export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT
   await app.register(ollamaRoutes, { state });
   await app.register(tokenizeRoutes, { state });
   await app.register(completionsRoutes, { state });
+  await app.register(slotsRoutes, { state });
   return app;
 }

@@ -3,6 +3,7 @@
 import type { FastifyInstance } from "fastify";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { ServiceState } from "../service.js";
+import { installPromptCacheMetrics } from "./promptCacheMetrics.js";
 
 export function installMetrics(app: FastifyInstance, state: ServiceState): void {
   const registry = new Registry();
@@ -72,6 +73,8 @@ export function installMetrics(app: FastifyInstance, state: ServiceState): void 
     name: "bora_ready", help: "1 when the models are loaded and warmed up", registers: [registry],
     collect() { this.set(state.status === "ready" ? 1 : 0); },
   });
+
+  installPromptCacheMetrics(registry, state);
 
   state.whenEngines((engines) => {
     engines.chat.onGenerationFinished((r) => {

@@ -38,6 +38,8 @@ export type ChatEngineOptions = {
   engine?: ChatEngineKind;
   /** Told once when the native path was asked for and cannot run, with the reason. */
   onFallback?: (reason: string) => void;
+  /** Where llama-server's slot save/restore files go (empty: those actions are off). */
+  slotSavePath?: string;
   /** The prompt cache across slots, host memory and restarts (native path only; promptCache.ts). */
   promptCache?: PromptCacheOptions;
 };
@@ -96,7 +98,7 @@ export class ChatEngine {
           modelPath: options.modelPath, threads: options.threads, slots: options.parallel,
           contextSize: options.contextSize, batchSize: options.batchSize, gpuLayers,
           ...(options.nice === undefined ? {} : { nice: options.nice }),
-          ...(options.promptCache === undefined ? {} : { promptCacheMiB: options.promptCache.hostMiB, promptCacheMinTokens: options.promptCache.minTokens }),
+          ...(options.promptCache === undefined ? {} : { promptCacheKiB: options.promptCache.hostMiB * 1024, promptCacheMinTokens: options.promptCache.minTokens }),
         });
         if ("backend" in loaded) {
           const engine = new ChatEngine(llama, vocab, loaded.backend, options, { kind: "native", requested, fallbackReason: null }, performance.now() - started);
@@ -127,6 +129,11 @@ export class ChatEngine {
       await model.dispose();
       throw error;
     }
+  }
+
+  /** Directory of the slot API's save/restore files (empty: off). */
+  get slotSavePath(): string {
+    return this.options.slotSavePath ?? "";
   }
 
   /** Reads the persisted prompt prefixes of this model and context into host memory (before ready). */

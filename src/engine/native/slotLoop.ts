@@ -27,8 +27,8 @@ export type SlotLoopOptions = {
    * then run ahead of the decode when they need a core. 0 leaves the priority alone.
    */
   nice?: number;
-  /** Host-memory prompt cache bound (MiB; 0: off). See prompt_cache.h. */
-  promptCacheMiB?: number;
+  /** Host-memory prompt cache bound (KiB; 0: off). See prompt_cache.h. */
+  promptCacheKiB?: number;
   /** Shortest prefix worth copying, restoring or saving. */
   promptCacheMinTokens?: number;
 };
@@ -162,7 +162,7 @@ export class SlotLoopBackend implements GenerationBackend {
       gpuLayers: options.gpuLayers,
       ...(options.flashAttention === undefined ? {} : { flashAttention: options.flashAttention }),
       ...(options.nice === undefined ? {} : { nice: options.nice }),
-      ...(options.promptCacheMiB === undefined ? {} : { promptCacheMiB: options.promptCacheMiB }),
+      ...(options.promptCacheKiB === undefined ? {} : { promptCacheKiB: Math.round(options.promptCacheKiB) }),
       ...(options.promptCacheMinTokens === undefined ? {} : { promptCacheMinTokens: options.promptCacheMinTokens }),
     }, (events) => backend?.onStep(events));
     try {

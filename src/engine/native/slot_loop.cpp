@@ -707,7 +707,7 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
         core->batchSize = readInt(env, options, "batchSize", 1, 1 << 20);
         core->gpuLayers = readInt(env, options, "gpuLayers", -1, 1 << 20);
         if (options.Has("nice")) core->nice = readInt(env, options, "nice", 0, 19);
-        if (options.Has("promptCacheMiB")) core->promptCache.limitBytes = static_cast<size_t>(readInt(env, options, "promptCacheMiB", 0, 1 << 20)) << 20;
+        if (options.Has("promptCacheKiB")) core->promptCache.limitBytes = static_cast<size_t>(readInt(env, options, "promptCacheKiB", 0, 1 << 30)) << 10;
         if (options.Has("promptCacheMinTokens")) core->promptCache.minTokens = static_cast<size_t>(readInt(env, options, "promptCacheMinTokens", 1, 1 << 20));
         const auto flash = options.Get("flashAttention");
         if (flash.IsBoolean()) core->flashAttention = flash.As<Napi::Boolean>().Value() ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
