@@ -135,6 +135,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`Invalid configuration:\n${[...new Set(lines)].join("\n")}`);
   }
   const e = withDefaults as Env;
+  const conflicts = settingConflicts(e);
+  if (conflicts.length > 0) throw new ConfigError(`Invalid configuration (settings that cannot work together):\n${conflicts.map((c) => `  ${c}`).join("\n")}`);
   const corsOrigins = parseCorsOrigins(e.CORS_ORIGINS);
   return Object.freeze({
     port: e.PORT,
@@ -177,6 +179,33 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }),
     slotSavePath: e.SLOT_SAVE_PATH === "" ? "" : path.resolve(e.SLOT_SAVE_PATH),
   });
+}
+
+/**
+ * Settings that are each valid but cannot work together. llama.cpp meets some of them with GGML_ASSERT and
+ * abort() (48 slots with a 32-token batch: `n_outputs_max <= cparams.n_outputs_max`), so they are refused
+ * here, before anything is loaded, each with the variables it involves and a value that works.
+ */
+export function settingConflicts(e: Pick<Env, "LLM_PARALLEL" | "LLM_BATCH_SIZE" | "LLM_CONTEXT_SIZE">): string[] {
+  const conflicts: string[] = [];
+  const slots = e.LLM_PARALLEL;
+  const batch = e.LLM_BATCH_SIZE;
+  const perSlot = e.LLM_CONTEXT_SIZE;
+  const batchMin = EnvSchema.properties.LLM_BATCH_SIZE.minimum ?? 1;
+  if (slots > batch) {
+    // Every generating slot puts one token into each decode batch.
+    const working = Math.max(slots, 2 ** Math.ceil(Math.log2(slots)));
+    conflicts.push(`LLM_PARALLEL=${slots} with LLM_BATCH_SIZE=${batch}: each decode batch carries one token of every slot, so LLM_PARALLEL must not exceed LLM_BATCH_SIZE; ` +
+      `set LLM_BATCH_SIZE=${working} (or LLM_PARALLEL=${batch}).`);
+  }
+  const total = perSlot * slots;
+  if (batch > total) {
+    // llama.cpp cuts n_batch down to n_ctx; a batch larger than the whole context can never be filled.
+    const working = Math.max(batchMin, Math.max(slots, 2 ** Math.floor(Math.log2(total))));
+    conflicts.push(`LLM_BATCH_SIZE=${batch} is above the whole context (LLM_CONTEXT_SIZE=${perSlot} x LLM_PARALLEL=${slots} = ${total} tokens): ` +
+      `a decode never holds more tokens than the context; set LLM_BATCH_SIZE=${working} (or LLM_CONTEXT_SIZE=${Math.ceil(batch / slots)}).`);
+  }
+  return conflicts;
 }
 
 const splitList = (value: string): string[] => value.split(",").map((item) => item.trim()).filter((item) => item !== "");

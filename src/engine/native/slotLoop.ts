@@ -8,6 +8,7 @@
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import type { BackendJob, BackendOutcome, BackendToken, GenerationBackend, SlotState } from "../chat/backend.js";
+import { invalidRequest } from "../errors.js";
 import { findNativeAddon, nativeAddonUnavailableReason } from "./addonBuild.js";
 
 const require = createRequire(import.meta.url);
@@ -71,6 +72,8 @@ type NativeStepEvent =
     top?: { ids: Uint32Array; logprobs: Float32Array; pieces: Uint8Array[] }[];
     done?: "eog" | "length" | "ended" | "error";
     error?: string;
+    /** "request": the request made generation impossible (400); "internal": llama.cpp failed (500). */
+    errorKind?: "request" | "internal";
     cachedPromptTokens?: number;
     evaluatedTokens?: number;
   };
@@ -89,6 +92,7 @@ interface NativeSlotLoop {
   end(slot: number, jobId: number): void;
   trim(slot: number, length: number): void;
   slotTokens(slot: number): Uint32Array;
+  commonPrefix(slot: number, prompt: Uint32Array): number;
   slotStates(): { busy: boolean; cachedTokens: number; tokensDecoded: number }[];
   dispose(): Promise<void>;
   cacheTask(kind: CacheTaskKind, slot: number, path: string, byteBudget: number): number;
@@ -174,8 +178,14 @@ export class SlotLoopBackend implements GenerationBackend {
     }
   }
 
+  /** The slot's cache as of its last idle moment (what slot choice compares prompts with). */
   cachedTokens(slot: number): readonly number[] {
     return this.#disposed ? [] : Array.from(this.#native.slotTokens(slot));
+  }
+
+  /** How many leading prompt tokens the slot's cache holds, computed natively without copying the cache. */
+  commonPrefixLength(slot: number, prompt: readonly number[]): number {
+    return this.#disposed ? 0 : this.#native.commonPrefix(slot, Uint32Array.from(prompt));
   }
 
   slotStates(): SlotState[] {
@@ -326,7 +336,7 @@ export class SlotLoopBackend implements GenerationBackend {
       }
       if (event.done === undefined) return;
       if (event.done === "error") {
-        running.reject(new Error(`generation failed: ${event.error ?? "unknown error"}`));
+        running.reject(generationFailure(event.error, event.errorKind));
         return;
       }
       running.resolve({
@@ -337,4 +347,22 @@ export class SlotLoopBackend implements GenerationBackend {
       });
     }
   }
+}
+
+/**
+ * A slot the loop ended with an error, as the engine's error: a 400 when the request itself made the
+ * generation impossible (the loop only says so for grammar dead ends and banned-only candidates), a plain
+ * Error (500) when llama.cpp failed.
+ */
+export function generationFailure(message: string | undefined, kind: "request" | "internal" | undefined): Error {
+  const text = message ?? "unknown error";
+  if (kind === "request") {
+    return invalidRequest(`The request cannot be generated: ${text}. Drop ignore_eos or the grammar (tools with tool_choice, response_format).`, "ignore_eos");
+  }
+  return new GenerationFailedError(`generation failed: ${text}`);
+}
+
+/** llama.cpp failed on a slot (decode or sampler error): this request only, answered as a 500. */
+export class GenerationFailedError extends Error {
+  override readonly name = "GenerationFailedError";
 }

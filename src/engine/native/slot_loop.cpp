@@ -72,7 +72,6 @@ struct SamplingParams {
 
 struct Job {
     uint32_t id = 0;
-    int32_t slot = 0;
     std::vector<llama_token> prompt;
     int32_t maxTokens = 1;
     SamplingParams sampling;
@@ -107,6 +106,9 @@ struct SlotEvent {
     std::vector<TokenOut> tokens;
     std::string done;  // empty: still running
     std::string error;
+    // "request": the request itself made generation impossible (a grammar with no way on, every token
+    // banned); "internal": llama.cpp failed. JS maps the first to a 400, the second to a 500.
+    std::string errorKind;
     int32_t cachedPromptTokens = 0;
     int32_t evaluatedTokens = 0;
 };
@@ -121,7 +123,10 @@ struct Slot {
     int32_t id = 0;
     SlotPhase phase = SlotPhase::Idle;
     std::unique_ptr<Job> job;
-    std::vector<llama_token> cache;  // tokens in this sequence's KV cache (guarded by Loop::stateMutex)
+    std::vector<llama_token> cache;  // tokens in this sequence's KV cache (loop thread only)
+    // What JS reads for slot choice: the cache as of the slot's last idle moment, published by the loop
+    // (guarded by Loop::stateMutex; readers copy the pointer, never the tokens, under the lock).
+    std::shared_ptr<const std::vector<llama_token>> snapshot = std::make_shared<const std::vector<llama_token>>();
     size_t promptPos = 0;            // next prompt token to decode
     llama_token pending = LLAMA_TOKEN_NULL;  // sampled, not yet decoded
     int32_t generated = 0;
@@ -189,7 +194,7 @@ struct LoopCore {
     std::condition_variable wake;
     std::deque<Command> commands;
     bool stopping = false;
-    std::mutex stateMutex;  // guards Slot::cache for readers on the JS thread
+    std::mutex stateMutex;  // guards Slot::snapshot for readers on the JS thread
     StepTsfn tsfn;
     bool tsfnCreated = false;
     // Jobs and trims JS still waits for (JS thread only): while any, the hand-off keeps the process alive.
@@ -242,7 +247,16 @@ struct LoopCore {
         vocab = nullptr;
     }
 
+    // Settings llama.cpp would meet with GGML_ASSERT/abort() rather than an error (config.ts refuses them
+    // first with a message naming the variables; this is the second line for any other caller).
+    std::string checkSettings() const {
+        if (slotCount > batchSize) return "slots (" + std::to_string(slotCount) + ") above the batch size (" + std::to_string(batchSize) + "): every slot needs a place in each batch";
+        if (static_cast<int64_t>(contextPerSlot) * slotCount > (int64_t{1} << 30)) return "the total context (slots x context per slot) is too large";
+        return "";
+    }
+
     std::string load() {
+        if (auto problem = checkSettings(); !problem.empty()) return problem;
         auto modelParams = llama_model_default_params();
         modelParams.n_gpu_layers = gpuLayers;
         model = llama_model_load_from_file(modelPath.c_str(), modelParams);
@@ -259,6 +273,10 @@ struct LoopCore {
         ctxParams.kv_unified = false;  // each slot owns n_ctx / n_seq_max cells, as node-llama-cpp's sequences
         ctxParams.no_perf = true;
         ctxParams.flash_attn_type = flashAttention;
+        // Logits are read for at most one position per slot per decode (a prompt's last token or a slot's
+        // next token). Without this llama.cpp sizes the output buffer and the worst-case graph for
+        // n_batch outputs: n_batch x n_vocab floats (512 x 151936 x 4 B = 311 MB) that are never read.
+        ctxParams.n_outputs_max = static_cast<uint32_t>(slotCount);
         ctx = llama_init_from_model(model, ctxParams);
         if (ctx == nullptr) return "failed to create the generation context";
         llama_set_n_threads(ctx, threads, threads);
@@ -284,10 +302,10 @@ struct LoopCore {
         slotAccess.idle = [this](int32_t i) { return slots[static_cast<size_t>(i)]->phase == SlotPhase::Idle; };
         slotAccess.setTokens = [this](int32_t i, const std::vector<llama_token>& tokens, size_t length) {
             Slot& slot = *slots[static_cast<size_t>(i)];
-            std::lock_guard<std::mutex> lock(stateMutex);
             if (&tokens == &slot.cache) slot.cache.resize(length);
             else slot.cache.assign(tokens.begin(), tokens.begin() + static_cast<std::ptrdiff_t>(std::min(length, tokens.size())));
             slot.cachedCount.store(static_cast<int32_t>(slot.cache.size()));
+            if (slot.phase == SlotPhase::Idle) publish(slot);  // a slot action on an idle slot: JS sees it at once
         };
         return "";
     }
@@ -318,15 +336,38 @@ struct LoopCore {
             }
             auto* step = new StepEvents();
             promptCache.beginCommands();
-            for (auto& command : pendingCommands) applyCommand(command, memory, *step);
-            for (auto& slot : slots) {
-                if (slot->phase != SlotPhase::Idle && slot->endJob.load() == slot->job->id) finish(*slot, "ended", "", *step);
+            // Nothing thrown on this thread may escape it (std::terminate would end the process): a step
+            // that throws past the per-slot guards fails the slots still active, and the loop goes on.
+            try {
+                for (auto& command : pendingCommands) applyCommand(command, memory, *step);
+                for (auto& slot : slots) {
+                    if (slot->phase != SlotPhase::Idle && slot->endJob.load() == slot->job->id) finish(*slot, "ended", "", *step);
+                }
+                if (anyActive()) decodeStep(memory, *step);
+            } catch (const std::exception& e) {
+                failActive(memory, std::string("the generation step failed: ") + e.what(), *step);
+            } catch (...) {
+                failActive(memory, "the generation step failed", *step);
             }
-            if (anyActive()) decodeStep(memory, *step);
             if (step->events.empty() || !tsfnCreated) {
                 delete step;
             } else if (tsfn.NonBlockingCall(step) != napi_ok) {
                 delete step;
+            }
+        }
+    }
+
+    void failActive(llama_memory_t memory, const std::string& error, StepEvents& step) noexcept {
+        for (auto& slot : slots) {
+            if (slot->phase == SlotPhase::Idle) continue;
+            try {
+                // The cache is no longer known to match the KV cells: drop both.
+                llama_memory_seq_rm(memory, slot->id, -1, -1);
+                slot->cache.clear();
+                finish(*slot, "error", error, step, "internal");
+            } catch (...) {
+                slot->phase = SlotPhase::Idle;
+                slot->busy.store(false);
             }
         }
     }
@@ -349,9 +390,15 @@ struct LoopCore {
     }
 
     void setCache(Slot& slot, size_t length) {
-        std::lock_guard<std::mutex> lock(stateMutex);
         slot.cache.resize(length);
         slot.cachedCount.store(static_cast<int32_t>(length));
+    }
+
+    // Publishes an idle slot's cache for slot choice (a copy made here, on the loop thread, outside the lock).
+    void publish(Slot& slot) {
+        auto snapshot = std::make_shared<const std::vector<llama_token>>(slot.cache);
+        std::lock_guard<std::mutex> lock(stateMutex);
+        slot.snapshot = std::move(snapshot);
     }
 
     void applyCommand(Command& command, llama_memory_t memory, StepEvents& step) {
@@ -371,6 +418,7 @@ struct LoopCore {
                 } else {
                     setCache(slot, static_cast<size_t>(command.length));
                 }
+                publish(slot);
             }
             step.events.emplace_back();
             step.events.back().slot = slot.id;
@@ -384,6 +432,7 @@ struct LoopCore {
             event.jobId = command.job->id;
             event.done = "error";
             event.error = "slot is busy";
+            event.errorKind = "internal";
             step.events.push_back(std::move(event));
             return;
         }
@@ -400,8 +449,13 @@ struct LoopCore {
         slot.pending = LLAMA_TOKEN_NULL;
         slot.startOrder = ++startCounter;
         slot.phase = SlotPhase::Prompt;
-        std::string error = buildSamplers(slot);
-        if (!error.empty()) finish(slot, "error", error, step);
+        std::string error;
+        try {
+            error = buildSamplers(slot);
+        } catch (const std::exception& e) {
+            error = std::string("the sampler could not be built: ") + e.what();
+        }
+        if (!error.empty()) finish(slot, "error", error, step, "request");
     }
 
     std::string buildSamplers(Slot& slot) {
@@ -435,29 +489,46 @@ struct LoopCore {
         return "";
     }
 
-    void finish(Slot& slot, const char* reason, const std::string& error, StepEvents& step) {
+    void finish(Slot& slot, const char* reason, const std::string& error, StepEvents& step, const char* errorKind = "") {
         auto& event = eventFor(slot, step);
         event.done = reason;
         event.error = error;
+        event.errorKind = errorKind;
         event.cachedPromptTokens = slot.cachedPromptTokens;
         event.evaluatedTokens = slot.evaluated;
         slot.phase = SlotPhase::Idle;
         slot.batchIndex = -1;
         slot.freeSamplers();
+        publish(slot);
         slot.busy.store(false);
     }
 
+    // One slot's tokens in this step's batch: [start, start + tokens.size()), contiguous.
+    struct BatchEntry {
+        Slot* slot;
+        int32_t start;
+        std::vector<llama_token> tokens;
+        size_t decoded = 0;  // how many of them are in the KV cache now
+        bool prompt;
+    };
+
     void decodeStep(llama_memory_t memory, StepEvents& step) {
         batch.n_tokens = 0;
-        std::vector<std::pair<Slot*, std::vector<llama_token>>> added;
+        std::vector<BatchEntry> added;
         // 1. one token for every generating slot: streams never wait behind prompts
         for (auto& slotPtr : slots) {
             Slot& slot = *slotPtr;
             slot.batchIndex = -1;
             if (slot.phase != SlotPhase::Generating) continue;
+            // Capacity before writing: slots <= batch size is checked at load, so this only guards a bug.
+            if (batch.n_tokens >= batchSize) break;
+            if (static_cast<int32_t>(slot.cache.size()) >= contextPerSlot) {
+                finish(slot, "length", "", step);
+                continue;
+            }
+            added.push_back({&slot, batch.n_tokens, {slot.pending}, 0, false});
             addToken(slot.pending, static_cast<llama_pos>(slot.cache.size()), slot.id, true);
             slot.batchIndex = batch.n_tokens - 1;
-            added.push_back({&slot, {slot.pending}});
         }
         // 2. prompt chunks in arrival order, within what is left of the batch budget
         std::vector<Slot*> prompting;
@@ -471,59 +542,112 @@ struct LoopCore {
             std::vector<llama_token> chunk(prompt.begin() + static_cast<std::ptrdiff_t>(slot->promptPos),
                                            prompt.begin() + static_cast<std::ptrdiff_t>(slot->promptPos + take));
             const size_t base = slot->cache.size();
+            const int32_t start = batch.n_tokens;
             for (size_t i = 0; i < take; i++) {
                 const bool last = slot->promptPos + i + 1 == prompt.size();
                 addToken(chunk[i], static_cast<llama_pos>(base + i), slot->id, last);
                 if (last) slot->batchIndex = batch.n_tokens - 1;
             }
             slot->promptPos += take;
-            added.push_back({slot, std::move(chunk)});
+            added.push_back({slot, start, std::move(chunk), 0, true});
         }
         if (batch.n_tokens == 0) return;
 
-        const int32_t status = llama_decode(ctx, batch);
-        if (status != 0) {
-            // Undo what this batch put into the cache, end every slot in it with the error.
-            for (auto& [slot, tokens] : added) {
-                llama_memory_seq_rm(memory, slot->id, static_cast<llama_pos>(slot->cache.size()), -1);
-                if (slot->phase != SlotPhase::Idle) finish(*slot, "error", "llama_decode failed with status " + std::to_string(status), step);
+        // 3. decode in views of the batch, as llama-server's update_slots: status 1 (no KV cells for the
+        //    ubatch) retries the same tokens with half the view; any other failure ends only the slots
+        //    whose tokens were in the failing view. Each view's logits are sampled before the next decode
+        //    overwrites them.
+        const int32_t total = batch.n_tokens;
+        int32_t offset = 0;
+        int32_t view = total;
+        while (offset < total) {
+            const int32_t n = std::min(view, total - offset);
+            llama_batch part{n, batch.token + offset, nullptr, batch.pos + offset, batch.n_seq_id + offset, batch.seq_id + offset, batch.logits + offset};
+            int32_t status = 0;
+            std::string thrown;
+            try {
+                status = llama_decode(ctx, part);
+            } catch (const std::exception& e) {
+                status = -3;
+                thrown = e.what();
             }
-            return;
-        }
-        for (auto& [slot, tokens] : added) {
-            {
-                std::lock_guard<std::mutex> lock(stateMutex);
-                slot->cache.insert(slot->cache.end(), tokens.begin(), tokens.end());
-                slot->cachedCount.store(static_cast<int32_t>(slot->cache.size()));
+            if (status == 1 && n > 1) {
+                view = n / 2;
+                continue;
             }
-            slot->evaluated += static_cast<int32_t>(tokens.size());
-            slot->tokensDecoded.fetch_add(static_cast<int64_t>(tokens.size()));
-        }
-        // 3. sample every slot that has logits in this batch
-        for (auto& slotPtr : slots) {
-            Slot& slot = *slotPtr;
-            if (slot.phase == SlotPhase::Idle || slot.batchIndex < 0) continue;
-            sampleSlot(slot, step);
+            if (status != 0) {
+                const std::string error = !thrown.empty() ? "llama_decode threw: " + thrown
+                    : status == 1 ? "no room in the KV cache for this slot's tokens"
+                    : "llama_decode failed with status " + std::to_string(status);
+                for (auto& entry : added) {
+                    const int32_t end = entry.start + static_cast<int32_t>(entry.tokens.size());
+                    if (end <= offset) continue;  // decoded and sampled already
+                    Slot& slot = *entry.slot;
+                    if (entry.start < offset + n) {
+                        // In the failing view: undo what reached the cache, end the slot.
+                        llama_memory_seq_rm(memory, slot.id, static_cast<llama_pos>(slot.cache.size()), -1);
+                        if (slot.phase != SlotPhase::Idle) finish(slot, "error", error, step, "internal");
+                    } else if (entry.prompt) {
+                        // Not tried: decoded in a later step.
+                        slot.promptPos -= entry.tokens.size();
+                    }
+                    // A generating slot not tried keeps its pending token for the next step.
+                }
+                return;
+            }
+            for (auto& entry : added) {
+                const int32_t end = entry.start + static_cast<int32_t>(entry.tokens.size());
+                const int32_t from = std::max(entry.start + static_cast<int32_t>(entry.decoded), offset);
+                const int32_t to = std::min(end, offset + n);
+                if (from >= to) continue;
+                Slot& slot = *entry.slot;
+                const auto first = entry.tokens.begin() + (from - entry.start);
+                slot.cache.insert(slot.cache.end(), first, first + (to - from));
+                slot.cachedCount.store(static_cast<int32_t>(slot.cache.size()));
+                entry.decoded += static_cast<size_t>(to - from);
+                slot.evaluated += to - from;
+                slot.tokensDecoded.fetch_add(to - from);
+                // 4. sample the slot if its logits row was in this view
+                if (slot.phase != SlotPhase::Idle && slot.batchIndex >= offset && slot.batchIndex < offset + n) {
+                    sampleGuarded(slot, slot.batchIndex - offset, step);
+                }
+            }
+            offset += n;
         }
     }
 
-    void addToken(llama_token token, llama_pos pos, llama_seq_id seq, bool logits) {
+    bool addToken(llama_token token, llama_pos pos, llama_seq_id seq, bool logits) {
         const int32_t i = batch.n_tokens;
+        if (i >= batchSize) return false;
         batch.token[i] = token;
         batch.pos[i] = pos;
         batch.n_seq_id[i] = 1;
         batch.seq_id[i][0] = seq;
         batch.logits[i] = logits ? 1 : 0;
         batch.n_tokens++;
+        return true;
     }
 
     void fillCandidates(const float* logits) {
         for (int32_t t = 0; t < nVocab; t++) candidates[static_cast<size_t>(t)] = {t, logits[t], 0.0f};
     }
 
-    void sampleSlot(Slot& slot, StepEvents& step) {
-        const float* logits = llama_get_logits_ith(ctx, slot.batchIndex);
-        if (logits == nullptr) return finish(slot, "error", "no logits for the slot", step);
+    // llama.cpp's grammar sampler throws (std::runtime_error) when a token it is given to accept leaves
+    // the grammar nowhere to go; any sampler may throw on allocation. Either ends this slot only.
+    void sampleGuarded(Slot& slot, int32_t row, StepEvents& step) {
+        try {
+            sampleSlot(slot, row, step);
+        } catch (const std::exception& e) {
+            finish(slot, "error", std::string("sampling failed: ") + e.what(), step, slot.grammar != nullptr ? "request" : "internal");
+        }
+    }
+
+    static constexpr const char* kNoCandidate =
+        "no token can follow: the grammar allows only tokens this request bans (an end-of-generation token with ignore_eos)";
+
+    void sampleSlot(Slot& slot, int32_t row, StepEvents& step) {
+        const float* logits = llama_get_logits_ith(ctx, row);
+        if (logits == nullptr) return finish(slot, "error", "no logits for the slot", step, "internal");
         llama_token id = LLAMA_TOKEN_NULL;
         if (slot.plainGreedy) {
             // The chain would only pick the maximum: skip copying the vocabulary into candidates.
@@ -532,7 +656,7 @@ struct LoopCore {
             fillCandidates(logits);
             llama_token_data_array cur{candidates.data(), candidates.size(), -1, false};
             llama_sampler_apply(slot.chain, &cur);
-            id = cur.selected >= 0 ? cur.data[cur.selected].id : LLAMA_TOKEN_NULL;
+            id = cur.selected >= 0 && cur.data[cur.selected].logit != -INFINITY ? cur.data[cur.selected].id : LLAMA_TOKEN_NULL;
         }
         if (slot.grammar != nullptr) {
             // Rejection sampling (common_sampler): check the token against the grammar; only when it is
@@ -544,11 +668,14 @@ struct LoopCore {
                 fillCandidates(logits);
                 llama_token_data_array cur{candidates.data(), candidates.size(), -1, false};
                 llama_sampler_apply(slot.grammar, &cur);
+                // Every token the grammar allows may be banned (ignore_eos at the grammar's end): the chain
+                // would then pick some -inf token the grammar refuses, and accepting it throws.
+                if (!anyAllowed(cur, slot.job->sampling.ignoreEos)) return finish(slot, "error", kNoCandidate, step, "request");
                 llama_sampler_apply(slot.chain, &cur);
-                id = cur.selected >= 0 ? cur.data[cur.selected].id : LLAMA_TOKEN_NULL;
+                id = cur.selected >= 0 && cur.data[cur.selected].logit != -INFINITY ? cur.data[cur.selected].id : LLAMA_TOKEN_NULL;
             }
         }
-        if (id == LLAMA_TOKEN_NULL) return finish(slot, "error", "no token could be sampled", step);
+        if (id == LLAMA_TOKEN_NULL) return finish(slot, "error", kNoCandidate, step, "request");
         if (slot.grammar != nullptr) llama_sampler_accept(slot.grammar, id);
         llama_sampler_accept(slot.chain, id);
 
@@ -566,6 +693,15 @@ struct LoopCore {
         if (static_cast<int32_t>(slot.cache.size()) >= contextPerSlot) return finish(slot, "length", "", step);
         slot.pending = id;
         slot.phase = SlotPhase::Generating;
+    }
+
+    bool anyAllowed(const llama_token_data_array& cur, bool ignoreEos) const {
+        for (size_t i = 0; i < cur.size; i++) {
+            if (cur.data[i].logit == -INFINITY) continue;
+            if (ignoreEos && llama_vocab_is_eog(vocab, cur.data[i].id)) continue;
+            return true;
+        }
+        return false;
     }
 
     // Log-softmax of the raw logits (before penalties, temperature and truncation).
@@ -661,6 +797,7 @@ void deliverStep(Napi::Env env, Napi::Function callback, LoopCore* core, StepEve
         if (!event.done.empty()) {
             object.Set("done", Napi::String::New(env, event.done));
             if (!event.error.empty()) object.Set("error", Napi::String::New(env, event.error));
+            if (!event.errorKind.empty()) object.Set("errorKind", Napi::String::New(env, event.errorKind));
             object.Set("cachedPromptTokens", Napi::Number::New(env, event.cachedPromptTokens));
             object.Set("evaluatedTokens", Napi::Number::New(env, event.evaluatedTokens));
         }
@@ -685,6 +822,7 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
                                InstanceMethod("end", &SlotLoop::End),
                                InstanceMethod("trim", &SlotLoop::Trim),
                                InstanceMethod("slotTokens", &SlotLoop::SlotTokens),
+                               InstanceMethod("commonPrefix", &SlotLoop::CommonPrefix),
                                InstanceMethod("slotStates", &SlotLoop::SlotStates),
                                InstanceMethod("dispose", &SlotLoop::Dispose),
                                InstanceMethod("cacheTask", &SlotLoop::CacheTask),
@@ -730,7 +868,6 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
     bool loading = false;
     bool loaded = false;
     bool disposed = false;
-    uint32_t lastJobId = 0;
     uint32_t lastTaskId = 0;
 
    private:
@@ -744,9 +881,31 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
         return static_cast<int32_t>(number);
     }
 
+    // Every entry point that touches the core goes through this: after dispose() the core has moved
+    // to the dispose worker (and is freed by the hand-off), so `core` is null.
+    void requireCore(Napi::Env env) const {
+        if (!core || disposed) throw Napi::Error::New(env, "the slot loop is disposed");
+    }
+
+    static double readNumber(Napi::Env env, const Napi::Object& options, const char* key, double min, double max) {
+        const auto value = options.Get(key);
+        if (!value.IsNumber()) throw Napi::TypeError::New(env, std::string("option ") + key + " must be a number");
+        const double number = value.As<Napi::Number>().DoubleValue();
+        // NaN fails both comparisons: refused, never handed to a sampler.
+        if (!(number >= min && number <= max)) {
+            throw Napi::RangeError::New(env, std::string("option ") + key + " must be in [" + std::to_string(min) + ", " + std::to_string(max) + "]");
+        }
+        return number;
+    }
+
+    static float readFloat(Napi::Env env, const Napi::Object& options, const char* key, float min, float max) {
+        return static_cast<float>(readNumber(env, options, key, min, max));
+    }
+
     Slot& slotArg(const Napi::CallbackInfo& info, size_t index) {
         Napi::Env env = info.Env();
-        if (!loaded || disposed) throw Napi::Error::New(env, "the slot loop is not running");
+        requireCore(env);
+        if (!loaded) throw Napi::Error::New(env, "the slot loop is not running");
         if (info.Length() <= index || !info[index].IsNumber()) throw Napi::TypeError::New(env, "slot number expected");
         const int32_t slot = info[index].As<Napi::Number>().Int32Value();
         if (slot < 0 || slot >= core->slotCount) throw Napi::RangeError::New(env, "no such slot");
@@ -773,7 +932,6 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
         if (slot.busy.load()) throw Napi::Error::New(env, "slot " + std::to_string(slot.id) + " is busy");
         auto job = std::make_unique<Job>();
         job->id = info[1].As<Napi::Number>().Uint32Value();
-        job->slot = slot.id;
         const auto prompt = info[2].As<Napi::Uint32Array>();
         if (prompt.ElementLength() == 0) throw Napi::RangeError::New(env, "the prompt is empty");
         if (prompt.ElementLength() >= static_cast<size_t>(core->contextPerSlot)) throw Napi::RangeError::New(env, "the prompt does not fit the slot's context");
@@ -785,15 +943,16 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
         const auto params = info[3].As<Napi::Object>();
         job->maxTokens = readInt(env, params, "maxTokens", 1, 1 << 24);
         auto& s = job->sampling;
-        s.temperature = params.Get("temperature").As<Napi::Number>().FloatValue();
-        s.topP = params.Get("topP").As<Napi::Number>().FloatValue();
-        s.topK = params.Get("topK").As<Napi::Number>().Int32Value();
-        s.minP = params.Get("minP").As<Napi::Number>().FloatValue();
-        s.seed = params.Get("seed").As<Napi::Number>().Uint32Value();
-        s.repeatPenalty = params.Get("repeatPenalty").As<Napi::Number>().FloatValue();
-        s.presencePenalty = params.Get("presencePenalty").As<Napi::Number>().FloatValue();
-        s.frequencyPenalty = params.Get("frequencyPenalty").As<Napi::Number>().FloatValue();
-        s.penaltyLastN = params.Get("penaltyLastN").As<Napi::Number>().Int32Value();
+        s.temperature = readFloat(env, params, "temperature", 0.0f, 1e6f);
+        s.topP = readFloat(env, params, "topP", 0.0f, 1.0f);
+        s.topK = readInt(env, params, "topK", 0, 1 << 30);
+        s.minP = readFloat(env, params, "minP", 0.0f, 1.0f);
+        s.seed = static_cast<uint32_t>(readNumber(env, params, "seed", 0.0, 4294967295.0));
+        // llama.h: penalty_repeat 1.0 = disabled; 0 or below divides logits by zero or flips their sign.
+        s.repeatPenalty = readFloat(env, params, "repeatPenalty", 1e-6f, 1e6f);
+        s.presencePenalty = readFloat(env, params, "presencePenalty", -1e6f, 1e6f);
+        s.frequencyPenalty = readFloat(env, params, "frequencyPenalty", -1e6f, 1e6f);
+        s.penaltyLastN = readInt(env, params, "penaltyLastN", -1, 1 << 24);
         s.ignoreEos = params.Get("ignoreEos").ToBoolean().Value();
         const auto grammar = params.Get("grammar");
         if (grammar.IsString()) job->grammar = grammar.As<Napi::String>().Utf8Value();
@@ -829,11 +988,17 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
         return info.Env().Undefined();
     }
 
-    Napi::Value SlotTokens(const Napi::CallbackInfo& info) {
-        Slot& slot = slotArg(info, 0);
+    // The slot's cache as of its last idle moment (the loop publishes it); only the pointer is copied
+    // under the lock the loop also takes, never the tokens.
+    std::shared_ptr<const std::vector<llama_token>> snapshotOf(const Slot& slot) {
         std::lock_guard<std::mutex> lock(core->stateMutex);
-        auto result = Napi::Uint32Array::New(info.Env(), slot.cache.size());
-        for (size_t i = 0; i < slot.cache.size(); i++) result[i] = static_cast<uint32_t>(slot.cache[i]);
+        return slot.snapshot;
+    }
+
+    Napi::Value SlotTokens(const Napi::CallbackInfo& info) {
+        const auto tokens = snapshotOf(slotArg(info, 0));
+        auto result = Napi::Uint32Array::New(info.Env(), tokens->size());
+        for (size_t i = 0; i < tokens->size(); i++) result[i] = static_cast<uint32_t>((*tokens)[i]);
         return result;
     }
 
@@ -866,8 +1031,22 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
         return bora::cacheStatsToJs(info.Env(), core->promptCache);
     }
 
+    // commonPrefix(slot, prompt: Uint32Array): how many leading prompt tokens the slot's cache holds, for
+    // slot choice, without building a JS array of the cache.
+    Napi::Value CommonPrefix(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        const auto tokens = snapshotOf(slotArg(info, 0));
+        if (info.Length() < 2 || !info[1].IsTypedArray()) throw Napi::TypeError::New(env, "commonPrefix(slot, prompt: Uint32Array) expected");
+        const auto prompt = info[1].As<Napi::Uint32Array>();
+        const size_t n = std::min(tokens->size(), prompt.ElementLength());
+        size_t i = 0;
+        while (i < n && static_cast<uint32_t>((*tokens)[i]) == prompt[i]) i++;
+        return Napi::Number::New(env, static_cast<double>(i));
+    }
+
     Napi::Value SlotStates(const Napi::CallbackInfo& info) {
         Napi::Env env = info.Env();
+        requireCore(env);
         auto result = Napi::Array::New(env, core->slots.size());
         for (size_t i = 0; i < core->slots.size(); i++) {
             const Slot& slot = *core->slots[i];
@@ -970,7 +1149,7 @@ class DisposeWorker : public Napi::AsyncWorker {
 Napi::Value SlotLoop::Load(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto deferred = Napi::Promise::Deferred::New(env);
-    if (disposed || loaded || loading) {
+    if (!core || disposed || loaded || loading) {
         deferred.Reject(Napi::Error::New(env, "the slot loop is already loaded or disposed").Value());
         return deferred.Promise();
     }
