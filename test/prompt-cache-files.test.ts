@@ -11,6 +11,8 @@ import { pino } from "pino";
 import { disposeEngines, loadEngines } from "../src/engines.js";
 import { startTestService, testConfig } from "./helpers/service.js";
 
+t.setTimeout(900_000);
+
 t.test("bounds: host memory and disk stay within their limits", async (t) => {
   const dir = await mkdtemp(path.join(os.tmpdir(), "bora-prompt-cache-bounds-"));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
@@ -37,7 +39,7 @@ t.test("bounds: host memory and disk stay within their limits", async (t) => {
 t.test("damaged and foreign files are skipped, valid ones load", async (t) => {
   const dir = await mkdtemp(path.join(os.tmpdir(), "bora-prompt-cache-files-"));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const env = { LLM_PARALLEL: "1", LLM_CONTEXT_SIZE: "2048", PROMPT_CACHE_DIR: dir, PROMPT_CACHE_DISK_MIB: "64", PROMPT_CACHE_SAVE_INTERVAL_S: "0" };
+  const env = { LLM_PARALLEL: "1", LLM_CONTEXT_SIZE: "1024", PROMPT_CACHE_DIR: dir, PROMPT_CACHE_DISK_MIB: "64", PROMPT_CACHE_SAVE_INTERVAL_S: "0" };
   let service = await startTestService(env);
   await ask(service.engines.chat, [systemA, question], SAMPLINGS[0]!);
   await service.close();
@@ -64,6 +66,6 @@ t.test("damaged and foreign files are skipped, valid ones load", async (t) => {
   t.teardown(() => service.close());
   t.equal(service.engines.chat.promptCacheLoad?.entries, 1, "only the valid file is loaded");
   const r = await ask(service.engines.chat, [systemA, question], SAMPLINGS[0]!);
-  t.ok(r.cachedPromptTokens > 150, "and it is used");
+  t.ok(r.cachedPromptTokens > 80, "and it is used");
 });
 

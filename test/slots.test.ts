@@ -7,6 +7,8 @@ import path from "node:path";
 import t from "tap";
 import { postJson, startTestService } from "./helpers/service.js";
 
+t.setTimeout(600_000);
+
 const system = { role: "system", content: "Eres Mentor Bora. " + "La lengua bora tiene tonos altos y bajos. ".repeat(20) };
 const body = { messages: [system, { role: "user", content: "¿Qué es un tono?" }], max_new_tokens: 4, temperature: 0 };
 type Usage = { usage: { prompt_tokens: number; cached_prompt_tokens: number }; text: string };
