@@ -2,7 +2,8 @@
 import { Type, type Static } from "@sinclair/typebox";
 
 export const SlotParamsSchema = Type.Object({
-  id_slot: Type.Integer({ minimum: 0, description: "The slot's id (GET /slots lists them)" }),
+  // A path segment is a string (the app never coerces types): digits only.
+  id_slot: Type.String({ pattern: "^[0-9]{1,6}$", description: "The slot's id (GET /slots lists them)" }),
 });
 
 export const SlotActionQuerySchema = Type.Object({
@@ -24,22 +25,14 @@ export const SlotSchema = Type.Object({
 
 export const SlotsResponseSchema = Type.Array(SlotSchema, { $id: "SlotsResponse" });
 
-export const SlotSaveResponseSchema = Type.Object({
+/** One shape for the three actions (llama-server answers save, restore and erase with different fields). */
+export const SlotActionResponseSchema = Type.Object({
   id_slot: Type.Integer(),
-  filename: Type.String(),
-  n_saved: Type.Integer(),
-  n_written: Type.Integer(),
-  timings: Type.Object({ save_ms: Type.Number() }),
-});
-export const SlotRestoreResponseSchema = Type.Object({
-  id_slot: Type.Integer(),
-  filename: Type.String(),
-  n_restored: Type.Integer(),
-  n_read: Type.Integer(),
-  timings: Type.Object({ restore_ms: Type.Number() }),
-});
-export const SlotEraseResponseSchema = Type.Object({
-  id_slot: Type.Integer(),
-  n_erased: Type.Integer(),
-});
-export const SlotActionResponseSchema = Type.Union([SlotSaveResponseSchema, SlotRestoreResponseSchema, SlotEraseResponseSchema], { $id: "SlotActionResponse" });
+  filename: Type.Optional(Type.String({ description: "save and restore" })),
+  n_saved: Type.Optional(Type.Integer({ description: "save: tokens written" })),
+  n_written: Type.Optional(Type.Integer({ description: "save: bytes written" })),
+  n_restored: Type.Optional(Type.Integer({ description: "restore: tokens read back" })),
+  n_read: Type.Optional(Type.Integer({ description: "restore: bytes read" })),
+  n_erased: Type.Optional(Type.Integer({ description: "erase: tokens dropped" })),
+  timings: Type.Optional(Type.Object({ save_ms: Type.Optional(Type.Number()), restore_ms: Type.Optional(Type.Number()) })),
+}, { $id: "SlotActionResponse" });
