@@ -11,11 +11,11 @@ import { ensureTestModels } from "../scripts/make-test-models.js";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const models = await ensureTestModels();
 
-type Line = { name: string; answers?: Record<string, string>; ok?: boolean; tokens?: unknown; status?: number; code?: string; field?: string; message?: string; states?: unknown; prefix?: number };
+type Line = { name: string; answers?: Record<string, string>; unavailable?: string | null; ok?: boolean; tokens?: unknown; status?: number; code?: string; field?: string; message?: string; states?: unknown; prefix?: number };
 
-function runChild(scenario: string): Promise<{ code: number | null; signal: string | null; lines: Line[]; output: string }> {
+function runChild(scenario: string, model = models.chat): Promise<{ code: number | null; signal: string | null; lines: Line[]; output: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ["--import", "tsx", path.join(root, "test", "helpers", "loop-guard-child.ts"), models.chat, scenario], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, ["--import", "tsx", path.join(root, "test", "helpers", "loop-guard-child.ts"), model, scenario], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     let err = "";
     child.stdout.on("data", (c: Buffer) => { out += c.toString(); });
@@ -50,6 +50,9 @@ t.test("every entry point after dispose answers without touching the freed core"
   const { code, signal, lines } = await runChild("dispose");
   t.equal(signal, null);
   t.equal(code, 0);
+  const prefix = lines.find((l) => l.name === "common prefix") as { cached?: number; mismatches?: number } | undefined;
+  t.ok((prefix?.cached ?? 0) > 40, "the slot holds prompt and answer");
+  t.equal(prefix?.mismatches, 0, "native commonPrefix agrees with the JS prefix on a copy, 300 generated prompts");
   const after = lines.find((l) => l.name === "after dispose");
   t.same(after?.states, []);
   t.same(after?.tokens, []);
@@ -59,4 +62,11 @@ t.test("every entry point after dispose answers without touching the freed core"
     t.equal(native?.answers?.[method], "the slot loop is disposed", `${method} after dispose throws a JS error`);
   }
   t.equal(native?.answers?.["dispose again"], "undefined", "a second dispose resolves");
+});
+
+t.test("a non-causal model as the chat model is refused at load, not aborted at its first long prompt", async (t) => {
+  const { code, signal, lines } = await runChild("non-causal", models.embed);
+  t.equal(signal, null);
+  t.equal(code, 0);
+  t.match(lines.find((l) => l.name === "non-causal")?.unavailable, /not causal/);
 });

@@ -108,3 +108,19 @@ export function toGrammarSchema(schema: unknown, path = ""): GbnfJsonSchema {
 function mapDefs(defs: Json, path: string): Json {
   return Object.fromEntries(Object.entries(defs).map(([name, s]) => [name, toGrammarSchema(s, `${path}.$defs.${name}`)]));
 }
+
+/** The end node-llama-cpp puts after a JSON-schema grammar's value: four newlines, then any more. */
+const TRAILING_NEWLINES = ' "\\n\\n\\n\\n" [\\n]*';
+
+/**
+ * node-llama-cpp's JSON-schema grammars end with `"\n\n\n\n" [\n]*`: its LlamaChat stops at those newlines
+ * and trims them. The slot loop has no such trigger, so the model would spend at least four tokens on
+ * newlines (and may go on) after the JSON closes. Without them the grammar ends with the value and only
+ * the end-of-generation token may follow.
+ */
+export function withoutTrailingNewlines(gbnf: string): string {
+  const end = gbnf.indexOf("\n");
+  const root = end < 0 ? gbnf : gbnf.slice(0, end);
+  if (!root.startsWith("root ::= ") || !root.endsWith(TRAILING_NEWLINES)) return gbnf;
+  return root.slice(0, root.length - TRAILING_NEWLINES.length) + (end < 0 ? "" : gbnf.slice(end));
+}

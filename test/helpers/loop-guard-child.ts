@@ -2,14 +2,21 @@
 // abort the whole process (a grammar that finishes while ignore_eos bans the end token), then a plain job
 // on the same loop. Prints one JSON line per job; a crash shows up as the child's exit status, not as a
 // dead test runner.
+import fc from "fast-check";
 import { createRequire } from "node:module";
 import { findNativeAddon } from "../../src/engine/native/addonBuild.js";
 import { SlotLoopBackend } from "../../src/engine/native/slotLoop.js";
 import { loadRuntime } from "../../src/engine/runtime.js";
-import type { BackendJob, SamplingParams } from "../../src/engine/chat/backend.js";
+import { commonPrefixLength, type BackendJob, type SamplingParams } from "../../src/engine/chat/backend.js";
 
 const [modelPath, scenario] = process.argv.slice(2) as [string, string];
 await loadRuntime("cpu", 1);
+if (scenario === "non-causal") {
+  // An embedding model given as the chat model: refused at load, never a GGML_ASSERT on a long prompt.
+  const result = await SlotLoopBackend.tryLoad({ modelPath, threads: 1, slots: 1, contextSize: 1024, batchSize: 1024, gpuLayers: 0 });
+  console.log(JSON.stringify({ name: "non-causal", unavailable: "unavailable" in result ? result.unavailable : null }));
+  process.exit(0);
+}
 // LOOP_ADDON: another build of the addon (to show a regression test fails on the old one).
 const loaded = await SlotLoopBackend.tryLoad({ modelPath, threads: 1, slots: 2, contextSize: 256, batchSize: 64, gpuLayers: 0 }, ...(process.env["LOOP_ADDON"] ? [process.env["LOOP_ADDON"]] : []));
 if (!("backend" in loaded)) throw new Error(loaded.unavailable);
@@ -46,6 +53,12 @@ if (scenario === "grammar-end") {
   await run("grammar without ignore_eos", { grammar: 'root ::= "hello"' });
 } else if (scenario === "dispose") {
   await run("plain", {});
+  // Slot choice: the native common prefix equals the prefix computed on a copy of the cache.
+  const cached = backend.cachedTokens(0);
+  const mismatches = fc.sample(fc.tuple(fc.nat(cached.length + 2), fc.array(fc.integer({ min: 0, max: 151_000 }), { maxLength: 8 })), { seed: 15, numRuns: 300 })
+    .map(([keep, tail]) => [...cached.slice(0, keep), ...tail])
+    .filter((prompt) => backend.commonPrefixLength(0, prompt) !== commonPrefixLength(cached, prompt)).length;
+  console.log(JSON.stringify({ name: "common prefix", cached: cached.length, mismatches }));
   await backend.dispose();
   console.log(JSON.stringify({ name: "after dispose", states: backend.slotStates(), tokens: backend.cachedTokens(0), prefix: backend.commonPrefixLength(0, prompt) }));
   // The addon itself, without the wrapper's guard: every method after dispose throws, none dereferences

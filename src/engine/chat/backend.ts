@@ -77,6 +77,11 @@ export interface GenerationBackend {
   readonly threads: number;
   /** The tokens in a slot's KV cache (for choosing the slot that shares the longest prefix). */
   cachedTokens(slot: number): readonly number[];
+  /**
+   * How many leading prompt tokens the slot's cache holds, without copying the cache (the native loop
+   * computes it on its published snapshot). Slot choice should prefer it to `cachedTokens` where present.
+   */
+  commonPrefixLength?(slot: number, prompt: readonly number[]): number;
   slotStates(): SlotState[];
   /** Runs one job on an idle slot: keeps the common prefix of its cache, decodes the rest, samples. */
   generate(slot: number, job: BackendJob): Promise<BackendOutcome>;

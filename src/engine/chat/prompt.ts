@@ -11,7 +11,7 @@ import {
   type Token,
 } from "node-llama-cpp";
 import { EngineError, invalidRequest } from "../errors.js";
-import { toGrammarSchema } from "../jsonSchemaGrammar.js";
+import { toGrammarSchema, withoutTrailingNewlines } from "../jsonSchemaGrammar.js";
 import { checkTools, renderToolPrompt, toolCallGrammarText } from "./tools.js";
 import type { ChatMessage, GenerateRequest, ResponseFormat } from "./types.js";
 
@@ -59,8 +59,10 @@ export class PromptBuilder {
 
   /** The one place a request's output constraint is chosen: GBNF text, or undefined for free text. */
   async selectGrammar(request: GenerateRequest): Promise<string | undefined> {
+    const conflict = grammarConflict(request);
+    if (conflict !== null) throw conflict;
     // A forced tool call (tool_choice "required" or a named function) takes precedence over response_format.
-    if (request.rawPrompt === undefined && request.tools !== undefined && (request.toolChoice === "required" || typeof request.toolChoice === "object")) {
+    if (forcesToolCall(request)) {
       return this.cachedGrammar(`tools:${JSON.stringify([request.tools, request.toolChoice, request.parallelToolCalls ?? true, request.enableThinking])}`,
         async () => (await toolCallGrammarText(this.llama, {
           tools: request.tools!, toolChoice: request.toolChoice, parallel: request.parallelToolCalls ?? true, enableThinking: request.enableThinking,
@@ -88,16 +90,42 @@ export class PromptBuilder {
     if (format === undefined || format.type === "text") return undefined;
     const key = format.type === "json_object" ? "json" : JSON.stringify(format.schema);
     try {
-      return await this.cachedGrammar(key, async () => (await (format.type === "json_object"
-        ? this.llama.getGrammarFor("json")
+      return await this.cachedGrammar(key, async () => format.type === "json_object"
+        ? (await this.llama.getGrammarFor("json")).grammar
         // The const generic infers a literal type from its argument; a runtime schema has none.
-        : this.llama.createGrammarForJsonSchema(toGrammarSchema(format.schema) as Parameters<Llama["createGrammarForJsonSchema"]>[0]))).grammar);
+        : withoutTrailingNewlines((await this.llama.createGrammarForJsonSchema(toGrammarSchema(format.schema) as Parameters<Llama["createGrammarForJsonSchema"]>[0])).grammar));
     } catch (error) {
       if (error instanceof EngineError) throw error;
       throw invalidRequest(`response_format.json_schema.schema cannot be turned into a grammar: ${(error as Error).message}`,
         "response_format.json_schema.schema");
     }
   }
+}
+
+/** tool_choice "required" or a named function with tools offered: the answer is held to a tool-call grammar. */
+function forcesToolCall(request: GenerateRequest): boolean {
+  return request.rawPrompt === undefined && request.tools !== undefined && (request.toolChoice === "required" || typeof request.toolChoice === "object");
+}
+
+/**
+ * A grammar that ends (a forced tool call, a JSON answer) leaves only the end-of-generation token once it
+ * is complete; ignore_eos bans exactly that token, so the request could never finish properly (the slot
+ * loop ends such a job with an error when it gets there). Known before generating: refused here with a
+ * 400 naming both fields, as OpenAI refuses its impossible combinations.
+ */
+export function grammarConflict(request: Pick<GenerateRequest, "ignoreEos" | "rawPrompt" | "tools" | "toolChoice" | "responseFormat">): EngineError | null {
+  if (request.ignoreEos !== true) return null;
+  if (forcesToolCall(request as GenerateRequest)) {
+    const choice = typeof request.toolChoice === "object" ? `a named function (${request.toolChoice.name})` : "\"required\"";
+    return invalidRequest(`ignore_eos cannot be combined with tool_choice ${choice}: the tool-call grammar ends with the end-of-text token, which ignore_eos bans. ` +
+      "Drop ignore_eos, or use tool_choice \"auto\".", "ignore_eos");
+  }
+  const format = request.responseFormat;
+  if (format !== undefined && format.type !== "text") {
+    return invalidRequest(`ignore_eos cannot be combined with response_format ${format.type}: the JSON grammar ends with the end-of-text token, which ignore_eos bans. ` +
+      "Drop one of the two.", "ignore_eos");
+  }
+  return null;
 }
 
 export function toChatHistory(messages: readonly ChatMessage[]): ChatHistoryItem[] {

@@ -9,6 +9,8 @@
 //      rejection sampling as common_sampler does), optional logprobs from the RAW logits,
 //   5. hand all new tokens of the step to JS in ONE ThreadSafeFunction call.
 // Text work (UTF-8, stop strings, <think>) is done in TypeScript on the token stream.
+// Nothing thrown on the loop thread leaves it: a failing step or slot ends with an error event for the
+// slots concerned and the loop goes on (docs/native-guards.md).
 //
 // JS surface (wrapped by slotLoop.ts, the only caller):
 //   new SlotLoop(modelPath, { threads, slots, contextSize, batchSize, gpuLayers, flashAttention?, nice? }, onStep)
@@ -16,13 +18,15 @@
 //   start(slot, jobId, prompt: Uint32Array, params)   queue a job on an idle slot
 //   end(slot, jobId)                                  the job ends within one step (cancel / stop string)
 //   trim(slot, length)                                drop an idle slot's cache after `length` tokens
-//   slotTokens(slot): Uint32Array                     tokens in the slot's KV cache
+//   slotTokens(slot): Uint32Array                     tokens in the slot's KV cache as of its last idle moment
+//   commonPrefix(slot, prompt: Uint32Array): number   leading prompt tokens that cache holds (slot choice)
 //   slotStates(): { busy, cachedTokens, tokensDecoded }[]
 //   dispose(): Promise<void>
 // onStep(events) receives, once per step, an array of per-slot events:
 //   { slot, jobId, tokens: Uint32Array, pieces: Uint8Array[], ends: boolean[], logprobs?: Float32Array,
 //     top?: { ids: Uint32Array, logprobs: Float32Array, pieces: Uint8Array[] }[],
-//     done?: "eog" | "length" | "ended" | "error", error?: string, cachedPromptTokens, evaluatedTokens }
+//     done?: "eog" | "length" | "ended" | "error", error?: string, errorKind?: "request" | "internal",
+//     cachedPromptTokens, evaluatedTokens }
 //   or { slot, trimmed: true } acknowledging a trim.
 
 #include <napi.h>
@@ -262,6 +266,11 @@ struct LoopCore {
         model = llama_model_load_from_file(modelPath.c_str(), modelParams);
         if (model == nullptr) return "failed to load the model file " + modelPath;
         if (llama_model_has_encoder(model)) return "encoder models are not supported by the slot loop";
+        // A non-causal model (an embedding model given as the chat model) must see a whole prompt in one
+        // ubatch: llama_decode GGML_ASSERTs (aborts) on a longer prompt. It cannot generate anyway.
+        if (metaValue("general.architecture") != "" && metaValue(metaValue("general.architecture") + ".attention.causal") == "false") {
+            return "the model is not causal (an embedding model?): it cannot generate text";
+        }
 
         auto ctxParams = llama_context_default_params();
         ctxParams.n_ctx = static_cast<uint32_t>(contextPerSlot) * static_cast<uint32_t>(slotCount);
@@ -308,6 +317,12 @@ struct LoopCore {
             if (slot.phase == SlotPhase::Idle) publish(slot);  // a slot action on an idle slot: JS sees it at once
         };
         return "";
+    }
+
+    std::string metaValue(const std::string& key) const {
+        char buffer[256];
+        const int32_t n = llama_model_meta_val_str(model, key.c_str(), buffer, sizeof(buffer));
+        return n < 0 ? std::string() : std::string(buffer, static_cast<size_t>(std::min<int32_t>(n, sizeof(buffer) - 1)));
     }
 
     std::string piece(llama_token token) const {

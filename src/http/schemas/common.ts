@@ -29,11 +29,13 @@ export const ResponseFormatSchema = Type.Union([
 export const SamplingControls = {
   top_k: Type.Optional(Type.Integer({ minimum: 0, maximum: 1000, description: "Sample from the k most likely tokens (0: off)" })),
   min_p: Type.Optional(Type.Number({ minimum: 0, maximum: 1, description: "Drop tokens below min_p times the top probability" })),
-  seed: Type.Optional(Type.Integer({ minimum: 0, maximum: 4294967295, description: "Same seed and request give the same text" })),
+  // 4294967295 is LLAMA_DEFAULT_SEED, which llama.cpp's sampler reads as "pick a random seed".
+  seed: Type.Optional(Type.Integer({ minimum: 0, maximum: 4294967294, description: "Same seed and request give the same text (0..4294967294)" })),
   stop: Type.Optional(StopSchema),
   presence_penalty: Type.Optional(Type.Number({ minimum: -2, maximum: 2 })),
   frequency_penalty: Type.Optional(Type.Number({ minimum: -2, maximum: 2 })),
-  repeat_penalty: Type.Optional(Type.Number({ minimum: 0, maximum: 10, description: "llama.cpp repetition penalty (1: off)" })),
+  // llama.h: penalty_repeat must be > 0 (it divides positive logits); 1.0 = disabled.
+  repeat_penalty: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 10, description: "llama.cpp repetition penalty, > 0 (1: off)" })),
   response_format: Type.Optional(ResponseFormatSchema),
   ignore_eos: Type.Optional(Type.Boolean({ description: "Keep generating past the end-of-text token, up to the token limit (benchmarks)" })),
   enable_thinking: Type.Optional(Type.Boolean({ description: "Qwen3 thinks before answering; the reasoning is returned apart from the answer" })),

@@ -1,0 +1,53 @@
+// Sampling parameters are checked against llama.cpp's domains in the TypeBox schemas (issue 15), so the
+// OpenAI-style and Ollama APIs and /docs say the same: repeat_penalty > 0 (llama.h), seed below
+// LLAMA_DEFAULT_SEED (which llama.cpp reads as "random"). Every value the schemas accept, combined,
+// reaches the native sampler without an error.
+import fc from "fast-check";
+import t from "tap";
+import { postJson, startTestService } from "./helpers/service.js";
+
+const service = await startTestService();
+t.teardown(() => service.close());
+const model = service.engines.chat.modelName;
+const messages = [{ role: "user", content: "hola" }];
+
+t.test("values outside llama.cpp's domains: 400 naming the field on both APIs", async (t) => {
+  for (const [field, value] of [["repeat_penalty", 0], ["repeat_penalty", -0.5], ["seed", 4294967295]] as const) {
+    const openai = await postJson(service.app, "/v1/chat/completions", { model, messages, max_tokens: 1, [field]: value });
+    t.equal(openai.statusCode, 400, `OpenAI ${field}=${value}`);
+    t.match(openai.body, field);
+    const ollama = await postJson(service.app, "/api/chat", { model, messages, stream: false, options: { num_predict: 1, [field]: value } });
+    t.equal(ollama.statusCode, 400, `Ollama ${field}=${value}`);
+    t.match(ollama.body, field);
+  }
+});
+
+t.test("the schema's published domains say the same on both APIs", async (t) => {
+  const doc = (await service.app.inject({ method: "GET", url: "/docs/json" })).json<Record<string, unknown>>();
+  const text = JSON.stringify(doc);
+  const repeatPenalties = [...text.matchAll(/"repeat_penalty":(\{[^}]*\})/g)].map((m) => JSON.parse(m[1]!) as { exclusiveMinimum?: number });
+  t.ok(repeatPenalties.length >= 2, `repeat_penalty documented on several routes (${repeatPenalties.length})`);
+  t.ok(repeatPenalties.every((p) => p.exclusiveMinimum === 0), "every route: > 0");
+  t.notMatch(text, /"repeat_penalty":\{"minimum":0/, "no inclusive 0 for repeat_penalty anywhere");
+  t.notMatch(text, /"maximum":4294967295/, "no seed reaching LLAMA_DEFAULT_SEED");
+});
+
+t.test("any combination the schema accepts generates (property, both APIs)", async (t) => {
+  const controls = fc.record({
+    temperature: fc.double({ min: 0, max: 2, noNaN: true }),
+    top_p: fc.double({ min: 0.01, max: 1, noNaN: true }),
+    top_k: fc.integer({ min: 0, max: 1000 }),
+    min_p: fc.double({ min: 0, max: 1, noNaN: true }),
+    seed: fc.integer({ min: 0, max: 4294967294 }),
+    repeat_penalty: fc.double({ min: 0.0001, max: 10, noNaN: true }),
+    presence_penalty: fc.double({ min: -2, max: 2, noNaN: true }),
+    frequency_penalty: fc.double({ min: -2, max: 2, noNaN: true }),
+  }, { requiredKeys: [] });
+  await fc.assert(fc.asyncProperty(controls, fc.boolean(), async (c, ollama) => {
+    const res = ollama
+      ? await postJson(service.app, "/api/chat", { model, messages, stream: false, options: { ...c, num_predict: 2 } })
+      : await postJson(service.app, "/v1/chat/completions", { model, messages, max_tokens: 2, ...c });
+    if (res.statusCode !== 200) throw new Error(`${res.statusCode} ${res.body} for ${JSON.stringify(c)}`);
+  }), { seed: 15, numRuns: 40 });
+  t.pass("property holds");
+});
