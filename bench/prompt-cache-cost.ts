@@ -19,7 +19,7 @@ const reps = Number(process.argv[4] ?? 3);
 const dir = await mkdtemp(path.join(os.tmpdir(), "bora-prompt-cache-cost-"));
 const config = loadConfig({
   LLM_MODEL: modelPath, EMBED_MODEL: models.embed, MODEL_DOWNLOAD: "false", LOG_LEVEL: "silent", LLM_PARALLEL: "1",
-  LLM_CONTEXT_SIZE: String(Math.max(2048, prefixTokens * 2)), WARMUP: "false", PROMPT_CACHE_DIR: dir, PROMPT_CACHE_DISK_MIB: "8192", PROMPT_CACHE_SAVE_INTERVAL_S: "0",
+  LLM_CONTEXT_SIZE: String(Math.max(2048, prefixTokens * 2)), WARMUP: "false", LLM_NICE: "0", PROMPT_CACHE_DIR: dir, PROMPT_CACHE_DISK_MIB: "8192", PROMPT_CACHE_SAVE_INTERVAL_S: "0",
 });
 const engines = await loadEngines(config, pino({ level: "silent" }));
 try {
