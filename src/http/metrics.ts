@@ -14,7 +14,7 @@ export function installMetrics(app: FastifyInstance, state: ServiceState): void 
     buckets: [0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
   });
   const promptTokens = new Counter({ name: "bora_prompt_tokens_total", help: "Prompt tokens of finished generations", registers: [registry] });
-  const cachedTokens = new Counter({ name: "bora_prompt_tokens_cached_total", help: "Prompt tokens reused from a slot's cache", registers: [registry] });
+  const cachedTokens = new Counter({ name: "bora_prompt_tokens_cached_total", help: "Prompt tokens reused from the prompt cache (any tier: slot, copy, host memory, disk)", registers: [registry] });
   const generatedTokens = new Counter({ name: "bora_generated_tokens_total", help: "Tokens generated", registers: [registry] });
   const firstToken = new Histogram({
     name: "bora_time_to_first_token_seconds", help: "Queue wait plus prompt processing until the first token", registers: [registry],
