@@ -49,6 +49,12 @@ export const EnvSchema = Type.Object({
   METRICS_AUTH: Type.Boolean({ default: false, description: "true: /metrics needs the API key too" }),
   RESPONSES_STORE_MAX_ITEMS: Type.Integer({ minimum: 0, maximum: 10_000_000, default: 1000, description: "Responses API: most stored responses (previous_response_id, GET /v1/responses/{id}), least recently used evicted first; 0: nothing is stored. In memory" }),
   RESPONSES_STORE_MAX_BYTES: Type.Integer({ minimum: 0, maximum: 1_099_511_627_776, default: 64 * 1024 * 1024, description: "Responses API: most bytes (JSON) the stored responses take, least recently used evicted first" }),
+  PROMPT_CACHE_MIB: Type.Integer({ minimum: 0, maximum: 1_048_576, default: 2048, description: "Host memory for prompt prefixes evicted from slots (MiB; 0: off). A 400-token prefix of Qwen3-1.7B is ~44 MiB" }),
+  PROMPT_CACHE_MIN_TOKENS: Type.Integer({ minimum: 1, maximum: 1_048_576, default: 32, description: "Shortest prompt prefix worth copying between slots, restoring or saving" }),
+  PROMPT_CACHE_DIR: Type.String({ default: "", description: "Where prompt prefixes are kept across restarts (empty: <MODELS_DIR>/.cache/prompt-cache)" }),
+  PROMPT_CACHE_DISK_MIB: Type.Integer({ minimum: 0, maximum: 1_048_576, default: 4096, description: "Disk for prompt prefixes kept across restarts, per model and context (MiB; 0: not persisted)" }),
+  PROMPT_CACHE_SAVE_INTERVAL_S: Type.Integer({ minimum: 0, maximum: 86_400, default: 300, description: "Also persist the prompt cache this often, not only at shutdown (0: only at shutdown)" }),
+  SLOT_SAVE_PATH: Type.String({ default: "", description: "Directory for llama-server's POST /slots/{id}?action=save|restore files (empty: the slot actions are off, as in llama-server)" }),
   DRAIN_TIMEOUT_MS: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400_000, description: "On SIGTERM, how long running requests may finish; default LLM_REQUEST_TIMEOUT_MS" })),
 });
 export type Env = Static<typeof EnvSchema>;
@@ -89,6 +95,8 @@ export type Config = Readonly<{
   metricsAuth: boolean;
   drainTimeoutMs: number;
   responseStore: Readonly<{ maxItems: number; maxBytes: number }>;
+  promptCache: Readonly<{ hostMiB: number; minTokens: number; dir: string; diskMiB: number; saveIntervalS: number }>;
+  slotSavePath: string;
 }>;
 
 export class ConfigError extends Error {
@@ -178,6 +186,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     // A request never outlives its own deadline, so draining that long lets every answer finish.
     drainTimeoutMs: e.DRAIN_TIMEOUT_MS ?? e.LLM_REQUEST_TIMEOUT_MS,
     responseStore: Object.freeze({ maxItems: e.RESPONSES_STORE_MAX_ITEMS, maxBytes: e.RESPONSES_STORE_MAX_BYTES }),
+    promptCache: Object.freeze({
+      hostMiB: e.PROMPT_CACHE_MIB,
+      minTokens: e.PROMPT_CACHE_MIN_TOKENS,
+      dir: e.PROMPT_CACHE_DIR === "" ? path.join(path.resolve(e.MODELS_DIR), ".cache", "prompt-cache") : path.resolve(e.PROMPT_CACHE_DIR),
+      diskMiB: e.PROMPT_CACHE_DISK_MIB,
+      saveIntervalS: e.PROMPT_CACHE_SAVE_INTERVAL_S,
+    }),
+    slotSavePath: e.SLOT_SAVE_PATH === "" ? "" : path.resolve(e.SLOT_SAVE_PATH),
   });
 }
 

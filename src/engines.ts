@@ -34,9 +34,12 @@ const loaders: { [K in ModelKind]: EngineLoader<K> } = {
       requestTimeoutMs: config.requestTimeoutMs,
       engine: config.llmEngine,
       onFallback: (reason) => log.warn({ engine: "node-llama-cpp", reason }, "native slot loop unavailable; generating through node-llama-cpp"),
+      slotSavePath: config.slotSavePath,
+      promptCache: { ...config.promptCache, warn: (message, details) => log.warn(details, message) },
     });
     // llamaBuild: "prebuilt" (node-llama-cpp's binaries) or "localBuild" (`npm run build:llama-native`).
     log.info({ backend: runtime.backend, llamaBuild: runtime.llama.buildType, ...chat.describe(), file: model.path }, "chat model loaded");
+    if (chat.promptCacheLoad !== null) log.info({ ...chat.promptCacheLoad, ms: Math.round(chat.promptCacheLoad.ms), dir: config.promptCache.dir }, "prompt cache loaded from disk");
     return chat;
   },
   embedding: async (runtime, model, config, log) => {

@@ -19,6 +19,7 @@ import { completionsRoutes } from "./routes/completions.js";
 import { rerankRoutes } from "./routes/rerank.js";
 import { responsesRoutes } from "./routes/responses.js";
 import type { ResponseStoreOptions } from "./responseStore.js";
+import { slotsRoutes } from "./routes/slots.js";
 
 export type AppOptions = {
   state: ServiceState;
@@ -103,5 +104,6 @@ export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT
   await app.register(completionsRoutes, { state });
   await app.register(rerankRoutes, { state });
   await app.register(responsesRoutes, { state, ...(responseStore ? { store: responseStore } : {}) });
+  await app.register(slotsRoutes, { state });
   return app;
 }

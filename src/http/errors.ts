@@ -70,8 +70,8 @@ export function toErrorPayload(error: unknown): ErrorPayload {
 /** Which error body a route speaks: the seed API's `{error: {code, message, field}}`, OpenAI's, or Ollama's `{error: "…"}`. */
 export type ErrorStyle = "seed" | "openai" | "ollama";
 
-/** llama-server's /tokenize, /detokenize and /rerank, Cohere's /v2/rerank and the bare /responses alias answer errors as OpenAI does. */
-const openAIPaths = /^\/(v1\/|v2\/rerank(\?|$)|rerank(\?|$)|tokenize(\?|$)|detokenize(\?|$)|responses(\/|\?|$))/;
+/** llama-server's /tokenize, /detokenize, /rerank and /slots, Cohere's /v2/rerank and the bare /responses alias answer errors as OpenAI does. */
+const openAIPaths = /^\/(v1\/|v2\/rerank(\?|$)|rerank(\?|$)|tokenize(\?|$)|detokenize(\?|$)|responses(\/|\?|$)|slots(\/|\?|$))/;
 
 export const errorStyleFor = (url: string): ErrorStyle =>
   openAIPaths.test(url) ? "openai" : url.startsWith("/api/") && !url.startsWith("/api/llm/") ? "ollama" : "seed";

@@ -3,6 +3,7 @@
 import type { FastifyInstance } from "fastify";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { ServiceState } from "../service.js";
+import { installPromptCacheMetrics } from "./promptCacheMetrics.js";
 
 export function installMetrics(app: FastifyInstance, state: ServiceState): void {
   const registry = new Registry();
@@ -13,7 +14,7 @@ export function installMetrics(app: FastifyInstance, state: ServiceState): void 
     buckets: [0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
   });
   const promptTokens = new Counter({ name: "bora_prompt_tokens_total", help: "Prompt tokens of finished generations", registers: [registry] });
-  const cachedTokens = new Counter({ name: "bora_prompt_tokens_cached_total", help: "Prompt tokens reused from a slot's cache", registers: [registry] });
+  const cachedTokens = new Counter({ name: "bora_prompt_tokens_cached_total", help: "Prompt tokens reused from the prompt cache (any tier: slot, copy, host memory, disk)", registers: [registry] });
   const generatedTokens = new Counter({ name: "bora_generated_tokens_total", help: "Tokens generated", registers: [registry] });
   const firstToken = new Histogram({
     name: "bora_time_to_first_token_seconds", help: "Queue wait plus prompt processing until the first token", registers: [registry],
@@ -82,6 +83,8 @@ export function installMetrics(app: FastifyInstance, state: ServiceState): void 
     name: "bora_ready", help: "1 when the models are loaded and warmed up", registers: [registry],
     collect() { this.set(state.status === "ready" ? 1 : 0); },
   });
+
+  installPromptCacheMetrics(registry, state);
 
   state.whenEngines((engines) => {
     engines.chat.onGenerationFinished((r) => {

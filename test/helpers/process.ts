@@ -16,7 +16,7 @@ export type ServiceProcess = {
 export function startServiceProcess(env: Record<string, string>): ServiceProcess {
   const child = spawn(process.execPath, ["--import", "tsx", path.join(root, "src", "main.ts")], {
     cwd: root,
-    env: { ...process.env, PORT: "0", LOG_LEVEL: "info", ...env },
+    env: { ...process.env, PORT: "0", LOG_LEVEL: "info", PROMPT_CACHE_DISK_MIB: "0", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let text = "";

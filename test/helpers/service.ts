@@ -21,8 +21,9 @@ export type TestService = {
 export async function testConfig(env: Record<string, string> = {}): Promise<Config> {
   const models = await ensureTestModels();
   // LLM_ENGINE=node-llama-cpp npx tap test/…: the same API tests on the fallback generation path.
+  // Tests do not persist the prompt cache unless they ask (PROMPT_CACHE_DISK_MIB): runs stay independent.
   const engine = process.env["LLM_ENGINE"] ? { LLM_ENGINE: process.env["LLM_ENGINE"] } : {};
-  return loadConfig({ LLM_MODEL: models.chat, EMBED_MODEL: models.embed, LOG_LEVEL: "silent", MODEL_DOWNLOAD: "false", LLM_CONTEXT_SIZE: "1024", ...engine, ...env });
+  return loadConfig({ LLM_MODEL: models.chat, EMBED_MODEL: models.embed, LOG_LEVEL: "silent", MODEL_DOWNLOAD: "false", LLM_CONTEXT_SIZE: "1024", PROMPT_CACHE_DISK_MIB: "0", ...engine, ...env });
 }
 
 export async function startTestService(env: Record<string, string> = {}): Promise<TestService> {

@@ -4,7 +4,9 @@
 import type { Llama, LlamaModel, Token } from "node-llama-cpp";
 import { EngineError } from "../errors.js";
 import type { BackendKind, BackendToken, GenerationBackend, SamplingParams, SlotState } from "./backend.js";
-import { SlotLoopBackend } from "../native/slotLoop.js";
+import { SlotLoopBackend, type CacheTaskResult } from "../native/slotLoop.js";
+import { nativeAddonBuildInfo } from "../native/addonBuild.js";
+import { modelSha256, PromptCacheStore, type PromptCacheOptions, type PromptCacheSnapshot } from "./promptCache.js";
 import { NodeLlamaCppBackend } from "./nodeLlamaCppBackend.js";
 import { GenerationOutput, type ContentTransformer, type GeneratedToken } from "./output.js";
 import { PromptBuilder, type RenderedPrompt } from "./prompt.js";
@@ -36,6 +38,10 @@ export type ChatEngineOptions = {
   engine?: ChatEngineKind;
   /** Told once when the native path was asked for and cannot run, with the reason. */
   onFallback?: (reason: string) => void;
+  /** Where llama-server's slot save/restore files go (empty: those actions are off). */
+  slotSavePath?: string;
+  /** The prompt cache across slots, host memory and restarts (native path only; promptCache.ts). */
+  promptCache?: PromptCacheOptions;
 };
 
 export type PreparedGeneration = {
@@ -59,6 +65,8 @@ export class ChatEngine {
   private readonly prompts: PromptBuilder;
   private readonly finishedListeners = new Set<(result: GenerationResult) => void>();
   private closed = false;
+  /** Persistence and counters of the prompt cache (native path with a host tier). */
+  private promptCacheStore: PromptCacheStore | null = null;
 
   private constructor(
     llama: Llama,
@@ -90,9 +98,19 @@ export class ChatEngine {
           modelPath: options.modelPath, threads: options.threads, slots: options.parallel,
           contextSize: options.contextSize, batchSize: options.batchSize, gpuLayers,
           ...(options.nice === undefined ? {} : { nice: options.nice }),
+          ...(options.promptCache === undefined ? {} : { promptCacheKiB: options.promptCache.hostMiB * 1024, promptCacheMinTokens: options.promptCache.minTokens }),
         });
         if ("backend" in loaded) {
-          return new ChatEngine(llama, vocab, loaded.backend, options, { kind: "native", requested, fallbackReason: null }, performance.now() - started);
+          const engine = new ChatEngine(llama, vocab, loaded.backend, options, { kind: "native", requested, fallbackReason: null }, performance.now() - started);
+          if (options.promptCache !== undefined) {
+            try {
+              await engine.#openPromptCache(loaded.backend, options.promptCache);
+            } catch (error) {
+              await engine.dispose();
+              throw error;
+            }
+          }
+          return engine;
         }
         fallbackReason = loaded.unavailable;
       } catch (error) {
@@ -111,6 +129,50 @@ export class ChatEngine {
       await model.dispose();
       throw error;
     }
+  }
+
+  /** Directory of the slot API's save/restore files (empty: off). */
+  get slotSavePath(): string {
+    return this.options.slotSavePath ?? "";
+  }
+
+  /** Reads the persisted prompt prefixes of this model and context into host memory (before ready). */
+  async #openPromptCache(backend: SlotLoopBackend, options: PromptCacheOptions): Promise<void> {
+    const build = nativeAddonBuildInfo("slot_loop");
+    const store = new PromptCacheStore(backend, {
+      modelSha256: options.hostMiB > 0 && options.diskMiB > 0 ? await modelSha256(this.options.modelPath, options.dir) : "",
+      llamaCpp: `${build.llamaCppTag}/${build.library.llama}`,
+      slots: backend.slotCount,
+      contextPerSlot: backend.contextSize,
+      kvType: "f16",
+      flashAttention: "auto",
+    }, options);
+    this.promptCacheStore = store;
+    const loaded = await store.load();
+    this.promptCacheLoad = loaded;
+  }
+
+  /** What the start loaded from disk (entries, tokens, ms), for the start log. */
+  promptCacheLoad: { entries: number; tokens: number; ms: number } | null = null;
+
+  /** Counters of every prompt-cache tier (null on the node-llama-cpp path). */
+  promptCacheStats(): PromptCacheSnapshot | null {
+    return this.promptCacheStore?.snapshot() ?? null;
+  }
+
+  /** Writes the most reused prompt prefixes to disk now (also done at shutdown and on the interval). */
+  async persistPromptCache(): Promise<void> {
+    await this.promptCacheStore?.save();
+  }
+
+  /**
+   * llama-server's slot actions: save a slot's KV to `file`, restore it from `file`, or erase it.
+   * Null when the generation path has no slot loop.
+   */
+  async slotAction(slot: number, action: "save" | "restore" | "erase", file = ""): Promise<CacheTaskResult | null> {
+    if (!(this.backend instanceof SlotLoopBackend)) return null;
+    if (this.closed) throw shuttingDown();
+    return this.backend.cacheTask(action, slot, file);
   }
 
   /** What the process logs at start: which path generates, where the model lives, what the slots take. */
@@ -296,6 +358,8 @@ export class ChatEngine {
   async dispose(): Promise<void> {
     this.closed = true;
     this.scheduler.rejectWaiting(shuttingDown);
+    // After the drain: the most reused prefixes go to disk so the next start is warm.
+    await this.promptCacheStore?.close();
     await this.backend.dispose();
     await this.model.dispose();
   }

@@ -127,6 +127,8 @@ export function nativeAddonBuildInfo(name: NativeAddonName, library: LoadedLlama
   hash.update(readFileSync(sourceFile));
   // The header both addons include.
   hash.update(readFileSync(path.join(path.dirname(sourceFile), "llama_backends.h")));
+  // The slot loop's prompt cache headers.
+  for (const header of ["prompt_cache.h", "prompt_cache_napi.h"]) hash.update(readFileSync(path.join(path.dirname(sourceFile), header)));
   const key = `${nodeLlamaCppVersion}-${process.platform}-${process.arch}-abi${process.versions.modules}-${hash.digest("hex").slice(0, 16)}`;
   const addonFile = path.join(projectRoot, "node_modules", ".cache", "bora-native", name, key, `${name}.node`);
   return { name, projectRoot, sourceFile, library, nodeLlamaCppVersion, llamaCppTag, compileFlags, key, addonFile };

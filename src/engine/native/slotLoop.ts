@@ -28,17 +28,43 @@ export type SlotLoopOptions = {
    * then run ahead of the decode when they need a core. 0 leaves the priority alone.
    */
   nice?: number;
+  /** Host-memory prompt cache bound (KiB; 0: off). See prompt_cache.h. */
+  promptCacheKiB?: number;
+  /** Shortest prefix worth copying, restoring or saving. */
+  promptCacheMinTokens?: number;
 };
+
+/** The prompt cache's counters (prompt_cache_napi.h), cumulative since start. */
+export type PromptCacheNativeStats = {
+  hits: Record<PromptCacheTier, number>;
+  tokens: Record<PromptCacheTier, number>;
+  misses: number;
+  restoreSeconds: number;
+  restores: number;
+  saves: number;
+  evictions: number;
+  savedStateBytes: number;
+  savedTokens: number;
+  hostBytes: number;
+  hostEntries: number;
+  changes: number;
+};
+export type PromptCacheTier = "slot" | "copy" | "host" | "disk";
+export type PromptCacheEntryData = { tokens: Uint32Array; state: Uint8Array; hits: number };
+export type CacheTaskResult = { error?: string; tokens: number; bytes: number; ms: number; entries: PromptCacheEntryData[] };
+export type CacheTaskKind = "snapshot" | "save" | "restore" | "erase";
 
 type NativeLoadInfo = { slots: number; contextSize: number; batchSize: number; threads: number; threadsBatch: number; vocabSize: number; gpuLayers: number };
 
 /** One slot's share of a step, as slot_loop.cpp's deliverStep builds it. */
 type NativeStepEvent =
-  | { slot: number; trimmed: true }
+  | { slot: number; trimmed: true; task?: undefined }
+  | { slot: number; task: number; trimmed?: undefined }
   | {
     slot: number;
     jobId: number;
     trimmed?: undefined;
+    task?: undefined;
     tokens: Uint32Array;
     pieces: Uint8Array[];
     ends: boolean[];
@@ -69,6 +95,10 @@ interface NativeSlotLoop {
   commonPrefix(slot: number, prompt: Uint32Array): number;
   slotStates(): { busy: boolean; cachedTokens: number; tokensDecoded: number }[];
   dispose(): Promise<void>;
+  cacheTask(kind: CacheTaskKind, slot: number, path: string, byteBudget: number): number;
+  takeCacheTask(id: number): CacheTaskResult | null;
+  cacheImport(tokens: Uint32Array, state: Uint8Array, hits: number): boolean;
+  cacheStats(): PromptCacheNativeStats | null;
 }
 
 interface NativeModule {
@@ -100,6 +130,7 @@ export class SlotLoopBackend implements GenerationBackend {
   #native: NativeSlotLoop;
   #running = new Map<number, RunningJob>();
   #trims = new Map<number, (() => void)[]>();
+  #cacheTasks = new Map<number, { resolve: (result: CacheTaskResult) => void; reject: (error: Error) => void }>();
   /** Jobs given up on in JS (their consumer threw) that the loop has not ended yet, per slot. */
   #draining = new Map<number, { id: number; done: Promise<void>; resolve: () => void }>();
   #nextJobId = 1;
@@ -135,6 +166,8 @@ export class SlotLoopBackend implements GenerationBackend {
       gpuLayers: options.gpuLayers,
       ...(options.flashAttention === undefined ? {} : { flashAttention: options.flashAttention }),
       ...(options.nice === undefined ? {} : { nice: options.nice }),
+      ...(options.promptCacheKiB === undefined ? {} : { promptCacheKiB: Math.round(options.promptCacheKiB) }),
+      ...(options.promptCacheMinTokens === undefined ? {} : { promptCacheMinTokens: options.promptCacheMinTokens }),
     }, (events) => backend?.onStep(events));
     try {
       const info = await native.load();
@@ -202,9 +235,37 @@ export class SlotLoopBackend implements GenerationBackend {
     });
   }
 
+  /**
+   * Prompt-cache work on the loop thread, between steps: "snapshot" (idle slots into the host cache, then
+   * the most reused entries within `byteBudget`), or a slot's "save" / "restore" (a llama.cpp sequence
+   * state file at `path`) / "erase".
+   */
+  cacheTask(kind: CacheTaskKind, slot: number, path = "", byteBudget = 0): Promise<CacheTaskResult> {
+    if (this.#disposed) return Promise.reject(new Error("the slot loop is disposed"));
+    return new Promise<CacheTaskResult>((resolve, reject) => {
+      try {
+        const id = this.#native.cacheTask(kind, slot, path, byteBudget);
+        this.#cacheTasks.set(id, { resolve, reject });
+      } catch (error) {
+        reject(error instanceof Error ? error : new Error(String(error)));
+      }
+    });
+  }
+
+  /** Adds an entry read from disk to the host cache; false when it was refused (too big, bad token). */
+  cacheImport(entry: PromptCacheEntryData): boolean {
+    return this.#disposed ? false : this.#native.cacheImport(entry.tokens, entry.state, entry.hits);
+  }
+
+  cacheStats(): PromptCacheNativeStats | null {
+    return this.#disposed ? null : this.#native.cacheStats();
+  }
+
   async dispose(): Promise<void> {
     if (this.#disposed) return;
     this.#disposed = true;
+    for (const task of this.#cacheTasks.values()) task.reject(new Error("the slot loop was disposed"));
+    this.#cacheTasks.clear();
     for (const running of this.#running.values()) running.reject(new Error("the slot loop was disposed"));
     for (const waiting of this.#trims.values()) for (const resolve of waiting) resolve();
     for (const draining of this.#draining.values()) draining.resolve();
@@ -215,6 +276,16 @@ export class SlotLoopBackend implements GenerationBackend {
   private onStep(events: NativeStepEvent[]): void {
     if (this.#disposed) return;
     for (const event of events) {
+      if (event.task !== undefined) {
+        const waiting = this.#cacheTasks.get(event.task);
+        this.#cacheTasks.delete(event.task);
+        const result = this.#native.takeCacheTask(event.task);
+        if (waiting !== undefined) {
+          if (result === null) waiting.reject(new Error("the prompt cache task left no result"));
+          else waiting.resolve(result);
+        }
+        continue;
+      }
       if (event.trimmed) {
         this.#trims.get(event.slot)?.shift()?.();
         continue;

@@ -55,6 +55,7 @@
 #include "ggml-backend.h"
 #include "llama.h"
 #include "llama_backends.h"
+#include "prompt_cache_napi.h"
 
 namespace {
 
@@ -83,10 +84,11 @@ struct Job {
 };
 
 struct Command {
-    enum Kind { Start, Trim } kind = Start;
+    enum Kind { Start, Trim, Task } kind = Start;
     int32_t slot = 0;
     int32_t length = 0;
     std::unique_ptr<Job> job;
+    std::unique_ptr<bora::CacheTask> task;  // Task: prompt-cache work (prompt_cache.h)
 };
 
 struct TokenOut {
@@ -103,6 +105,7 @@ struct SlotEvent {
     int32_t slot = 0;
     uint32_t jobId = 0;
     bool trimmed = false;
+    uint32_t taskId = 0;  // a finished prompt-cache task (JS takes its result by id)
     bool withLogprobs = false;
     std::vector<TokenOut> tokens;
     std::string done;  // empty: still running
@@ -211,6 +214,9 @@ struct LoopCore {
     }
     uint64_t startCounter = 0;
     std::vector<llama_token_data> candidates;
+    bora::PromptCache promptCache;
+    bora::SlotAccess slotAccess;
+    bora::CacheTaskMailbox cacheTasks;
 
     ~LoopCore() { release(); }
 
@@ -300,6 +306,16 @@ struct LoopCore {
             slot->id = i;
             slots.push_back(std::move(slot));
         }
+        slotAccess.count = slotCount;
+        slotAccess.tokens = [this](int32_t i) -> const std::vector<llama_token>& { return slots[static_cast<size_t>(i)]->cache; };
+        slotAccess.idle = [this](int32_t i) { return slots[static_cast<size_t>(i)]->phase == SlotPhase::Idle; };
+        slotAccess.setTokens = [this](int32_t i, const std::vector<llama_token>& tokens, size_t length) {
+            Slot& slot = *slots[static_cast<size_t>(i)];
+            if (&tokens == &slot.cache) slot.cache.resize(length);
+            else slot.cache.assign(tokens.begin(), tokens.begin() + static_cast<std::ptrdiff_t>(std::min(length, tokens.size())));
+            slot.cachedCount.store(static_cast<int32_t>(slot.cache.size()));
+            if (slot.phase == SlotPhase::Idle) publish(slot);  // a slot action on an idle slot: JS sees it at once
+        };
         return "";
     }
 
@@ -334,6 +350,7 @@ struct LoopCore {
                 pendingCommands.swap(commands);
             }
             auto* step = new StepEvents();
+            promptCache.beginCommands();
             // Nothing thrown on this thread may escape it (std::terminate would end the process): a step
             // that throws past the per-slot guards fails the slots still active, and the loop goes on.
             try {
@@ -401,6 +418,13 @@ struct LoopCore {
 
     void applyCommand(Command& command, llama_memory_t memory, StepEvents& step) {
         Slot& slot = *slots[static_cast<size_t>(command.slot)];
+        if (command.kind == Command::Task) {
+            promptCache.runTask(*command.task, ctx, memory, slotAccess);
+            step.events.emplace_back();
+            step.events.back().taskId = command.task->id;
+            cacheTasks.post(std::move(command.task));
+            return;
+        }
         if (command.kind == Command::Trim) {
             if (slot.phase == SlotPhase::Idle && command.length < static_cast<int32_t>(slot.cache.size())) {
                 if (!llama_memory_seq_rm(memory, slot.id, command.length, -1)) {
@@ -429,18 +453,10 @@ struct LoopCore {
         }
         slot.job = std::move(command.job);
         const auto& prompt = slot.job->prompt;
-        // Keep the common prefix of the cache and the prompt; the prompt's last token is always decoded
-        // again, because its logits give the first new token.
-        size_t keep = 0;
-        while (keep < slot.cache.size() && keep < prompt.size() && slot.cache[keep] == prompt[keep]) keep++;
-        keep = std::min(keep, prompt.size() - 1);
-        if (keep < slot.cache.size()) {
-            if (!llama_memory_seq_rm(memory, slot.id, static_cast<llama_pos>(keep), -1)) {
-                llama_memory_seq_rm(memory, slot.id, -1, -1);
-                keep = 0;
-            }
-            setCache(slot, keep);
-        }
+        // The longest computed prefix of the prompt from any tier (this slot, another slot, host memory);
+        // the prompt's last token is always decoded again, because its logits give the first new token.
+        bora::CacheTier tier = bora::CacheTier::None;
+        const size_t keep = promptCache.prepareSlot(ctx, memory, slotAccess, slot.id, prompt, tier);
         slot.promptPos = keep;
         slot.cachedPromptTokens = static_cast<int32_t>(keep);
         slot.evaluated = 0;
@@ -739,13 +755,18 @@ void deliverStep(Napi::Env env, Napi::Function callback, LoopCore* core, StepEve
     std::unique_ptr<StepEvents> owned(step);
     if (env == nullptr || callback.IsEmpty()) return;
     for (const auto& event : owned->events) {
-        if (event.trimmed || !event.done.empty()) core->releaseProcess(env);
+        if (event.trimmed || event.taskId != 0 || !event.done.empty()) core->releaseProcess(env);
     }
     auto events = Napi::Array::New(env, owned->events.size());
     uint32_t index = 0;
     for (const auto& event : owned->events) {
         auto object = Napi::Object::New(env);
         object.Set("slot", Napi::Number::New(env, event.slot));
+        if (event.taskId != 0) {
+            object.Set("task", Napi::Number::New(env, event.taskId));
+            events.Set(index++, object);
+            continue;
+        }
         if (event.trimmed) {
             object.Set("trimmed", Napi::Boolean::New(env, true));
             events.Set(index++, object);
@@ -819,6 +840,10 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
                                InstanceMethod("commonPrefix", &SlotLoop::CommonPrefix),
                                InstanceMethod("slotStates", &SlotLoop::SlotStates),
                                InstanceMethod("dispose", &SlotLoop::Dispose),
+                               InstanceMethod("cacheTask", &SlotLoop::CacheTask),
+                               InstanceMethod("takeCacheTask", &SlotLoop::TakeCacheTask),
+                               InstanceMethod("cacheImport", &SlotLoop::CacheImport),
+                               InstanceMethod("cacheStats", &SlotLoop::CacheStats),
                            });
     }
 
@@ -835,6 +860,8 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
         core->batchSize = readInt(env, options, "batchSize", 1, 1 << 20);
         core->gpuLayers = readInt(env, options, "gpuLayers", -1, 1 << 20);
         if (options.Has("nice")) core->nice = readInt(env, options, "nice", 0, 19);
+        if (options.Has("promptCacheKiB")) core->promptCache.limitBytes = static_cast<size_t>(readInt(env, options, "promptCacheKiB", 0, 1 << 30)) << 10;
+        if (options.Has("promptCacheMinTokens")) core->promptCache.minTokens = static_cast<size_t>(readInt(env, options, "promptCacheMinTokens", 1, 1 << 20));
         const auto flash = options.Get("flashAttention");
         if (flash.IsBoolean()) core->flashAttention = flash.As<Napi::Boolean>().Value() ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
         onStep = Napi::Persistent(info[2].As<Napi::Function>());
@@ -856,6 +883,7 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
     bool loading = false;
     bool loaded = false;
     bool disposed = false;
+    uint32_t lastTaskId = 0;
 
    private:
     static int32_t readInt(Napi::Env env, const Napi::Object& options, const char* key, int32_t min, int32_t max) {
@@ -987,6 +1015,35 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
         auto result = Napi::Uint32Array::New(info.Env(), tokens->size());
         for (size_t i = 0; i < tokens->size(); i++) result[i] = static_cast<uint32_t>((*tokens)[i]);
         return result;
+    }
+
+    // Prompt cache (prompt_cache_napi.h): queue a task for the loop thread, take its result once the step
+    // event names it, import entries read from disk, read the counters.
+    Napi::Value CacheTask(const Napi::CallbackInfo& info) {
+        if (!loaded || disposed) throw Napi::Error::New(info.Env(), "the slot loop is not running");
+        Command command;
+        command.kind = Command::Task;
+        command.task = bora::cacheTaskFromJs(info, ++lastTaskId, core->slotCount);
+        const uint32_t id = command.task->id;
+        core->holdProcess(info.Env());
+        push(std::move(command));
+        return Napi::Number::New(info.Env(), id);
+    }
+
+    Napi::Value TakeCacheTask(const Napi::CallbackInfo& info) {
+        if (!core || info.Length() < 1 || !info[0].IsNumber()) return info.Env().Null();
+        auto task = core->cacheTasks.take(info[0].As<Napi::Number>().Uint32Value());
+        return task ? bora::cacheTaskToJs(info.Env(), *task) : info.Env().Null();
+    }
+
+    Napi::Value CacheImport(const Napi::CallbackInfo& info) {
+        if (!loaded || disposed) throw Napi::Error::New(info.Env(), "the slot loop is not running");
+        return bora::cacheImportFromJs(info, core->promptCache, core->nVocab);
+    }
+
+    Napi::Value CacheStats(const Napi::CallbackInfo& info) {
+        if (!loaded || disposed) return info.Env().Null();
+        return bora::cacheStatsToJs(info.Env(), core->promptCache);
     }
 
     // commonPrefix(slot, prompt: Uint32Array): how many leading prompt tokens the slot's cache holds, for

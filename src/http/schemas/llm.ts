@@ -33,7 +33,7 @@ export const GenerateResponseSchema = Type.Object({
   tool_calls: Type.Optional(Type.Array(ToolCallSchema, { description: "The calls the model made (finish_reason tool_calls); OpenAI's shape" })),
   usage: Type.Object({
     prompt_tokens: Type.Integer(),
-    cached_prompt_tokens: Type.Integer({ description: "Prompt tokens reused from the slot's cache" }),
+    cached_prompt_tokens: Type.Integer({ description: "Prompt tokens reused from the prompt cache (this slot, another slot, host memory or disk) instead of decoded" }),
     completion_tokens: Type.Integer(),
     total_tokens: Type.Integer(),
   }),
