@@ -9,8 +9,8 @@ import { startServiceProcess } from "./helpers/process.js";
 
 const SOAK_SECONDS = Number(process.env["SOAK_SECONDS"] ?? 60);
 const SOAK_REQUESTS = Number(process.env["SOAK_REQUESTS"] ?? 6000);
-const WARMUP_REQUESTS = 400;
-const CONCURRENCY = 6;
+const WARMUP_REQUESTS = 200;
+const CONCURRENCY = 5;
 const MiB = 2 ** 20;
 
 const models = await ensureTestModels();
