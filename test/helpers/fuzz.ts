@@ -93,11 +93,12 @@ export function requestArbitrary(models: { chat: string; embed: string }): fc.Ar
   const stream = maybeJunk(fc.boolean());
   const ollamaOptions = maybeJunk(record({
     temperature: maybeJunk(fc.double({ min: 0, max: 2, noNaN: true })), top_p: maybeJunk(fc.double({ min: 0, max: 1, noNaN: true })),
-    top_k: maybeJunk(fc.integer({ min: 0, max: 1000 })), num_predict: maybeJunk(fc.oneof(smallInt, fc.constantFrom(-1, -2))),
+    top_k: maybeJunk(fc.integer({ min: 0, max: 1000 })), num_predict: maybeJunk(fc.oneof({ weight: 20, arbitrary: smallInt }, { weight: 1, arbitrary: fc.constantFrom(-1, -2) })),
     seed: maybeJunk(fc.integer({ min: -1, max: 1000 })), stop: maybeJunk(fc.array(fc.constantFrom("\n", "a", "}"), { maxLength: 2 })),
     repeat_penalty: maybeJunk(fc.constantFrom(0, 0.5, 1, 1.3)), presence_penalty: maybeJunk(fc.double({ min: -2, max: 2, noNaN: true })),
     num_ctx: fc.constantFrom(512, 99999),
-  }));
+    // Ollama's default is "until the context is full": mostly a short answer, so a run covers many requests.
+  }, ["num_predict"]));
   const ollamaFormat = maybeJunk(fc.oneof(fc.constant("json"), fc.constant(""), jsonSchema));
 
   const bodies: [string, fc.Arbitrary<Record<string, unknown>>][] = [
@@ -121,11 +122,11 @@ export function requestArbitrary(models: { chat: string; embed: string }): fc.Ar
       model, messages: maybeJunk(fc.array(fc.record({ role: fc.constantFrom("system", "user", "assistant", "tool"), content: text }), { maxLength: 3 })),
       tools: maybeJunk(fc.array(tool, { maxLength: 2 })), format: ollamaFormat, options: ollamaOptions, stream, think: maybeJunk(fc.oneof(fc.boolean(), fc.constantFrom("low", "high"))),
       logprobs: maybeJunk(fc.boolean()), top_logprobs: maybeJunk(fc.integer({ min: 0, max: 20 })), keep_alive: fc.constantFrom("5m", 0),
-    }, ["model"])],
+    }, ["model", "options"])],
     ["/api/generate", record({
       model, prompt: maybeJunk(text), system: maybeJunk(text), raw: maybeJunk(fc.boolean()), suffix: maybeJunk(fc.constantFrom("", "end")),
       format: ollamaFormat, options: ollamaOptions, stream, think: maybeJunk(fc.boolean()), logprobs: maybeJunk(fc.boolean()), context: fc.constant([1, 2]),
-    }, ["model"])],
+    }, ["model", "options"])],
     ["/api/embed", record({ model: embedModel, input: maybeJunk(fc.oneof(text, fc.array(text, { maxLength: 3 }))), truncate: maybeJunk(fc.boolean()) }, ["model"])],
     ["/api/llm/embed", record({ texts: maybeJunk(fc.array(text, { maxLength: 3 })), model: maybeJunk(embedModel) }, ["texts"])],
     ["/tokenize", record({ content: maybeJunk(text), add_special: maybeJunk(fc.boolean()), parse_special: maybeJunk(fc.boolean()), with_pieces: maybeJunk(fc.boolean()), model: maybeJunk(fc.oneof(model, embedModel)) }, ["content"])],
@@ -280,7 +281,12 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
     const batch = generated.map((r) => withModelNames(r, names));
     batches++;
     requests += batch.length;
-    const outcomes = await Promise.all(batch.map((r) => send(base, r)));
+    const outcomes = await Promise.all(batch.map(async (r) => {
+      const started = Date.now();
+      const outcome = await send(base, r);
+      if (process.env["FUZZ_VERBOSE"]) log(`  ${r.route} ${outcome.status} ${Date.now() - started} ms`);
+      return outcome;
+    }));
     outcomes.forEach((o) => { statuses[o.status] = (statuses[o.status] ?? 0) + 1; });
     const problems = outcomes.flatMap((o, i) => o.problem ? [`${batch[i]!.route}: ${o.problem}`] : []);
     if (!alive()) problems.push(`the process died:\n${(proc as ServiceProcess | null)?.output().split("\n").slice(-15).join("\n")}`);
@@ -304,7 +310,10 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
     : searched;
   if (result !== searched) log(`fuzz: shrinking sent ${requests - searchedRequests} more requests`);
   let failure: string | null = null;
-  if (result.failed && result.counterexample) {
+  if (searched.failed && !result.failed) {
+    failure = `seed ${options.seed}, path ${searched.counterexamplePath}: failed once but not when replayed (a timing-dependent failure); the error:\n` +
+      String((searched.errorInstance as Error | undefined)?.message ?? searched.errorInstance);
+  } else if (result.failed && result.counterexample) {
     const [batch] = result.counterexample;
     failure = [
       `seed ${options.seed}, path ${result.counterexamplePath}, shrunk ${result.numShrinks} times${result.interrupted ? " (shrinking cut by its time limit)" : ""}; the error:`,
