@@ -154,3 +154,19 @@ t.test("row '40 short streamed requests in a row': no listener left on a process
   t.equal(getEventListeners(service.state.drainDeadline, "abort").length, 0, "no listener left on the drain deadline");
   t.same(warnings.filter((w) => /MaxListeners/.test(w)), [], "no MaxListenersExceededWarning");
 });
+
+t.test("fuzz finding (seed 777): repeat_penalty 0 is a 400 naming the field on every API, not a 500", async (t) => {
+  const service = await startTestService();
+  t.teardown(() => service.close());
+  const messages = [{ role: "user", content: "hola" }];
+  const seed = await postJson(service.app, "/api/llm/generate", { messages, max_new_tokens: 1, repeat_penalty: 0 });
+  t.equal(seed.statusCode, 400);
+  t.equal(seed.json<{ error: { field: string } }>().error.field, "repeat_penalty");
+  const openai = await postJson(service.app, "/v1/chat/completions", { messages, max_tokens: 1, repeat_penalty: 0, stream: true });
+  t.equal(openai.statusCode, 400);
+  t.equal(openai.json<{ error: { param: string } }>().error.param, "repeat_penalty");
+  const ollama = await postJson(service.app, "/api/chat", { model: service.engines.models.chat.name, messages, options: { repeat_penalty: 0, num_predict: 1 } });
+  t.equal(ollama.statusCode, 400);
+  t.match(ollama.json<{ error: string }>().error, /repeat_penalty/);
+  t.equal((await postJson(service.app, "/api/llm/generate", { messages, max_new_tokens: 1, repeat_penalty: 0.5 })).statusCode, 200, "above 0 is fine");
+});

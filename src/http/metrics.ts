@@ -1,5 +1,6 @@
 // Prometheus metrics at /metrics (prom-client): HTTP traffic, tokens, time to first token, slots and
 // queue. Gauges are read from the engines when scraped; counters are fed by the engine's events.
+import { getEventListeners } from "node:events";
 import type { FastifyInstance } from "fastify";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { ServiceState } from "../service.js";
@@ -62,6 +63,10 @@ export function installMetrics(app: FastifyInstance, state: ServiceState): void 
   new Gauge({
     name: "bora_http_requests_in_flight", help: "Requests whose responses are still open (probes excluded)", registers: [registry],
     collect() { this.set(state.inFlight); },
+  });
+  new Gauge({
+    name: "bora_drain_signal_listeners", help: "Abort listeners on the process-lifetime drain signal: one per running request, 0 when idle (a leak shows here)", registers: [registry],
+    collect() { this.set(getEventListeners(state.drainDeadline, "abort").length); },
   });
   new Gauge({
     name: "bora_generation_engine_info", help: "1 for the generation path that runs (native slot loop or node-llama-cpp)", labelNames: ["engine", "requested"], registers: [registry],

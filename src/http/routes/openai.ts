@@ -40,19 +40,6 @@ function usageOf(r: GenerationResult) {
 export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = async (app, { state }) => {
   const errors = { 400: OpenAIErrorSchema, 404: OpenAIErrorSchema, 429: OpenAIErrorSchema, 500: OpenAIErrorSchema, 503: OpenAIErrorSchema };
 
-  /** `requested` must name the served model `served` (any of its names: see ServedModels.find). */
-  const requireModel = (requested: string | undefined, served: string, _aliases: readonly string[] = []) => {
-    if (requested === undefined) return;
-    const { models } = state.engines();
-    const found = models.find(requested);
-    if (found === undefined) {
-      throw new EngineError("model_not_found", `The model '${requested}' does not exist here; this server serves ${models.describeServed()}.`, 404, "model");
-    }
-    if (found.name !== served) {
-      throw new EngineError("model_not_found", `The model '${requested}' cannot serve this endpoint; use '${served}'.`, 404, "model");
-    }
-  };
-
   app.post("/v1/chat/completions", {
     schema: {
       summary: "OpenAI chat completion (stream: true for server-sent chunks)",

@@ -34,8 +34,7 @@ export const SamplingControls = {
   stop: Type.Optional(StopSchema),
   presence_penalty: Type.Optional(Type.Number({ minimum: -2, maximum: 2 })),
   frequency_penalty: Type.Optional(Type.Number({ minimum: -2, maximum: 2 })),
-  // llama.h: penalty_repeat must be > 0 (it divides positive logits); 1.0 = disabled.
-  repeat_penalty: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 10, description: "llama.cpp repetition penalty, > 0 (1: off)" })),
+  repeat_penalty: Type.Optional(Type.Number({ minimum: 1e-6, maximum: 10, description: "llama.cpp repetition penalty (1: off; above 0, as llama.h requires: at least 1e-6, so it stays above 0 as a 32-bit float)" })),
   response_format: Type.Optional(ResponseFormatSchema),
   ignore_eos: Type.Optional(Type.Boolean({ description: "Keep generating past the end-of-text token, up to the token limit (benchmarks)" })),
   enable_thinking: Type.Optional(Type.Boolean({ description: "Qwen3 thinks before answering; the reasoning is returned apart from the answer" })),

@@ -25,7 +25,7 @@ export const OllamaOptionsSchema = Type.Object({
   num_predict: Type.Optional(Type.Integer({ minimum: -2, description: "Most tokens to generate; -1 or -2: until the context is full" })),
   seed: Type.Optional(Type.Integer({ minimum: -1, maximum: 4294967294, description: "-1: random; 0..4294967294 (4294967295 is llama.cpp's own 'random')" })),
   stop: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { maxItems: 16 })),
-  repeat_penalty: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 10, description: "> 0 (llama.h); 1: off" })),
+  repeat_penalty: Type.Optional(Type.Number({ minimum: 1e-6, maximum: 10, description: "Above 0 (llama.h): at least 1e-6; 1: off" })),
   presence_penalty: Type.Optional(Type.Number({ minimum: -2, maximum: 2 })),
   frequency_penalty: Type.Optional(Type.Number({ minimum: -2, maximum: 2 })),
 }, { description: "Sampling options; the others Ollama knows (num_ctx, num_thread, mirostat, …) are accepted and ignored" });
