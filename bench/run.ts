@@ -5,6 +5,7 @@
 //
 //   npm run bench -- [--mode=paired|sequential] [--pairs=N] [--drift-factor=X] [--runs=N] [--engine=native|node-llama-cpp]
 //                    [--quick] [--only=decode,aggregate,ttft,late,health,embed,tiny] [--threads=N] [--quiet-wait=SECONDS] [--no-readme]
+//   Opt-in, paired mode only: --only=cache-restart,cache-busy,cache-many,rerank,embed-multilingual (lib/args.ts).
 //
 // Paired mode (the default; lib/paired.ts, rows in lib/rows.ts): each group's servers (ours and llama-server's)
 // are loaded at once and only one works at a time, in short alternating blocks A B, B A, ...; each row's
@@ -20,7 +21,7 @@ import os from "node:os";
 import path from "node:path";
 import { buildDist } from "../scripts/build-dist.ts";
 import { projectRoot } from "../scripts/lib/llama-source.ts";
-import { METRICS, parseArgs, type BenchOptions, type MetricName } from "./lib/args.ts";
+import { DEFAULT_METRICS, parseArgs, type BenchOptions, type MetricName } from "./lib/args.ts";
 import { ensureBenchModels, ensureLlamaBuild, type BenchModels, type LlamaBuild } from "./lib/artifacts.ts";
 import { CpuMeter, InterferenceGuard, waitForQuietCpu, type CpuShare, type GuardRecord } from "./lib/cpu.ts";
 import { RequestTimeoutError } from "./lib/http.ts";
@@ -365,7 +366,7 @@ async function main(): Promise<void> {
   progress(`wrote ${[files.json, files.copy, files.md, files.svg].map((f) => path.relative(projectRoot, f)).join(", ")}`);
 
   // Only a full run of every metric on the real bench models may replace the README's numbers.
-  const full = !opts.quick && !models.overridden && METRICS.every((m) => opts.only.has(m)) && opts.threads === os.availableParallelism();
+  const full = !opts.quick && !models.overridden && DEFAULT_METRICS.every((m) => opts.only.has(m)) && opts.threads === os.availableParallelism();
   if (opts.readme && full) {
     const minutes = (elapsedSeconds() / 60).toFixed(1);
     const extra = [

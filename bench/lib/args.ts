@@ -7,8 +7,22 @@ import os from "node:os";
  * generating; embed: throughput (1×256, 32×8) and one short text's latency (alone, and while generating);
  * tiny: overhead-bound single-stream decode on a tiny Qwen3 (separate server processes on both sides).
  */
-export const METRICS = ["decode", "aggregate", "ttft", "late", "health", "embed", "tiny", "followup"] as const;
+export const METRICS = [
+  "decode", "aggregate", "ttft", "late", "health", "embed", "tiny", "followup",
+  "cache-restart", "cache-busy", "cache-many", "rerank", "embed-multilingual",
+] as const;
 export type MetricName = (typeof METRICS)[number];
+
+/**
+ * Opt-in (`--only=`): each loads servers of its own and together they would roughly double a full run.
+ * cache-restart, cache-busy, cache-many: the prompt-cache rows (issue 18; the 1.7B-shaped model with 8 and
+ * 4 slots, llama-server with its host-memory prompt cache and --slot-save-path); rerank, embed-multilingual:
+ * the retrieval rows (issue 17; real-shaped bge-reranker-v2-m3 and multilingual-e5-small fixtures, after an
+ * oracle check against llama-server).
+ */
+export const OPT_IN_METRICS: readonly MetricName[] = ["cache-restart", "cache-busy", "cache-many", "rerank", "embed-multilingual"];
+/** What a plain `npm run bench` measures (and what a README table needs). */
+export const DEFAULT_METRICS: readonly MetricName[] = METRICS.filter((m) => !OPT_IN_METRICS.includes(m));
 
 export const ENGINES = ["native", "node-llama-cpp"] as const;
 export type EnginePath = (typeof ENGINES)[number];
@@ -87,7 +101,7 @@ function splitFlags(argv: readonly string[]): [string, string | undefined][] {
 }
 
 export function parseArgs(argv: readonly string[]): BenchOptions {
-  let only: Set<MetricName> = new Set(METRICS);
+  let only: Set<MetricName> = new Set(DEFAULT_METRICS);
   let quick = false;
   let runs = 1;
   let engine: EnginePath | undefined;

@@ -33,16 +33,18 @@ export type RestartResult = { warmMs: number; afterRestartMs: number; afterResta
  * Per repetition: a new system prompt is sent twice (the second TTFT is the warm one), then `restart`
  * stops the server (SIGTERM: ours persists its prompt cache then) and starts it again, `afterRestart`
  * may restore state by hand (llama-server: POST /slots/0?action=restore), and the same prompt is sent.
+ * `first`: the first repetition's number, so that each call (a bench block) uses system prompts new to the server.
  */
 export async function measureFirstAfterRestart(
   chat: ChatTarget,
   restart: () => Promise<ChatTarget>,
   reps: number,
   hooks: { beforeRestart?: (chat: ChatTarget) => Promise<void>; afterRestart?: (chat: ChatTarget) => Promise<void> } = {},
+  first = 0,
 ): Promise<RestartResult> {
   const runs: RestartRun[] = [];
   let target = chat;
-  for (let i = 0; i < reps; i++) {
+  for (let i = first; i < first + reps; i++) {
     const system = systemPrompt(18_000 + i);
     await ask(target, system, 1);
     const warm = await ask(target, system, 2);
@@ -72,9 +74,9 @@ export type BusyResult = { p50Ms: number; p90Ms: number; runs: BusyRun[] };
  * A shared ~400-token system prompt is sent once; then 3 streams with other prompts start (they hold 3
  * slots) and 4 clients send the shared prompt with different questions at once. p50 of their TTFTs.
  */
-export async function measureWarmWhileBusy(chat: ChatTarget, reps: number): Promise<BusyResult> {
+export async function measureWarmWhileBusy(chat: ChatTarget, reps: number, first = 0): Promise<BusyResult> {
   const runs: BusyRun[] = [];
-  for (let i = 0; i < reps; i++) {
+  for (let i = first; i < first + reps; i++) {
     const shared = systemPrompt(18_100 + i);
     await ask(chat, shared, 100);
     const stop = new AbortController();

@@ -58,13 +58,16 @@ export class OracleMismatch extends Error {
 
 type RerankResponse = { results: { index: number; relevance_score: number }[] };
 
-/** llama-server's (and Jina/Cohere's) /v1/rerank; the raw score, i.e. llama.cpp's rank head output. */
-export function httpRerankTarget(name: string, baseUrl: string, model?: string, route = "/v1/rerank"): RerankTarget {
+/**
+ * llama-server's (and Jina/Cohere's) /v1/rerank; the raw score, i.e. llama.cpp's rank head output. `extraBody`
+ * goes into every request (ours: `raw_scores: true`, since its Cohere-shaped default is a probability).
+ */
+export function httpRerankTarget(name: string, baseUrl: string, model?: string, route = "/v1/rerank", extraBody: Record<string, unknown> = {}, timeoutMs?: number): RerankTarget {
   return {
     name,
     async rerank(query, documents) {
-      const body = { ...(model === undefined ? {} : { model }), query, documents, top_n: documents.length };
-      const response = await postJson<RerankResponse>(`${baseUrl}${route}`, body);
+      const body = { ...(model === undefined ? {} : { model }), ...extraBody, query, documents, top_n: documents.length };
+      const response = await postJson<RerankResponse>(`${baseUrl}${route}`, body, timeoutMs);
       const scores = new Array<number>(documents.length).fill(NaN);
       for (const r of response.results) scores[r.index] = r.relevance_score;
       if (scores.some(Number.isNaN)) throw new Error(`${name}: ${response.results.length} results for ${documents.length} documents`);

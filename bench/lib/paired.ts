@@ -3,8 +3,10 @@
 // compares the two servers seconds apart instead of minutes apart (a drifting VM made sequential ratios
 // meaningless: llama-server's own decode fell from 11.4 to 1.5 tok/s within one run). Rows are defined in
 // rows.ts; the arithmetic is in pairing.ts.
+import { mkdirSync, rmSync } from "node:fs";
+import path from "node:path";
 import type { BenchOptions } from "./args.ts";
-import type { BenchModels, LlamaBuild } from "./artifacts.ts";
+import { benchCacheDir, type BenchModels, type LlamaBuild } from "./artifacts.ts";
 import { CpuMeter, waitForQuietCpu } from "./cpu.ts";
 import { RequestTimeoutError } from "./http.ts";
 import { progress } from "./log.ts";
@@ -13,13 +15,19 @@ import { freePort, startServer, type RunningServer, type ServerSpec } from "./pr
 import type { Row } from "./report.ts";
 import { settingsInLog } from "./results.ts";
 import { PAIRED_METRICS, type GroupId, type PairedMetric, type RowSpec, type SideTargets } from "./rows.ts";
-import { llamaChatSpec, llamaEmbedSpec, ourServiceSpec } from "./servers.ts";
+import { LlamaServerVectors, httpRerankTarget, llamaMultilingualEmbedSpec } from "./oracle-rerank.ts";
+import { RAG_EMBED_MODEL, RAG_RERANK_MODEL, RAG_TIMEOUT_MS, ensureRagModels, httpVectorTarget, llamaRagRerankSpec, ourRagSpec } from "./rag-rows.ts";
+import { CHAT_SLOTS, llamaCacheChatSpec, llamaChatSpec, llamaEmbedSpec, ourCacheSpec, ourServiceSpec } from "./servers.ts";
 import { LlamaServerChat, LlamaServerEmbed, OurChat } from "./targets.ts";
 
 /** One block as measured: its side, values per row, the CPU other processes took meanwhile, or its error. */
 export type BlockRecord = { pair: number; side: Side; values: Record<string, number>; otherCores: number; seconds: number; error?: string };
 
-export type MetricRecord = { metric: string; group: GroupId; blocks: BlockRecord[]; errors: string[] };
+export type MetricRecord = {
+  metric: string; group: GroupId; blocks: BlockRecord[]; errors: string[];
+  /** What the metric's check (an oracle) found, when it has one and it passed. */
+  checked?: string;
+};
 
 type GroupProcess = { side: Side; label: string; server: RunningServer; readySeconds: number };
 
@@ -41,11 +49,37 @@ type GroupDef = {
   /** Each side's processes, started one after the other. */
   specs(opts: BenchOptions, models: BenchModels, build: LlamaBuild): Promise<Record<Side, ServerSpec[]>>;
   /** Each side's targets from its running processes (same order as specs). */
-  targets(side: Side, urls: string[]): Omit<SideTargets, "pids" | "restart" | "side" | "name">;
+  targets(side: Side, urls: string[], specs: readonly ServerSpec[]): Omit<SideTargets, "pids" | "restart" | "side" | "name">;
 };
 
 const origin = (spec: ServerSpec) => new URL(spec.readyUrl).origin;
 
+/** The prompt-cache groups: ours' cache directory starts empty (no prefixes from an earlier run). */
+function cacheDirs(group: string): { promptCacheDir: string; slotSavePath: string } {
+  const promptCacheDir = path.join(benchCacheDir, `prompt-cache-${group}`);
+  const slotSavePath = path.join(benchCacheDir, `slot-save-${group}`);
+  rmSync(promptCacheDir, { recursive: true, force: true });
+  rmSync(slotSavePath, { recursive: true, force: true });
+  mkdirSync(promptCacheDir, { recursive: true });
+  mkdirSync(slotSavePath, { recursive: true });
+  return { promptCacheDir, slotSavePath };
+}
+
+/** The cache groups: the main chat model on both sides with `slots` slots, prompt caches at their defaults. */
+function cacheGroup(group: "cache" | "cache4", slots: number): GroupDef {
+  return {
+    specs: async (opts, models, build) => {
+      const dirs = cacheDirs(group);
+      return {
+        ours: [ourCacheSpec({ threads: opts.threads, port: await freePort() }, models, opts.engine, slots, dirs.promptCacheDir, `ours ${group}`)],
+        llama: [llamaCacheChatSpec(build.server, { threads: opts.threads, port: await freePort() }, models.chat, slots, dirs.slotSavePath, `llama-server ${group}`)],
+      };
+    },
+    targets: (side, [chatUrl = ""]) => ({
+      chat: side === "ours" ? new OurChat(chatUrl) : new LlamaServerChat(chatUrl), healthUrl: `${chatUrl}/health`, slots,
+    }),
+  };
+}
 /**
  * The server groups. A group's processes are all loaded while its metrics run; groups run one after the
  * other, so the peak memory is that of the largest group (main: about ours' 4.3 GB + llama-server chat
@@ -72,6 +106,46 @@ export const GROUPS: Record<GroupId, GroupDef> = {
     targets: (side, [chatUrl = ""]) => side === "ours"
       ? { chat: new OurChat(chatUrl), embed: new OurChat(chatUrl), healthUrl: `${chatUrl}/health` }
       : { chat: new LlamaServerChat(chatUrl), healthUrl: `${chatUrl}/health` },
+  },
+  // Opt-in groups (args.ts OPT_IN_METRICS). Prompt caches: 8 slots as main (a warm prefix in one slot while
+  // others are busy), 4 slots for 16 prompts cycling; llama-server's --cache-ram at its default.
+  cache: cacheGroup("cache", CHAT_SLOTS),
+  cache4: cacheGroup("cache4", 4),
+  // Retrieval: ours with the fixtures in EMBED_MODELS / RERANK_MODELS (tiny chat and embed models beside them);
+  // llama-server --rerank and --embedding on the same files. Only the selected metrics' models are loaded.
+  rag: {
+    specs: async (opts, _models, build) => {
+      const files = await ensureRagModels({ embed: opts.only.has("embed-multilingual"), rerank: opts.only.has("rerank") });
+      const setup = async () => ({ threads: opts.threads, port: await freePort() });
+      const llama: ServerSpec[] = [];
+      if (files.rerank !== undefined) llama.push(llamaRagRerankSpec(build.server, await setup(), files.rerank));
+      if (files.embed !== undefined) {
+        const s = await setup();
+        llama.push(llamaMultilingualEmbedSpec(build.server, s.threads, s.port, files.embed));
+      }
+      return { ours: [ourRagSpec(await setup(), { chat: _models.tinyChat, embed: _models.tinyEmbed }, files, opts.engine)], llama };
+    },
+    targets: (side, urls, specs) => {
+      const urlOf = (label: string) => urls[specs.findIndex((sp) => sp.label.startsWith(label))];
+      if (side === "ours") {
+        const url = urls[0] ?? "";
+        return {
+          chat: new OurChat(url), healthUrl: `${url}/health`,
+          // raw_scores: llama-server's relevance_score is the head's raw output; ours' default is a probability.
+          rerank: httpRerankTarget("ours", url, RAG_RERANK_MODEL, "/v1/rerank", { raw_scores: true }, RAG_TIMEOUT_MS),
+          vectors: httpVectorTarget("ours", url, RAG_EMBED_MODEL),
+        };
+      }
+      const rerankUrl = urlOf("llama-server rerank");
+      const embedUrl = urlOf("llama-server embed");
+      const first = urls[0] ?? "";
+      return {
+        // No chat server on this side: the rag metrics never use `chat`; /health is the first process's.
+        chat: new LlamaServerChat(first), healthUrl: `${first}/health`,
+        ...(rerankUrl === undefined ? {} : { rerank: httpRerankTarget("llama-server", rerankUrl, undefined, "/v1/rerank", {}, RAG_TIMEOUT_MS) }),
+        ...(embedUrl === undefined ? {} : { vectors: new LlamaServerVectors(embedUrl) }),
+      };
+    },
   },
 };
 
@@ -102,7 +176,7 @@ async function startGroup(group: GroupId, opts: BenchOptions, models: BenchModel
     throw error;
   }
   const sideTargets = (side: Side): SideTargets => ({
-    ...def.targets(side, specs[side].map(origin)),
+    ...def.targets(side, specs[side].map(origin), specs[side]),
     side,
     name: side === "ours" ? "ours" : "llama-server",
     pids: () => processes.filter((p) => p.side === side).map((p) => p.server.pid),
@@ -139,6 +213,20 @@ async function runBlock(metric: PairedMetric, side: SideTargets, index: number, 
 
 async function runMetric(metric: PairedMetric, sides: Record<Side, SideTargets>, opts: BenchOptions, stuck: Set<Side>): Promise<MetricRecord> {
   const record: MetricRecord = { metric: metric.metric, group: metric.group, blocks: [], errors: [] };
+  if (metric.check !== undefined) {
+    try {
+      record.checked = await metric.check(sides);
+      progress(`  ${metric.metric} ${record.checked}`);
+    } catch (error) {
+      // Loud: no block runs (a faster wrong answer is no result), the rows show ERROR, the bench exits non-zero.
+      const message = `CHECK FAILED: ${error instanceof Error ? error.message : String(error)}`;
+      progress(`  ${metric.metric} ${message}`);
+      process.exitCode = 1;
+      record.errors.push(message);
+      for (const [pair, order] of blockOrder(opts.pairs).entries()) for (const side of order) record.blocks.push({ pair, side, values: {}, otherCores: 0, seconds: 0, error: message });
+      return record;
+    }
+  }
   for (const side of ["ours", "llama"] as const) {
     if (stuck.has(side) || metric.warmup === undefined) continue;
     try {
@@ -179,13 +267,18 @@ export function pairedRow(spec: RowSpec, record: MetricRecord, driftFactor: numb
   const summary = summarizePairs([...pairs.values()], spec.driftFactor ?? driftFactor);
   const failedSide = (side: Side) => record.blocks.some((b) => b.side === side) && record.blocks.filter((b) => b.side === side).every((b) => b.error !== undefined);
   const failed = { ours: failedSide("ours"), llama: failedSide("llama") };
-  const limit = spec.limit;
   const ratio = summary.ratio;
-  const pass = limit === undefined || ratio === null ? null : spec.better === "higher" ? ratio >= limit : ratio <= limit;
+  const sign = spec.better === "higher" ? "≥" : "≤";
+  const within = (value: number | null, limit: number) => (value === null ? null : spec.better === "higher" ? value >= limit : value <= limit);
+  // A bound on ours' own value (oursLimit) or on the ratio (limit).
+  const target = spec.oursLimit !== undefined
+    ? { text: `ours ${sign} ${spec.oursLimit.toFixed(1)}x`, limit: spec.oursLimit, pass: failed.ours ? false : within(summary.ours, spec.oursLimit) }
+    : spec.limit === undefined ? null
+      : { text: `${sign} ${spec.limit.toFixed(1)}x`, limit: spec.limit, pass: failed.ours ? false : within(ratio, spec.limit) };
   return {
     id: spec.id, label: spec.label, unit: spec.unit, digits: spec.digits, better: spec.better,
     ours: summary.ours, llama: summary.llama, ratio,
-    target: limit === undefined ? null : { text: `${spec.better === "higher" ? "≥" : "≤"} ${limit.toFixed(1)}x`, limit, pass: failed.ours ? false : pass },
+    target,
     failed, spread: summary.spread === null ? null : { runs: summary.spread.pairs, min: summary.spread.min, max: summary.spread.max }, spreadOf: "pairs",
     unstable: summary.drift.unstable ? { ours: summary.drift.ours, llama: summary.drift.llama, factor: summary.drift.factor } : null,
   };
@@ -264,6 +357,7 @@ function pairedNotes(rows: readonly Row[], metrics: readonly MetricRecord[], gro
     if (r.unstable) notes.push(`${r.id} UNSTABLE: blocks varied ${r.unstable.ours.toFixed(2)}x on ours and ${r.unstable.llama.toFixed(2)}x on llama-server (limit ${r.unstable.factor}x); median ratio would have been ${r.ratio?.toFixed(2) ?? "—"}`);
   }
   for (const m of metrics) {
+    if (m.checked !== undefined) notes.push(`${m.metric}: ${m.checked}`);
     for (const e of m.errors) notes.push(`${m.metric}: ${e}`);
     const busy = m.blocks.filter((b) => b.otherCores > 0.25);
     if (busy.length > 0) notes.push(`${m.metric}: other processes took more than 0.25 cores during ${busy.length}/${m.blocks.length} blocks (up to ${Math.max(...busy.map((b) => b.otherCores)).toFixed(2)})`);

@@ -20,6 +20,10 @@
 //       `side.restart()` restarts that side's processes and resolves with the seconds to ready.
 //     Throwing marks that block failed (the row shows ERROR if no pair succeeds); a RequestTimeoutError
 //     skips the rest of that side's blocks in the group (the server is stuck).
+//     - `check(sides)` (optional): once before the warm-ups, with both sides; throwing (an oracle mismatch)
+//       fails every block of the metric and makes the bench exit non-zero; its string goes to the notes.
+//     - `oursLimit` on a row: a target on ours' own value (e.g. after-restart TTFT / own warm TTFT), not on
+//       the ratio against llama-server.
 //  3. That is all: the table, JSON, README and chart pick the rows up in PAIRED_METRICS order. For a
 //     sequential-mode value too (`--mode=sequential`), add it to report.ts's buildRows.
 import type { MetricName, Workload } from "./args.ts";
@@ -28,6 +32,10 @@ import {
   healthLoad, lateBlock, ttftBlock, whileGenerating,
 } from "./measure.ts";
 import type { Side } from "./pairing.ts";
+import { measureFirstAfterRestart, measureManyPrompts, measureWarmWhileBusy } from "./cache-rows.ts";
+import { postJson } from "./http.ts";
+import { checkEmbedOracle, checkRerankOracle, type RerankTarget, type VectorTarget } from "./oracle-rerank.ts";
+import { rerankBlock, vectorBlock } from "./rag-rows.ts";
 import { followUpBlock } from "./responses-rows.ts";
 import type { Direction } from "./report.ts";
 import type { ChatTarget, EmbedTarget } from "./targets.ts";
@@ -46,6 +54,11 @@ export type SideTargets = {
   pids(): number[];
   /** Restarts this side's processes in the group; resolves with the seconds until they were all ready. */
   restart(): Promise<number>;
+  /** The rag group's reranker and multilingual embedder, each over HTTP (absent where not selected). */
+  readonly rerank?: RerankTarget;
+  readonly vectors?: VectorTarget;
+  /** Chat slots of this group's servers (the cache group's llama-server saves and restores each one). */
+  readonly slots?: number;
 };
 
 export type BlockContext = {
@@ -64,14 +77,17 @@ export type RowSpec = {
   limit?: number;
   /** Largest/smallest of one side's blocks above which the row is UNSTABLE; default `--drift-factor`. */
   driftFactor?: number;
+  /** Target as a bound on ours' own value instead (a ratio against itself, e.g. after-restart / warm TTFT). */
+  oursLimit?: number;
 };
 
-export type GroupId = "main" | "tiny";
+export type GroupId = "main" | "tiny" | "cache" | "cache4" | "rag";
 
 export type PairedMetric = {
   metric: MetricName;
   group: GroupId;
   rows: readonly RowSpec[];
+  check?: (sides: Readonly<Record<Side, SideTargets>>) => Promise<string>;
   warmup?: (side: SideTargets, ctx: Omit<BlockContext, "index">) => Promise<void>;
   block: (side: SideTargets, ctx: BlockContext) => Promise<Record<string, number>>;
 };
@@ -79,6 +95,50 @@ export type PairedMetric = {
 function needEmbed(side: SideTargets): EmbedTarget {
   if (side.embed === undefined) throw new Error(`${side.name}: no embedding server in this group`);
   return side.embed;
+}
+
+function needRerank(side: SideTargets): RerankTarget {
+  if (side.rerank === undefined) throw new Error(`${side.name}: no reranker in this group`);
+  return side.rerank;
+}
+
+function needVectors(side: SideTargets): VectorTarget {
+  if (side.vectors === undefined) throw new Error(`${side.name}: no multilingual embedder in this group`);
+  return side.vectors;
+}
+
+/**
+ * llama-server's manual persistence around a restart: every slot saved before (the warm prompt sits in
+ * whichever slot served it), every saved file restored after (the next request then picks the slot whose
+ * prompt it shares). At least one restore must succeed, or the row would time a plain restart.
+ */
+function llamaSlotHooks(slots: number) {
+  const file = (slot: number) => `bench-restart-slot${slot}.bin`;
+  const saved = new Set<number>();
+  return {
+    beforeRestart: async (chat: ChatTarget) => {
+      saved.clear();
+      for (let slot = 0; slot < slots; slot++) {
+        try {
+          await postJson(`${chat.baseUrl}/slots/${slot}?action=save`, { filename: file(slot) });
+          saved.add(slot);
+        } catch { /* an empty slot: nothing to keep */ }
+      }
+    },
+    afterRestart: async (chat: ChatTarget) => {
+      let restored = 0;
+      const errors: string[] = [];
+      for (const slot of saved) {
+        try {
+          await postJson(`${chat.baseUrl}/slots/${slot}?action=restore`, { filename: file(slot) });
+          restored++;
+        } catch (error) {
+          errors.push(error instanceof Error ? error.message : String(error));
+        }
+      }
+      if (restored === 0) throw new Error(`llama-server restored no slot (saved ${saved.size}): ${errors.join("; ")}`);
+    },
+  };
 }
 
 /** p99 of 64 paced connections and first-token latency with streams running move more than rates do. */
@@ -185,6 +245,95 @@ export const PAIRED_METRICS: readonly PairedMetric[] = [
     block: async (s, c) => {
       const runs = await followUpBlock(s.chat.baseUrl, 1000 + c.index, s.side === "ours" ? ["chain", "chat"] : ["chat"]);
       return { followup_chain: (runs.chain ?? runs.chat)!.ttftMs, followup_chat: runs.chat!.ttftMs };
+    },
+  },
+  // ---- opt-in (args.ts OPT_IN_METRICS) ----
+  {
+    // Issue 18: a new ~400-token system prompt sent twice (the second TTFT is the warm one), the side
+    // restarted (SIGTERM: ours persists its prompt cache), the same prompt again. llama-server twice per
+    // block: a plain restart, and one with every slot saved to --slot-save-path and restored by hand.
+    metric: "cache-restart", group: "cache",
+    rows: [
+      { id: "cache_restart_warm", label: "Restart rows: warm TTFT before the restart", unit: "ms", digits: 0, better: "lower", driftFactor: NOISY },
+      { id: "cache_restart", label: "TTFT first request after a restart (llama: no restore)", unit: "ms", digits: 0, better: "lower", driftFactor: NOISY },
+      { id: "cache_restart_restore", label: "TTFT after a restart (llama: slot save + restore; ours: as above)", unit: "ms", digits: 0, better: "lower", driftFactor: NOISY },
+      { id: "cache_restart_over_warm", label: "After-restart TTFT / own warm TTFT (llama: no restore)", unit: "x", digits: 2, better: "lower", oursLimit: 1.2, driftFactor: NOISY },
+      { id: "cache_restart_ready", label: "Restart: stop to ready", unit: "s", digits: 1, better: "lower" },
+    ],
+    block: async (s, c) => {
+      let readySeconds = 0;
+      const restart = async () => { readySeconds = await s.restart(); return s.chat; };
+      // Prompt ids 2i (both sides) and 2i + 1 (llama-server's restore run): new to the server in every block.
+      const plain = await measureFirstAfterRestart(s.chat, restart, 1, {}, 2 * c.index);
+      const ready = readySeconds;
+      const restored = s.side === "ours" ? plain : await measureFirstAfterRestart(s.chat, restart, 1, llamaSlotHooks(s.slots ?? 1), 2 * c.index + 1);
+      return {
+        cache_restart_warm: plain.warmMs, cache_restart: plain.afterRestartMs, cache_restart_restore: restored.afterRestartMs,
+        cache_restart_over_warm: plain.afterRestartOverWarm, cache_restart_ready: ready,
+      };
+    },
+  },
+  {
+    // Issue 18: one ~400-token system prompt sent once; 3 streams with other prompts keep 3 slots busy; 4
+    // clients then send the shared prompt at once (p50 and p90 of their 4 TTFTs).
+    metric: "cache-busy", group: "cache",
+    rows: [
+      { id: "cache_busy_p50", label: "Warm while busy: TTFT p50, 4 clients + 3 streams", unit: "ms", digits: 0, better: "lower", limit: 0.5, driftFactor: NOISY },
+      { id: "cache_busy_p90", label: "Warm while busy: TTFT p90", unit: "ms", digits: 0, better: "lower", driftFactor: NOISY },
+    ],
+    block: async (s, c) => {
+      const r = await measureWarmWhileBusy(s.chat, 1, c.index);
+      return { cache_busy_p50: r.p50Ms, cache_busy_p90: r.p90Ms };
+    },
+  },
+  {
+    // Issue 18: 16 distinct ~400-token system prompts over 4 slots, one unmeasured round then one measured;
+    // and the side's own warm TTFT (same slots) for the "<= 1.2x our own warm" target.
+    metric: "cache-many", group: "cache4",
+    rows: [
+      { id: "cache_many_p50", label: "16 prompts over 4 slots: TTFT p50", unit: "ms", digits: 0, better: "lower", limit: 1.0, driftFactor: NOISY },
+      { id: "cache_many_p90", label: "16 prompts over 4 slots: TTFT p90", unit: "ms", digits: 0, better: "lower", driftFactor: NOISY },
+      { id: "cache_many_cached", label: "16 prompts over 4 slots: prompt tokens cached", unit: "%", digits: 0, better: "higher" },
+      { id: "cache_many_over_warm", label: "16 prompts: TTFT p50 / own warm TTFT", unit: "x", digits: 2, better: "lower", oursLimit: 1.2, driftFactor: NOISY },
+    ],
+    block: async (s, c) => {
+      const many = await measureManyPrompts(s.chat, 16, 2);
+      const warm = await ttftBlock(s.chat, 2000 + c.index);
+      return { cache_many_p50: many.p50Ms, cache_many_p90: many.p90Ms, cache_many_cached: 100 * many.cachedShare, cache_many_over_warm: many.p50Ms / warm.warmMs };
+    },
+  },
+  {
+    // Issue 17: rerank throughput over HTTP; first the oracle (scores within 1e-4, same order).
+    metric: "rerank", group: "rag",
+    rows: [
+      { id: "rerank_single", label: "Rerank, 1 request × 64 documents", unit: "pairs/s", digits: 1, better: "higher", limit: 1.0 },
+      { id: "rerank_concurrent", label: "Rerank, 8 clients × 16 documents", unit: "pairs/s", digits: 1, better: "higher", limit: 1.0 },
+    ],
+    check: async (sides) => {
+      const r = await checkRerankOracle(needRerank(sides.ours), needRerank(sides.llama));
+      return `oracle: ${r.comparisons} rerank scores equal llama-server's within 1e-4 (max |diff| ${r.maxAbsDiff.toExponential(2)}), same order`;
+    },
+    warmup: async (s) => { await needRerank(s).rerank("¿Dónde?", ["Aquí.", "Allí."]); },
+    block: async (s) => {
+      const r = await rerankBlock(needRerank(s));
+      return { rerank_single: r.single, rerank_concurrent: r.concurrent };
+    },
+  },
+  {
+    // Issue 17: multilingual embedding throughput over HTTP, the embed rows' shapes; first the oracle.
+    metric: "embed-multilingual", group: "rag",
+    rows: [
+      { id: "embed_ml_single", label: "Multilingual embeddings, 1 request × 256", unit: "texts/s", digits: 0, better: "higher", limit: 1.0 },
+      { id: "embed_ml_concurrent", label: "Multilingual embeddings, 32 clients × 8", unit: "texts/s", digits: 0, better: "higher", limit: 1.0 },
+    ],
+    check: async (sides) => {
+      const r = await checkEmbedOracle(needVectors(sides.ours), needVectors(sides.llama));
+      return `oracle: ${r.comparisons} embedding components equal llama-server's within 1e-4 (max |diff| ${r.maxAbsDiff.toExponential(2)})`;
+    },
+    warmup: async (s) => { await needVectors(s).embed(["hola", "¿qué tal?"]); },
+    block: async (s) => {
+      const r = await vectorBlock(needVectors(s));
+      return { embed_ml_single: r.single, embed_ml_concurrent: r.concurrent };
     },
   },
 ];

@@ -94,3 +94,25 @@ export function llamaEmbedSpec(binary: string, s: ServerSetup, model: string): S
     "-b", String(EMBED_BATCH_TOKENS), "-ub", String(EMBED_BATCH_TOKENS),
   ], "llama-server-embed.log");
 }
+
+/**
+ * The prompt-cache rows' servers (issue 18): `slots` slots on both sides. Ours keeps its prompt cache at its
+ * defaults (host memory, persisted to `promptCacheDir` on SIGTERM); llama-server gets `--cache-ram` at its
+ * default (no flag: its host-memory prompt cache is on) and `--slot-save-path` for the manual save/restore
+ * comparison after a restart.
+ */
+export function ourCacheSpec(s: ServerSetup, models: { chat: string; embed: string }, engine: EnginePath | undefined, slots: number, promptCacheDir: string, label: string): ServerSpec {
+  const base = ourServiceSpec(s, models, engine);
+  return {
+    ...base, label,
+    env: { ...base.env, LLM_PARALLEL: String(slots), PROMPT_CACHE_DIR: promptCacheDir },
+    logFile: path.join(logDir, `${label.replace(/\s+/g, "-")}.log`),
+  };
+}
+
+export function llamaCacheChatSpec(binary: string, s: ServerSetup, model: string, slots: number, slotSavePath: string, label: string): ServerSpec {
+  return llamaServer(binary, label, s, [
+    "-m", model, "-c", String(CONTEXT_PER_SLOT * slots), "-np", String(slots),
+    "-b", String(CHAT_BATCH), "-ub", String(CHAT_BATCH), "--jinja", "--slot-save-path", slotSavePath,
+  ], `${label.replace(/\s+/g, "-")}.log`);
+}
