@@ -102,3 +102,16 @@ t.test("the paired runner's rows: blocks matched into pairs by pair number, what
   const noisy = pairedRow({ ...spec, id: "health_p99", driftFactor: 2.5 }, { ...record, blocks: [block(0, "ours", 2), block(0, "llama", 2), block(1, "llama", 4), block(1, "ours", 4)].map((b) => ({ ...b, values: { health_p99: b.values["decode"] ?? 0 } })) }, 1.5);
   t.equal(noisy.unstable, null, "a row's own drift factor (2.5) overrides the default (1.5)");
 });
+
+t.test("a row with oursLimit judges ours' own value (e.g. after-restart / warm TTFT), not the ratio", async (t) => {
+  const spec = { id: "cache_restart_over_warm", label: "After-restart / warm", unit: "x", digits: 2, better: "lower" as const, oursLimit: 1.2 };
+  const block = (pair: number, side: "ours" | "llama", value: number): BlockRecord => ({ pair, side, values: { cache_restart_over_warm: value }, otherCores: 0, seconds: 1 });
+  // Ours 1.1x its own warm TTFT, llama-server 8x: the ratio (0.14) would pass any ratio target; ours' own value decides.
+  const record: MetricRecord = { metric: "cache-restart", group: "cache", errors: [], blocks: [block(0, "ours", 1.1), block(0, "llama", 8), block(1, "llama", 8), block(1, "ours", 1.1)] };
+  const row = pairedRow(spec, record, 2.5);
+  t.equal(row.target?.pass, true);
+  t.match(row.target?.text, /^ours ≤ 1\.2x$/);
+  const slow = pairedRow(spec, { ...record, blocks: [block(0, "ours", 1.5), block(0, "llama", 8), block(1, "llama", 8), block(1, "ours", 1.5)] }, 2.5);
+  t.equal(slow.target?.pass, false, "ours 1.5x its own warm TTFT fails although the ratio against llama-server is 0.19");
+  t.ok((slow.ratio ?? 1) < 0.2);
+});
