@@ -114,7 +114,7 @@ export const GROUPS: Record<GroupId, GroupDef> = {
   // Retrieval: ours with the fixtures in EMBED_MODELS / RERANK_MODELS (tiny chat and embed models beside them);
   // llama-server --rerank and --embedding on the same files. Only the selected metrics' models are loaded.
   rag: {
-    specs: async (opts, _models, build) => {
+    specs: async (opts, models, build) => {
       const files = await ensureRagModels({ embed: opts.only.has("embed-multilingual"), rerank: opts.only.has("rerank") });
       const setup = async () => ({ threads: opts.threads, port: await freePort() });
       const llama: ServerSpec[] = [];
@@ -123,7 +123,7 @@ export const GROUPS: Record<GroupId, GroupDef> = {
         const s = await setup();
         llama.push(llamaMultilingualEmbedSpec(build.server, s.threads, s.port, files.embed));
       }
-      return { ours: [ourRagSpec(await setup(), { chat: _models.tinyChat, embed: _models.tinyEmbed }, files, opts.engine)], llama };
+      return { ours: [ourRagSpec(await setup(), { chat: models.tinyChat, embed: models.tinyEmbed }, files, opts.engine)], llama };
     },
     targets: (side, urls, specs) => {
       const urlOf = (label: string) => urls[specs.findIndex((sp) => sp.label.startsWith(label))];
