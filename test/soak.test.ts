@@ -111,7 +111,7 @@ t.test("soak: mixed traffic leaves heap, RSS, handles and listeners flat", async
     `soak: ${sent} requests (${warmSent} warm-up, ${sent - warmSent} measured in ${seconds.toFixed(1)} s, concurrency ${CONCURRENCY})`,
     `  heap used: start ${mib(start.heapUsedBytes)}, after warm-up ${mib(warm.heapUsedBytes)}, end ${mib(end.heapUsedBytes)} (${mib(end.heapUsedBytes - warm.heapUsedBytes)} growth)`,
     `  RSS:       start ${mib(start.rssBytes)}, after warm-up ${mib(warm.rssBytes)}, end ${mib(end.rssBytes)} (${mib(end.rssBytes - warm.rssBytes)} growth)`,
-    `  active handles: after warm-up ${warm.activeHandles}, end ${end.activeHandles}; drain-signal listeners ${end.drainListeners}; slots busy ${idle.slotsBusy}, queued ${idle.queued}`,
+    `  active handles: after warm-up ${warm.activeHandles} (${warm.socketHandles} sockets), end ${end.activeHandles} (${end.socketHandles} sockets); drain-signal listeners ${end.drainListeners}; slots busy ${idle.slotsBusy}, queued ${idle.queued}`,
     `  statuses: ${[...counts].map(([k, m]) => `${k} ${[...m].map(([s, n]) => `${s}x${n}`).join("/")}`).join("; ")}`,
   ].join("\n");
   console.log(report);
@@ -119,9 +119,17 @@ t.test("soak: mixed traffic leaves heap, RSS, handles and listeners flat", async
 
   t.same(unexpected, [], "every answer had an expected status");
   t.ok(sent - warmSent >= 300, `at least 300 measured requests (${sent - warmSent})`);
-  t.ok(end.heapUsedBytes - warm.heapUsedBytes < 24 * MiB, `heap flat after warm-up (${mib(end.heapUsedBytes - warm.heapUsedBytes)})`);
+  // Heap without a forced GC is noisy: 24.7 MiB after 6,000 requests and 14.8 MiB after 18,000 on the same
+  // build (so no growth per request). 48 MiB still catches a leak of 8 KiB a request.
+  t.ok(end.heapUsedBytes - warm.heapUsedBytes < 48 * MiB, `heap flat after warm-up (${mib(end.heapUsedBytes - warm.heapUsedBytes)})`);
   t.ok(end.rssBytes - warm.rssBytes < 96 * MiB, `RSS flat after warm-up (${mib(end.rssBytes - warm.rssBytes)})`);
-  t.ok(end.activeHandles <= warm.activeHandles + 2, `open handles flat (${warm.activeHandles} -> ${end.activeHandles})`);
+  // Sockets are the test clients' keep-alive connections (at most one per concurrent client and the
+  // /metrics reader); every other handle (servers, timers' owners, pipes, files) must not grow.
+  const others = (f: typeof end) => f.activeHandles - f.socketHandles;
+  t.ok(others(end) <= others(warm) + 1, `open non-socket handles flat (${others(warm)} -> ${others(end)})`);
+  // Idle keep-alive sockets outlive their requests for a while, so the bound is loose; a leak of one
+  // socket per request would show thousands.
+  t.ok(end.socketHandles <= CONCURRENCY * 4, `open sockets bounded by the clients (${end.socketHandles}, concurrency ${CONCURRENCY})`);
   t.equal(end.drainListeners, 0, "no listener left on the drain signal");
   t.equal(idle.slotsBusy, 0);
   t.equal(idle.queued, 0);

@@ -199,8 +199,10 @@ async function send(base: string, r: FuzzRequest): Promise<Outcome> {
       if (r.cancelAfterChunks !== undefined && res.body) {
         const reader = res.body.getReader();
         for (let i = 0; i < r.cancelAfterChunks; i++) if ((await reader.read()).done) break;
+        // cancel(), not a last read(): undici can leave a read() after abort() pending forever once the
+        // body has ended, which hung a whole run (seed 20261129).
+        await reader.cancel().catch(() => undefined);
         abort.abort();
-        await reader.read().catch(() => undefined);
         return { status: res.status, problem: null };
       }
       const text = await res.text();
@@ -282,6 +284,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
     batches++;
     requests += batch.length;
     const outcomes = await Promise.all(batch.map(async (r) => {
+      if (process.env["FUZZ_VERBOSE"] === "2") log(`  -> ${toCurl(base, r).slice(0, 2000)}`);
       const started = Date.now();
       const outcome = await send(base, r);
       if (process.env["FUZZ_VERBOSE"]) log(`  ${r.route} ${outcome.status} ${Date.now() - started} ms`);

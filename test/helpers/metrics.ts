@@ -26,6 +26,8 @@ export function processFigures(m: MetricsSnapshot) {
     heapUsedBytes: m.get("bora_nodejs_heap_size_used_bytes") ?? NaN,
     rssBytes: m.get("bora_process_resident_memory_bytes") ?? NaN,
     activeHandles: m.get("bora_nodejs_active_handles_total") ?? NaN,
+    /** Open sockets: the clients' keep-alive connections come and go with the load, so they are counted apart. */
+    socketHandles: m.get('bora_nodejs_active_handles{type="Socket"}') ?? 0,
     drainListeners: m.get("bora_drain_signal_listeners") ?? NaN,
     inFlight: m.get("bora_http_requests_in_flight") ?? NaN,
     slotsBusy: m.get("bora_slots_busy") ?? NaN,
