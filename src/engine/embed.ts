@@ -5,6 +5,7 @@
 // normalisation and token limit of its own manifest entry.
 import type { Llama, LlamaEmbeddingContext, LlamaModel } from "node-llama-cpp";
 import { EngineError, invalidRequest } from "./errors.js";
+import { TokenBatchQueue } from "./tokenBatchQueue.js";
 import { NativeBatchEmbedder, type NativePooling } from "./native/batchEmbedder.js";
 
 /** What the engine needs from an embedding implementation: tokens in, pooled vectors out. */
@@ -44,27 +45,20 @@ export type EmbedEngineOptions = {
 
 export type EmbedResult = { embeddings: number[][]; dim: number; promptTokens: number; truncated: number };
 
-type PendingText = {
-  tokens: Uint32Array;
-  resolve: (vector: Float32Array) => void;
-  reject: (error: Error) => void;
-};
-
 export class EmbedEngine {
   readonly modelName: string;
   readonly aliases: readonly string[];
   readonly loadMs: number;
   private readonly maxTokens: number;
-  private readonly pending: PendingText[] = [];
-  private draining = false;
-  private closed = false;
-  private readonly batchListeners = new Set<(texts: number, tokens: number) => void>();
+  /** Texts of every request wait here for a decode (TokenBatchQueue shares batches across requests). */
+  private readonly queue: TokenBatchQueue<Float32Array>;
 
   private constructor(private readonly backend: PoolingBackend, private readonly options: EmbedEngineOptions, loadMs: number) {
     this.modelName = options.modelName;
     this.aliases = options.aliases;
     this.loadMs = loadMs;
     this.maxTokens = backend.maxTokensPerText;
+    this.queue = new TokenBatchQueue(backend, (batch) => backend.pool(batch));
   }
 
   static async load(llama: Llama, options: EmbedEngineOptions): Promise<EmbedEngine> {
@@ -120,8 +114,7 @@ export class EmbedEngine {
 
   /** Called for every decode batch with its text and token counts (metrics: batch sizes). */
   onBatch(listener: (texts: number, tokens: number) => void): () => void {
-    this.batchListeners.add(listener);
-    return () => this.batchListeners.delete(listener);
+    return this.queue.onBatch(listener);
   }
 
   /**
@@ -132,7 +125,7 @@ export class EmbedEngine {
   async embed(texts: readonly string[], request: { truncate?: boolean; field?: string; prefix?: string } = {}): Promise<EmbedResult> {
     const field = request.field ?? "texts";
     const truncate = request.truncate ?? this.options.truncate;
-    if (this.closed) throw new EngineError("shutting_down", "The service is shutting down.", 503, undefined, 5);
+    if (this.queue.closed) throw new EngineError("shutting_down", "The service is shutting down.", 503, undefined, 5);
     if (texts.length > this.options.maxTexts) {
       throw invalidRequest(`${texts.length} texts in one request; at most ${this.options.maxTexts} (EMBED_MAX_TEXTS).`, field);
     }
@@ -151,59 +144,13 @@ export class EmbedEngine {
       promptTokens += this.maxTokens;
       return truncateKeepingLast(tokens, this.maxTokens);
     });
-    const vectors = await Promise.all(tokenLists.map((tokens) => this.enqueue(tokens)));
+    const vectors = await Promise.all(tokenLists.map((tokens) => this.queue.enqueue(tokens)));
     const finish = this.options.normalize === false ? (v: Float32Array) => Array.from(v) : normalize;
     return { embeddings: vectors.map(finish), dim: this.backend.dimension, promptTokens, truncated };
   }
 
-  private enqueue(tokens: Uint32Array): Promise<Float32Array> {
-    return new Promise((resolve, reject) => {
-      this.pending.push({ tokens, resolve, reject });
-      void this.drain();
-    });
-  }
-
-  /**
-   * One loop drains the shared queue: each pass takes as many waiting texts (from any request) as fit
-   * in one decode. Texts of concurrent requests therefore share batches.
-   */
-  private async drain(): Promise<void> {
-    if (this.draining) return;
-    this.draining = true;
-    // Start one microtask later: every text the caller enqueues in this tick joins the first batch
-    // (started synchronously, the first text of each request was decoded alone).
-    await Promise.resolve();
-    try {
-      while (this.pending.length > 0) {
-        const batch = this.takeBatch();
-        for (const listener of this.batchListeners) listener(batch.length, batch.reduce((sum, p) => sum + p.tokens.length, 0));
-        try {
-          const vectors = await this.backend.pool(batch.map((p) => p.tokens));
-          batch.forEach((p, i) => p.resolve(vectors[i]!));
-        } catch (error) {
-          for (const p of batch) p.reject(error as Error);
-        }
-      }
-    } finally {
-      this.draining = false;
-    }
-  }
-
-  private takeBatch(): PendingText[] {
-    let tokens = 0;
-    let count = 0;
-    while (count < this.pending.length && count < this.backend.maxSequences) {
-      const next = this.pending[count]!.tokens.length;
-      if (count > 0 && tokens + next > this.backend.batchTokens) break;
-      tokens += next;
-      count++;
-    }
-    return this.pending.splice(0, count);
-  }
-
   async dispose(): Promise<void> {
-    this.closed = true;
-    for (const p of this.pending.splice(0)) p.reject(new EngineError("shutting_down", "The service is shutting down.", 503));
+    this.queue.close();
     await this.backend.dispose();
   }
 }

@@ -9,6 +9,7 @@
 // (llama.cpp applies a softmax there). `scoreKind` says which; `toProbability` maps a logit the way
 // node-llama-cpp's LlamaRankingContext and TEI (raw_scores: false) do.
 import { EngineError, invalidRequest } from "./errors.js";
+import { TokenBatchQueue } from "./tokenBatchQueue.js";
 import { NativeBatchEmbedder, type NativeSpecialTokens } from "./native/batchEmbedder.js";
 
 export type RerankEngineOptions = {
@@ -47,12 +48,6 @@ export type RerankScore = {
   tokens: number;
   /** The document was cut to fit `maxTokensPerPair`. */
   truncated: boolean;
-};
-
-type PendingPair = {
-  tokens: Uint32Array;
-  resolve: (score: number) => void;
-  reject: (error: Error) => void;
 };
 
 /** The logistic function: a cross-encoder logit as a relevance probability in (0, 1). */
@@ -112,10 +107,8 @@ export class RerankEngine {
   /** What `score` is: a logit (bert/xlm-roberta heads) or a probability (qwen3: llama.cpp applies a softmax). */
   readonly scoreKind: "logit" | "probability";
   readonly format: PairFormat;
-  private readonly pending: PendingPair[] = [];
-  private draining = false;
-  private closed = false;
-  private readonly batchListeners = new Set<(pairs: number, tokens: number) => void>();
+  /** Pairs of every request wait here for a decode, one sequence each (rank pooling: one score per sequence). */
+  private readonly queue: TokenBatchQueue<number>;
 
   private constructor(private readonly embedder: NativeBatchEmbedder, private readonly options: RerankEngineOptions, loadMs: number) {
     this.modelName = options.modelName;
@@ -123,6 +116,8 @@ export class RerankEngine {
     this.loadMs = loadMs;
     this.maxTokensPerPair = embedder.maxTokensPerText;
     this.maxDocuments = options.maxDocuments;
+    // Rank pooling gives one value per sequence: the pair's score.
+    this.queue = new TokenBatchQueue(embedder, async (batch) => (await embedder.embed(batch)).map((output) => output[0]!));
     this.scoreKind = embedder.architecture === "qwen3" || embedder.architecture === "qwen3vl" ? "probability" : "logit";
     this.format = pairFormat(embedder.special, embedder.rerankTemplate);
   }
@@ -173,8 +168,7 @@ export class RerankEngine {
 
   /** Called for every decode batch with its pair and token counts (metrics). */
   onBatch(listener: (pairs: number, tokens: number) => void): () => void {
-    this.batchListeners.add(listener);
-    return () => this.batchListeners.delete(listener);
+    return this.queue.onBatch(listener);
   }
 
   /** The tokens of one pair as they are decoded, before any limit (for tests and token counting). */
@@ -194,7 +188,7 @@ export class RerankEngine {
     const field = request.field ?? "documents";
     const queryField = request.queryField ?? "query";
     const truncate = request.truncate ?? this.options.truncate;
-    if (this.closed) throw new EngineError("shutting_down", "The service is shutting down.", 503, undefined, 5);
+    if (this.queue.closed) throw new EngineError("shutting_down", "The service is shutting down.", 503, undefined, 5);
     if (documents.length === 0) throw invalidRequest(`${field} must hold at least one document.`, field);
     if (documents.length > this.maxDocuments) {
       throw invalidRequest(`${documents.length} documents in one request; at most ${this.maxDocuments}.`, field);
@@ -202,7 +196,7 @@ export class RerankEngine {
     const pairs = this.format.kind === "template"
       ? documents.map((document, index) => this.templatePair(query, document, index, field))
       : this.specialPairs(this.format, query, documents, truncate, field, queryField);
-    const scores = await Promise.all(pairs.map((pair) => this.enqueue(pair.tokens)));
+    const scores = await Promise.all(pairs.map((pair) => this.queue.enqueue(pair.tokens)));
     return pairs.map((pair, index) => ({ index, score: scores[index]!, tokens: pair.tokens.length, truncated: pair.truncated }));
   }
 
@@ -242,50 +236,8 @@ export class RerankEngine {
     return { tokens, truncated: false };
   }
 
-  private enqueue(tokens: Uint32Array): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.pending.push({ tokens, resolve, reject });
-      void this.drain();
-    });
-  }
-
-  /** One loop drains the shared queue, one decode's worth of pairs (from any request) per native call. */
-  private async drain(): Promise<void> {
-    if (this.draining) return;
-    this.draining = true;
-    // One microtask later, so every pair enqueued in this tick joins the first batch.
-    await Promise.resolve();
-    try {
-      while (this.pending.length > 0) {
-        const batch = this.takeBatch();
-        for (const listener of this.batchListeners) listener(batch.length, batch.reduce((sum, p) => sum + p.tokens.length, 0));
-        try {
-          const outputs = await this.embedder.embed(batch.map((p) => p.tokens));
-          batch.forEach((p, i) => p.resolve(outputs[i]![0]!));
-        } catch (error) {
-          for (const p of batch) p.reject(error as Error);
-        }
-      }
-    } finally {
-      this.draining = false;
-    }
-  }
-
-  private takeBatch(): PendingPair[] {
-    let tokens = 0;
-    let count = 0;
-    while (count < this.pending.length && count < this.embedder.maxSequences) {
-      const next = this.pending[count]!.tokens.length;
-      if (count > 0 && tokens + next > this.embedder.batchTokens) break;
-      tokens += next;
-      count++;
-    }
-    return this.pending.splice(0, count);
-  }
-
   async dispose(): Promise<void> {
-    this.closed = true;
-    for (const p of this.pending.splice(0)) p.reject(new EngineError("shutting_down", "The service is shutting down.", 503));
+    this.queue.close();
     await this.embedder.dispose();
   }
 }
