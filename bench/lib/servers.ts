@@ -44,6 +44,11 @@ export function ourServiceSpec(s: ServerSetup, models: { chat: string; embed: st
     EMBED_BATCH_SEQUENCES: String(EMBED_SEQUENCES),
     MODEL_DOWNLOAD: "false",
     LOG_LEVEL: "info",
+    // No host-memory prompt cache, as llama-server's --cache-ram 0 below: both sides hold the same things
+    // (weights, the slots' KV, compute buffers), so peak RSS compares like for like. The cache rows
+    // (ourCacheSpec) turn it back on, on both sides.
+    PROMPT_CACHE_MIB: "0",
+    PROMPT_CACHE_DISK_MIB: "0",
     ...(engine === undefined ? {} : { LLM_ENGINE: engine }),
   };
   return {
@@ -62,7 +67,7 @@ export function ourServiceSpec(s: ServerSetup, models: { chat: string; embed: st
 
 /** The environment our service got, for the results file (without the inherited variables). */
 export function ourServiceSettings(spec: ServerSpec): Record<string, string> {
-  const keys = ["LLM_ENGINE", "LLM_CONTEXT_SIZE", "LLM_PARALLEL", "LLM_BATCH_SIZE", "LLM_THREADS", "LLM_GPU", "EMBED_BATCH_TOKENS", "EMBED_BATCH_SEQUENCES", "LLM_MODEL", "EMBED_MODEL"];
+  const keys = ["LLM_ENGINE", "LLM_CONTEXT_SIZE", "LLM_PARALLEL", "LLM_BATCH_SIZE", "LLM_THREADS", "LLM_GPU", "EMBED_BATCH_TOKENS", "EMBED_BATCH_SEQUENCES", "PROMPT_CACHE_MIB", "PROMPT_CACHE_DIR", "LLM_MODEL", "EMBED_MODEL"];
   return Object.fromEntries(keys.filter((k) => spec.env?.[k] !== undefined).map((k) => [k, spec.env?.[k] ?? ""]));
 }
 
@@ -80,8 +85,7 @@ function llamaServer(binary: string, label: string, s: ServerSetup, args: string
 
 export function llamaChatSpec(binary: string, s: ServerSetup, model: string, role: ServerRole = "main"): ServerSpec {
   // -c is the TOTAL context: without --kv-unified each of the -np slots gets c/np, as our LLM_CONTEXT_SIZE per slot.
-  // --cache-ram 0: no host-RAM prompt cache (default up to 8 GiB), which ours has no counterpart of; both
-  // sides then hold the same things (weights, the slots' KV, compute buffers), so peak RSS compares like for like.
+  // --cache-ram 0: no host-RAM prompt cache (default up to 8 GiB), as ours gets PROMPT_CACHE_MIB=0 here.
   return llamaServer(binary, role === "main" ? "llama-server chat" : "llama-server tiny", s, [
     "-m", model, "-c", String(CONTEXT_PER_SLOT * CHAT_SLOTS), "-np", String(CHAT_SLOTS),
     "-b", String(CHAT_BATCH), "-ub", String(CHAT_BATCH), "--jinja", "--cache-ram", "0",
@@ -105,7 +109,8 @@ export function ourCacheSpec(s: ServerSetup, models: { chat: string; embed: stri
   const base = ourServiceSpec(s, models, engine);
   return {
     ...base, label,
-    env: { ...base.env, LLM_PARALLEL: String(slots), PROMPT_CACHE_DIR: promptCacheDir },
+    // The service's own cache defaults: the main rows' PROMPT_CACHE_MIB=0 and PROMPT_CACHE_DISK_MIB=0 dropped.
+    env: { ...withoutKeys(base.env ?? {}, ["PROMPT_CACHE_MIB", "PROMPT_CACHE_DISK_MIB"]), LLM_PARALLEL: String(slots), PROMPT_CACHE_DIR: promptCacheDir },
     logFile: path.join(logDir, `${label.replace(/\s+/g, "-")}.log`),
   };
 }
@@ -115,4 +120,8 @@ export function llamaCacheChatSpec(binary: string, s: ServerSetup, model: string
     "-m", model, "-c", String(CONTEXT_PER_SLOT * slots), "-np", String(slots),
     "-b", String(CHAT_BATCH), "-ub", String(CHAT_BATCH), "--jinja", "--slot-save-path", slotSavePath,
   ], `${label.replace(/\s+/g, "-")}.log`);
+}
+
+function withoutKeys(env: NodeJS.ProcessEnv, keys: readonly string[]): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(env).filter(([k]) => !keys.includes(k)));
 }

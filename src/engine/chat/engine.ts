@@ -263,16 +263,20 @@ export class ChatEngine {
     try {
       const slot = await this.scheduler.acquire(prompt, signal, () => abortReason(deadline, timeoutMs, "waiting for a free slot"));
       const queueMs = performance.now() - preparedAt;
+      // The slot goes back to the scheduler when the backend has let go of it, which after an abort the
+      // loop may do later than the request ends (see runOnSlot).
+      let backendDone: Promise<unknown> | null = null;
       try {
         onAdmitted?.();
-        const result = await this.runOnSlot(slot, prepared, request, signal, deadline);
+        const result = await this.runOnSlot(slot, prepared, request, signal, deadline, (done) => { backendDone = done; });
         const totalMs = performance.now() - preparedAt;
         this.scheduler.recordServiceTime(totalMs - queueMs);
         const finished: GenerationResult = { ...result, slot, timings: { ...result.timings, queueMs, totalMs } };
         for (const listener of this.finishedListeners) listener(finished);
         return finished;
       } finally {
-        this.scheduler.release(slot);
+        if (backendDone === null) this.scheduler.release(slot);
+        else void (backendDone as Promise<unknown>).then(() => this.scheduler.release(slot), () => this.scheduler.release(slot));
       }
     } finally {
       clearTimeout(timer);
@@ -289,8 +293,15 @@ export class ChatEngine {
     return toolCallParserFor(request);
   }
 
+  /**
+   * Generates on a taken slot. An abort (deadline, client gone, shutdown) asks the backend to end the job,
+   * which the native loop does at its next step; when the loop is slow to get there (a long prompt chunk, a
+   * starved thread: LLM_NICE under a busy machine), the request does not wait past ABORT_ACK_MS for it. It
+   * ends with its own error, stops forwarding tokens, and hands `stillRunning` the backend's promise: the
+   * slot stays taken until the loop lets go of it.
+   */
   private async runOnSlot(slot: number, prepared: PreparedGeneration, request: GenerateRequest,
-    signal: AbortSignal, deadline: AbortSignal): Promise<Omit<GenerationResult, "slot">> {
+    signal: AbortSignal, deadline: AbortSignal, stillRunning: (done: Promise<unknown>) => void): Promise<Omit<GenerationResult, "slot">> {
     const { prompt } = prepared;
     const logprobsTop = request.logprobs === undefined ? undefined : Math.max(0, Math.min(MAX_LOGPROBS_TOP, Math.floor(request.logprobs.top)));
     const content = prepared.chat ? this.contentTransformer(request) : undefined;
@@ -301,10 +312,11 @@ export class ChatEngine {
       logprobs: logprobsTop !== undefined,
       content,
     });
+    let abandoned = false;
     const emit = (deltas: ReturnType<GenerationOutput["push"]>) => {
-      if (request.onDelta) for (const delta of deltas) request.onDelta(delta);
+      if (request.onDelta && !abandoned) for (const delta of deltas) request.onDelta(delta);
     };
-    const outcome = await this.backend.generate(slot, {
+    const generation = this.backend.generate(slot, {
       prompt,
       maxTokens: request.maxTokens ?? DEFAULT_MAX_TOKENS,
       sampling: samplingOf(request),
@@ -312,6 +324,7 @@ export class ChatEngine {
       ...(logprobsTop !== undefined ? { logprobsTop } : {}),
       signal,
       onTokens: (tokens) => {
+        if (abandoned) return true;
         for (const token of tokens) {
           emit(output.push(toGenerated(token)));
           if (output.done) return true;
@@ -319,6 +332,12 @@ export class ChatEngine {
         return false;
       },
     });
+    const outcome = await settleOrAbandon(generation, signal, ABORT_ACK_MS);
+    if (outcome === ABANDONED) {
+      abandoned = true;
+      stillRunning(generation);
+      throw abortReason(deadline, this.options.requestTimeoutMs, "generating");
+    }
     if (outcome.cancelled) throw abortReason(deadline, this.options.requestTimeoutMs, "generating");
     emit(output.finish());
     const summary = output.summary();
@@ -367,6 +386,30 @@ export class ChatEngine {
 
 function shuttingDown(): EngineError {
   return new EngineError("shutting_down", "The service is shutting down.", 503, undefined, 5);
+}
+
+/** How long an aborted request waits for the backend to confirm the end of its job before it ends anyway. */
+export const ABORT_ACK_MS = 250;
+
+const ABANDONED = Symbol("abandoned");
+
+/**
+ * The backend's outcome, or ABANDONED when `signal` aborted and the backend did not settle within `ackMs`
+ * of it. The promise is never left unhandled: a later rejection is the slot's business, not the request's.
+ */
+export function settleOrAbandon<T>(work: Promise<T>, signal: AbortSignal, ackMs: number): Promise<T | typeof ABANDONED> {
+  work.catch(() => undefined);
+  return new Promise<T | typeof ABANDONED>((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    const onAbort = () => { timer = setTimeout(() => resolve(ABANDONED), ackMs); };
+    const done = () => {
+      signal.removeEventListener("abort", onAbort);
+      if (timer !== undefined) clearTimeout(timer);
+    };
+    work.then((value) => { done(); resolve(value); }, (error: unknown) => { done(); reject(error); });
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+  });
 }
 
 function abortReason(deadline: AbortSignal, timeoutMs: number, phase: string): EngineError {
