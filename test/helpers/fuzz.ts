@@ -244,6 +244,10 @@ export type FuzzOptions = {
   log?: (line: string) => void;
 };
 
+/** The service's LLM_REQUEST_TIMEOUT_MS, and how late past it an answer may still come (reading the body, a busy runner). */
+const DEADLINE_MS = 60_000;
+const DEADLINE_SLACK_MS = 5_000;
+
 export type FuzzReport = { seed: number; requests: number; batches: number; statuses: Record<string, number>; failure: string | null };
 
 export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
@@ -251,7 +255,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   const files = await ensureTestModels();
   const env = {
     LLM_MODEL: files.chat, EMBED_MODEL: files.embed, LLM_CONTEXT_SIZE: "1024", LLM_PARALLEL: "2", LLM_QUEUE_SIZE: "3",
-    BODY_LIMIT_BYTES: "131072", LLM_REQUEST_TIMEOUT_MS: "60000", LOG_LEVEL: "info",
+    BODY_LIMIT_BYTES: "131072", LLM_REQUEST_TIMEOUT_MS: String(DEADLINE_MS), LOG_LEVEL: "info",
   };
   let proc: ServiceProcess | null = null;
   let base = "";
@@ -287,7 +291,12 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       if (process.env["FUZZ_VERBOSE"] === "2") log(`  -> ${toCurl(base, r).slice(0, 2000)}`);
       const started = Date.now();
       const outcome = await send(base, r);
-      if (process.env["FUZZ_VERBOSE"]) log(`  ${r.route} ${outcome.status} ${Date.now() - started} ms`);
+      const ms = Date.now() - started;
+      if (process.env["FUZZ_VERBOSE"]) log(`  ${r.route} ${outcome.status} ${ms} ms`);
+      // Every request ends by its deadline (queue and generation included), however slow the loop is.
+      if (outcome.problem === null && ms > DEADLINE_MS + DEADLINE_SLACK_MS) {
+        return { ...outcome, problem: `answered after ${ms} ms, past the ${DEADLINE_MS} ms deadline` };
+      }
       return outcome;
     }));
     outcomes.forEach((o) => { statuses[o.status] = (statuses[o.status] ?? 0) + 1; });
