@@ -36,6 +36,8 @@ const loaders: { [K in ModelKind]: EngineLoader<K> } = {
       onFallback: (reason) => log.warn({ engine: "node-llama-cpp", reason }, "native slot loop unavailable; generating through node-llama-cpp"),
       slotSavePath: config.slotSavePath,
       promptCache: { ...config.promptCache, warn: (message, details) => log.warn(details, message) },
+      // The registry's tokenizer has the vocabulary loaded already: one copy, owned by the tokenizer.
+      vocab: model.tokenizer.model,
     });
     // llamaBuild: "prebuilt" (node-llama-cpp's binaries) or "localBuild" (`npm run build:llama-native`).
     log.info({ backend: runtime.backend, llamaBuild: runtime.llama.buildType, ...chat.describe(), file: model.path }, "chat model loaded");

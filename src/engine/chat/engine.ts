@@ -42,6 +42,12 @@ export type ChatEngineOptions = {
   slotSavePath?: string;
   /** The prompt cache across slots, host memory and restarts (native path only; promptCache.ts). */
   promptCache?: PromptCacheOptions;
+  /**
+   * The model's vocabulary, already loaded by its owner (the registry's tokenizer): the native path uses it
+   * instead of loading the vocabulary a second time (~80 MiB and a second for a 151k-token vocabulary) and
+   * leaves disposing it to its owner.
+   */
+  vocab?: LlamaModel;
 };
 
 export type PreparedGeneration = {
@@ -91,7 +97,7 @@ export class ChatEngine {
     let fallbackReason: string | null = null;
     if (requested === "native") {
       // Vocabulary only: node-llama-cpp keeps the tokenizer and chat template, the addon loads the weights, once.
-      const vocab = await llama.loadModel({ modelPath: options.modelPath, vocabOnly: true });
+      const vocab = options.vocab ?? await llama.loadModel({ modelPath: options.modelPath, vocabOnly: true });
       try {
         const { gpuLayers } = await vocab.fileInsights.configurationResolver.resolveModelGpuLayersV2(options.gpuLayers);
         const loaded = await SlotLoopBackend.tryLoad({
@@ -116,7 +122,7 @@ export class ChatEngine {
       } catch (error) {
         fallbackReason = error instanceof Error ? error.message : String(error);
       }
-      await vocab.dispose();
+      if (options.vocab === undefined) await vocab.dispose();
       options.onFallback?.(fallbackReason ?? "unknown");
     }
     const model = await llama.loadModel({ modelPath: options.modelPath, gpuLayers: options.gpuLayers });
@@ -380,7 +386,7 @@ export class ChatEngine {
     // After the drain: the most reused prefixes go to disk so the next start is warm.
     await this.promptCacheStore?.close();
     await this.backend.dispose();
-    await this.model.dispose();
+    if (this.model !== this.options.vocab) await this.model.dispose();
   }
 }
 
