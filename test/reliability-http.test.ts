@@ -3,9 +3,16 @@
 import { getEventListeners } from "node:events";
 import { connect } from "node:net";
 import t from "tap";
-import { postJson, startTestService } from "./helpers/service.js";
+import { postJson, startTestService, type TestService } from "./helpers/service.js";
 
 const longRun = { messages: [{ role: "user", content: "Cuenta una historia larga." }], max_new_tokens: 3000, ignore_eos: true, temperature: 0.7 };
+
+// The rows that need no setting of their own share one service (each start costs seconds).
+let shared: Promise<TestService> | null = null;
+let sharedBase: Promise<string> | null = null;
+const sharedService = () => (shared ??= startTestService());
+const sharedUrl = () => (sharedBase ??= sharedService().then((s) => s.listen()));
+t.teardown(async () => { if (shared !== null) await (await shared).close(); });
 
 async function waitFor(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
   const started = Date.now();
@@ -51,8 +58,7 @@ t.test("row 'stream: true while every slot is busy and the queue is full': 429 +
 });
 
 t.test("row 'POST /v1/completions with stray tools / tool_choice': 400 in OpenAI's shape naming the field, not a 500", async (t) => {
-  const service = await startTestService();
-  t.teardown(() => service.close());
+  const service = await sharedService();
   const strays: Record<string, unknown>[] = [{ tools: null }, { tools: [null] }, { tools: "x" }, { tool_choice: {} }, { tool_choice: "required" }, { parallel_tool_calls: false }];
   for (const stray of strays) {
     for (const stream of [false, true]) {
@@ -87,9 +93,7 @@ t.test("row 'POST /tokenize without the key while LLM_API_KEY is set': 401; heal
 });
 
 t.test("row 'a 20 KB request header': 431 in the API's own error shape", async (t) => {
-  const service = await startTestService();
-  t.teardown(() => service.close());
-  const base = new URL(await service.listen());
+  const base = new URL(await sharedUrl());
   /** A raw request: fetch may refuse to send such a header itself. */
   const rawRequest = (path: string) => new Promise<{ status: number; headers: string; body: string }>((resolve, reject) => {
     const socket = connect(Number(base.port), base.hostname);
@@ -117,9 +121,8 @@ t.test("row 'a 20 KB request header': 431 in the API's own error shape", async (
 });
 
 t.test("row '40 short streamed requests in a row': no listener left on a process-lifetime signal, no MaxListenersExceededWarning", async (t) => {
-  const service = await startTestService();
-  t.teardown(() => service.close());
-  const base = await service.listen();
+  const service = await sharedService();
+  const base = await sharedUrl();
   const warnings: string[] = [];
   const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
   process.on("warning", onWarning);
@@ -156,8 +159,7 @@ t.test("row '40 short streamed requests in a row': no listener left on a process
 });
 
 t.test("fuzz finding (seed 777): repeat_penalty 0 is a 400 naming the field on every API, not a 500", async (t) => {
-  const service = await startTestService();
-  t.teardown(() => service.close());
+  const service = await sharedService();
   const messages = [{ role: "user", content: "hola" }];
   const seed = await postJson(service.app, "/api/llm/generate", { messages, max_new_tokens: 1, repeat_penalty: 0 });
   t.equal(seed.statusCode, 400);
