@@ -21,7 +21,7 @@ import os from "node:os";
 import path from "node:path";
 import { buildDist } from "../scripts/build-dist.ts";
 import { projectRoot } from "../scripts/lib/llama-source.ts";
-import { DEFAULT_METRICS, parseArgs, type BenchOptions, type MetricName } from "./lib/args.ts";
+import { DEFAULT_METRICS, OPT_IN_METRICS, parseArgs, type BenchOptions, type MetricName } from "./lib/args.ts";
 import { ensureBenchModels, ensureLlamaBuild, type BenchModels, type LlamaBuild } from "./lib/artifacts.ts";
 import { CpuMeter, InterferenceGuard, waitForQuietCpu, type CpuShare, type GuardRecord } from "./lib/cpu.ts";
 import { RequestTimeoutError } from "./lib/http.ts";
@@ -359,15 +359,25 @@ async function main(): Promise<void> {
     runs,
     paired,
   };
-  const files = writeResults(results, subtitle);
+  const realModels = !opts.quick && !models.overridden && opts.threads === os.availableParallelism();
+  const full = realModels && DEFAULT_METRICS.every((m) => opts.only.has(m));
+  const optIn = realModels && OPT_IN_METRICS.every((m) => opts.only.has(m)) && [...opts.only].every((m) => OPT_IN_METRICS.includes(m));
+  const files = writeResults(results, subtitle, full ? "latest" : optIn ? "opt-in" : "partial");
 
   console.log(markdownTable(rows));
   if (notes.length > 0) console.log(`\n${notes.map((n) => `* ${n}`).join("\n")}`);
   progress(`wrote ${[files.json, files.copy, files.md, files.svg].map((f) => path.relative(projectRoot, f)).join(", ")}`);
 
-  // Only a full run of every metric on the real bench models may replace the README's numbers.
-  const full = !opts.quick && !models.overridden && DEFAULT_METRICS.every((m) => opts.only.has(m)) && opts.threads === os.availableParallelism();
-  if (opts.readme && full) {
+  // Only a full run of every metric on the real bench models may replace the README's numbers; a run of
+  // every opt-in metric (and nothing else) replaces the second table's.
+  if (opts.readme && optIn) {
+    const summary = [
+      `Latest run of the opt-in rows (\`npm run bench -- --only=${OPT_IN_METRICS.join(",")}\`, ${startedAt.slice(0, 16).replace("T", " ")} UTC,`,
+      `${(elapsedSeconds() / 60).toFixed(1)} min): ${cpu}, ${os.availableParallelism()} cores; paired mode, ${opts.pairs} pairs of blocks per metric.`,
+      "Raw numbers, notes, each server's flags: `bench/results/opt-in.{md,json,svg}`.",
+    ].join("\n");
+    progress(updateReadme(rows, summary, undefined, "opt-in") ? "README.md: opt-in table updated" : "README.md: opt-in markers not found; table not written");
+  } else if (opts.readme && full) {
     const minutes = (elapsedSeconds() / 60).toFixed(1);
     const extra = [
       ...(opts.mode === "sequential" ? ["--mode sequential"] : []),

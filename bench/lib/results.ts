@@ -10,6 +10,9 @@ export const resultsDir = path.join(projectRoot, "bench", "results");
 const readmeFile = path.join(projectRoot, "README.md");
 const README_START = "<!-- bench:start -->";
 const README_END = "<!-- bench:end -->";
+// The opt-in rows' table (retrieval models, prompt cache): written by a run of every opt-in metric.
+const README_OPT_IN_START = "<!-- bench-opt-in:start -->";
+const README_OPT_IN_END = "<!-- bench-opt-in:end -->";
 
 export type ResultsFile = {
   version: 2;
@@ -24,21 +27,25 @@ export type ResultsFile = {
   [key: string]: unknown;
 };
 
-export function writeResults(results: ResultsFile, subtitle: string): { json: string; copy: string; md: string; svg: string } {
+/**
+ * `name`: "latest" for a full run; "opt-in" for a run of the opt-in rows; "partial" for any other subset,
+ * so a partial run never overwrites the files the README's tables come from.
+ */
+export function writeResults(results: ResultsFile, subtitle: string, name: "latest" | "opt-in" | "partial" = "latest"): { json: string; copy: string; md: string; svg: string } {
   mkdirSync(resultsDir, { recursive: true });
-  const json = path.join(resultsDir, "latest.json");
+  const json = path.join(resultsDir, `${name}.json`);
   const copy = path.join(resultsDir, `${results.startedAt.replace(/[:.]/g, "-")}.json`);
-  const md = path.join(resultsDir, "latest.md");
-  const svg = path.join(resultsDir, "latest.svg");
+  const md = path.join(resultsDir, `${name}.md`);
+  const svg = path.join(resultsDir, `${name}.svg`);
   const text = `${JSON.stringify(results, null, 2)}\n`;
   writeFileSync(json, text);
   writeFileSync(copy, text);
-  writeFileSync(md, markdownDocument(results, subtitle));
+  writeFileSync(md, markdownDocument(results, subtitle, path.basename(svg)));
   writeFileSync(svg, ratioChartSvg(results.rows, subtitle));
   return { json, copy, md, svg };
 }
 
-function markdownDocument(results: ResultsFile, subtitle: string): string {
+function markdownDocument(results: ResultsFile, subtitle: string, svgName: string): string {
   return [
     "# Benchmark: ours vs llama-server",
     "",
@@ -51,7 +58,7 @@ function markdownDocument(results: ResultsFile, subtitle: string): string {
     "",
     ...results.flags.map((f) => `- ${f}`),
     "",
-    "![ours / llama-server ratios](latest.svg)",
+    `![ours / llama-server ratios](${svgName})`,
     "",
   ].join("\n");
 }
@@ -60,13 +67,14 @@ function markdownDocument(results: ResultsFile, subtitle: string): string {
  * Replaces what lies between the README's bench markers with this run's summary and table. Returns false
  * (and leaves the file alone) when the markers are missing.
  */
-export function updateReadme(rows: readonly Row[], summary: string, file = readmeFile): boolean {
+export function updateReadme(rows: readonly Row[], summary: string, file = readmeFile, table: "main" | "opt-in" = "main"): boolean {
+  const [open, close] = table === "main" ? [README_START, README_END] : [README_OPT_IN_START, README_OPT_IN_END];
   const text = readFileSync(file, "utf8");
-  const start = text.indexOf(README_START);
-  const end = text.indexOf(README_END);
+  const start = text.indexOf(open);
+  const end = text.indexOf(close);
   if (start < 0 || end < start) return false;
-  const block = `${README_START}\n${summary}\n\n${markdownTable(rows)}\n${README_END}`;
-  writeFileSync(file, `${text.slice(0, start)}${block}${text.slice(end + README_END.length)}`);
+  const block = `${open}\n${summary}\n\n${markdownTable(rows)}\n${close}`;
+  writeFileSync(file, `${text.slice(0, start)}${block}${text.slice(end + close.length)}`);
   return true;
 }
 
