@@ -2,8 +2,13 @@
 // tiktoken cl100k_base ids of each chunk (unless check_embedding_ctx_length=False); OpenAI decodes
 // them with that encoding. So do we: the ids become the text they spell, and that text is embedded
 // with the embedding model's own tokenizer, exactly as if the client had sent the text.
-import { getEncoding, type Tiktoken } from "js-tiktoken";
+import { createRequire } from "node:module";
+import { Tiktoken, type TiktokenBPE } from "js-tiktoken/lite";
 import { invalidRequest } from "../engine/errors.js";
+
+// The lite entry and only cl100k's ranks, read on first use: js-tiktoken's main entry loads every
+// encoding's ranks at start (~16 MB resident in a service that may never see a token id).
+const require = createRequire(import.meta.url);
 
 export const TOKEN_ID_ENCODING = "cl100k_base";
 
@@ -12,7 +17,8 @@ let encoding: { tiktoken: Tiktoken; valid: Uint8Array } | undefined;
 /** Loaded on first use (about a second): most deployments never receive token ids. */
 function cl100k(): { tiktoken: Tiktoken; valid: Uint8Array } {
   if (encoding === undefined) {
-    const tiktoken = getEncoding(TOKEN_ID_ENCODING);
+    const ranks = require("js-tiktoken/ranks/cl100k_base") as TiktokenBPE & { default?: TiktokenBPE };
+    const tiktoken = new Tiktoken(ranks.default ?? ranks);
     // The ids with a meaning: the ranks and the special tokens. js-tiktoken decodes any other id to
     // "" without complaint, so the table is built once to tell them apart.
     const size = 100_277;
