@@ -11,7 +11,9 @@ import { question, systemPrompt } from "./workload.ts";
 /** Tokens per answer in these rows: TTFT is what they measure. */
 const CACHE_MAX_TOKENS = 8;
 /** The streams that keep slots busy in the "warm while busy" row (cancelled once it is measured). */
-const BUSY_STREAM_TOKENS = 2048;
+// Long enough to outlast the four warm requests; prompt + answer within the 2,048-token slot (our service
+// refuses max_new_tokens that cannot fit, where llama-server stops at the context's end).
+const BUSY_STREAM_TOKENS = 1200;
 
 function ttftMs(r: StreamResult, label: string): number {
   if (r.firstContentAtMs === null) throw new Error(`${label}: no content event in the stream`);
@@ -81,13 +83,14 @@ export async function measureWarmWhileBusy(chat: ChatTarget, reps: number, first
     await ask(chat, shared, 100);
     const stop = new AbortController();
     let started = 0;
-    const allStarted = new Promise<void>((resolve) => {
+    // A stream that fails before its first content fails the block (it used to leave it waiting forever).
+    const allStarted = new Promise<void>((resolve, reject) => {
       for (let s = 0; s < 3; s++) {
-        void chat.generate({
+        chat.generate({
           messages: [{ role: "system", content: systemPrompt(18_200 + 10 * i + s) }, { role: "user", content: question(200 + s) }],
           maxTokens: BUSY_STREAM_TOKENS, ignoreEos: true, seed: 5 + s, signal: stop.signal,
           onFirstContent: () => { if (++started === 3) resolve(); },
-        }).catch(() => undefined);
+        }).catch((error: unknown) => { if (!stop.signal.aborted) reject(error instanceof Error ? error : new Error(String(error))); });
       }
     });
     await allStarted;
