@@ -311,7 +311,7 @@ export const PAIRED_METRICS: readonly PairedMetric[] = [
     ],
     check: async (sides) => {
       const r = await checkRerankOracle(needRerank(sides.ours), needRerank(sides.llama));
-      return `oracle: ${r.comparisons} rerank scores equal llama-server's within 1e-3 of their size (max |diff| ${r.maxAbsDiff.toExponential(2)}), same order`;
+      return `oracle: ${r.comparisons} rerank scores equal llama-server's within 1e-4 (max |diff| ${r.maxAbsDiff.toExponential(2)}), same order`;
     },
     warmup: async (s) => { await needRerank(s).rerank("¿Dónde?", ["Aquí.", "Allí."]); },
     block: async (s) => {
