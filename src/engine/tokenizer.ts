@@ -18,11 +18,7 @@ export class ModelTokenizer {
    * so a count from /tokenize with add_special equals what the embedder reads.
    */
   static async load(llama: Llama, modelPath: string, kind: "chat" | "embedding"): Promise<ModelTokenizer> {
-    return ModelTokenizer.of(await llama.loadModel({ modelPath, vocabOnly: true }), kind);
-  }
-
-  /** A tokenizer over a model already loaded (vocabulary only is enough); disposing it disposes the model. */
-  static of(vocab: LlamaModel, kind: "chat" | "embedding"): ModelTokenizer {
+    const vocab = await llama.loadModel({ modelPath, vocabOnly: true });
     const { bos, eos } = vocab.tokens;
     const prefix = (kind === "embedding" || vocab.tokens.shouldPrependBosToken) && bos !== null ? [bos] : [];
     const suffix = (kind === "embedding" || vocab.tokens.shouldAppendEosToken) && eos !== null ? [eos] : [];
