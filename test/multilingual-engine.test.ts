@@ -4,6 +4,7 @@
 // library) within 1e-4, in the same order; pairs must be built as llama-server builds them; batching must not
 // change a score; limits must be typed 400s; several models must serve at once.
 import t from "tap";
+import { TEST_THREADS } from "./helpers/threads.js";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 import { ensureNativeEmbedAddon } from "../scripts/build-native.ts";
 import { ensureModel, ensureMultilingualTestModels, QWEN3_RERANK_TEMPLATE, TEST_EMBED_SHAPE } from "../scripts/make-test-models.ts";
@@ -12,7 +13,7 @@ import { EngineError } from "../src/engine/errors.ts";
 import { NativeBatchEmbedder } from "../src/engine/native/batchEmbedder.ts";
 import { assemblePair, fillRerankTemplate, pairFormat, RerankEngine, toProbability } from "../src/engine/rerank.ts";
 
-const THREADS = 2;
+const THREADS = Number(TEST_THREADS);
 const TOLERANCE = 1e-4;
 
 const query = "¿Cuál es la capital de Francia?";

@@ -1,12 +1,13 @@
 // The native batch embedder against real GGUF files: its tokens and vectors must match node-llama-cpp's
 // own embedding path, batching must not change any vector, and misuse must give Errors, not crashes.
 import t from "tap";
+import { TEST_THREADS } from "./helpers/threads.js";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 import { ensureNativeEmbedAddon } from "../scripts/build-native.ts";
 import { ensureTestModels } from "../scripts/make-test-models.ts";
 import { NativeBatchEmbedder } from "../src/engine/native/batchEmbedder.ts";
 
-const THREADS = 2;
+const THREADS = Number(TEST_THREADS);
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) return Infinity;

@@ -7,6 +7,7 @@ import path from "node:path";
 import t from "tap";
 import { buildDist, distDir } from "../scripts/build-dist.js";
 import { ensureTestModels } from "../scripts/make-test-models.js";
+import { TEST_THREADS } from "./helpers/threads.js";
 
 const root = path.resolve(import.meta.dirname, "..");
 const models = await ensureTestModels();
@@ -26,7 +27,7 @@ t.test("the compiled service starts, serves and stops", async (t) => {
   const child = spawn(process.execPath, [path.join(distDir, "main.js")], {
     cwd: root,
     // NODE_OPTIONS cleared: tap runs tests under tsx, the compiled service must not need it.
-    env: { ...process.env, NODE_OPTIONS: "", PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", LLM_MODEL: models.chat, EMBED_MODEL: models.embed, LLM_CONTEXT_SIZE: "1024" },
+    env: { ...process.env, NODE_OPTIONS: "", PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", LLM_MODEL: models.chat, EMBED_MODEL: models.embed, LLM_CONTEXT_SIZE: "1024", LLM_THREADS: TEST_THREADS },
     stdio: ["ignore", "pipe", "pipe"],
   });
   t.teardown(() => { child.kill("SIGKILL"); });

@@ -2,6 +2,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { TEST_THREADS } from "./threads.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 
@@ -16,7 +17,7 @@ export type ServiceProcess = {
 export function startServiceProcess(env: Record<string, string>): ServiceProcess {
   const child = spawn(process.execPath, ["--import", "tsx", path.join(root, "src", "main.ts")], {
     cwd: root,
-    env: { ...process.env, PORT: "0", LOG_LEVEL: "info", PROMPT_CACHE_DISK_MIB: "0", ...env },
+    env: { ...process.env, PORT: "0", LOG_LEVEL: "info", PROMPT_CACHE_DISK_MIB: "0", LLM_THREADS: TEST_THREADS, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let text = "";

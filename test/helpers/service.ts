@@ -7,6 +7,7 @@ import { accessFrom } from "../../src/http/access.js";
 import { buildApp } from "../../src/http/app.js";
 import { ServiceState } from "../../src/service.js";
 import { pino } from "pino";
+import { TEST_THREADS } from "./threads.js";
 
 export type TestService = {
   app: FastifyInstance;
@@ -23,7 +24,7 @@ export async function testConfig(env: Record<string, string> = {}): Promise<Conf
   // LLM_ENGINE=node-llama-cpp npx tap test/…: the same API tests on the fallback generation path.
   // Tests do not persist the prompt cache unless they ask (PROMPT_CACHE_DISK_MIB): runs stay independent.
   const engine = process.env["LLM_ENGINE"] ? { LLM_ENGINE: process.env["LLM_ENGINE"] } : {};
-  return loadConfig({ LLM_MODEL: models.chat, EMBED_MODEL: models.embed, LOG_LEVEL: "silent", MODEL_DOWNLOAD: "false", LLM_CONTEXT_SIZE: "1024", PROMPT_CACHE_DISK_MIB: "0", ...engine, ...env });
+  return loadConfig({ LLM_MODEL: models.chat, EMBED_MODEL: models.embed, LOG_LEVEL: "silent", MODEL_DOWNLOAD: "false", LLM_CONTEXT_SIZE: "1024", PROMPT_CACHE_DISK_MIB: "0", LLM_THREADS: TEST_THREADS, ...engine, ...env });
 }
 
 export async function startTestService(env: Record<string, string> = {}): Promise<TestService> {
