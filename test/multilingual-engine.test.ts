@@ -182,6 +182,23 @@ if (addonFile === null) {
     }
   });
 
+  t.test("rerank: flash attention off (the bench oracle's setting) reaches llama.cpp", async (t) => {
+    const load = (flashAttention?: boolean) => RerankEngine.load({
+      modelPath: rerankPath, modelName: "r", threads: THREADS, batchTokens: 128, batchSequences: 3, maxTokens: 512, maxDocuments: 64, truncate: false,
+      ...(flashAttention === undefined ? {} : { flashAttention }),
+    });
+    const [plain, off] = [await load(), await load(false)];
+    t.teardown(async () => { await plain.dispose(); await off.dispose(); });
+    const scores = async (engine: RerankEngine) => (await engine.rerank(query, documents)).map((r) => r.score);
+    const [a, b, again] = [await scores(plain), await scores(off), await scores(off)];
+    // CPU flash attention rounds Q, K and V to F16: the default's scores move by a few 1e-3 of a logit.
+    t.ok(maxAbsDiff(a, b) > 0, `another arithmetic than the default (|diff| ${maxAbsDiff(a, b).toExponential(2)})`);
+    const spread = Math.max(...a) - Math.min(...a);
+    t.ok(maxAbsDiff(a, b) < 0.01 * spread, `within 1% of the logits' spread (${spread.toFixed(2)})`);
+    t.same(order(a), order(b), "same order");
+    t.same(again, b, "repeatable");
+  });
+
   t.test("rerank limits are typed 400s naming the field; truncation keeps the query", async (t) => {
     const engine = await RerankEngine.load({
       modelPath: rerankPath, modelName: "r", threads: 1, batchTokens: 256, batchSequences: 4, maxTokens: 64, maxDocuments: 4, truncate: false,

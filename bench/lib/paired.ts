@@ -211,11 +211,11 @@ async function runBlock(metric: PairedMetric, side: SideTargets, index: number, 
   }
 }
 
-async function runMetric(metric: PairedMetric, sides: Record<Side, SideTargets>, opts: BenchOptions, stuck: Set<Side>): Promise<MetricRecord> {
+async function runMetric(metric: PairedMetric, sides: Record<Side, SideTargets>, opts: BenchOptions, stuck: Set<Side>, build: LlamaBuild): Promise<MetricRecord> {
   const record: MetricRecord = { metric: metric.metric, group: metric.group, blocks: [], errors: [] };
   if (metric.check !== undefined) {
     try {
-      record.checked = await metric.check(sides);
+      record.checked = await metric.check(sides, { llamaServer: build.server, threads: opts.threads });
       progress(`  ${metric.metric} ${record.checked}`);
     } catch (error) {
       // Loud: no block runs (a faster wrong answer is no result), the rows show ERROR, the bench exits non-zero.
@@ -305,7 +305,7 @@ export async function runPaired(opts: BenchOptions, models: BenchModels, build: 
     const { processes, sides } = await startGroup(group, opts, models, build);
     try {
       const stuck = new Set<Side>();
-      for (const metric of inGroup) metrics.push(await runMetric(metric, sides, opts, stuck));
+      for (const metric of inGroup) metrics.push(await runMetric(metric, sides, opts, stuck, build));
       for (const p of processes) if (p.server.exited()) throw new Error(`${p.label} exited during the runs; log: ${p.server.spec.logFile}`);
       const peak = Object.fromEntries(processes.map((p) => [p.label, p.server.peakRssBytes()]));
       groups.push({

@@ -34,8 +34,8 @@ import {
 import type { Side } from "./pairing.ts";
 import { measureFirstAfterRestart, measureManyPrompts, measureWarmWhileBusy } from "./cache-rows.ts";
 import { postJson } from "./http.ts";
-import { checkEmbedOracle, checkRerankOracle, type RerankTarget, type VectorTarget } from "./oracle-rerank.ts";
-import { rerankBlock, vectorBlock } from "./rag-rows.ts";
+import { batchedSpread, checkEmbedOracle, checkRerankOracleExact, type RerankTarget, type VectorTarget } from "./oracle-rerank.ts";
+import { ensureRagModels, rerankBlock, vectorBlock } from "./rag-rows.ts";
 import { followUpBlock } from "./responses-rows.ts";
 import type { Direction } from "./report.ts";
 import type { ChatTarget, EmbedTarget } from "./targets.ts";
@@ -83,11 +83,14 @@ export type RowSpec = {
 
 export type GroupId = "main" | "tiny" | "cache" | "cache4" | "rag";
 
+/** What a check may start besides the group's servers (the rerank oracle runs its own pair of processes). */
+export type CheckContext = { llamaServer: string; threads: number };
+
 export type PairedMetric = {
   metric: MetricName;
   group: GroupId;
   rows: readonly RowSpec[];
-  check?: (sides: Readonly<Record<Side, SideTargets>>) => Promise<string>;
+  check?: (sides: Readonly<Record<Side, SideTargets>>, ctx: CheckContext) => Promise<string>;
   warmup?: (side: SideTargets, ctx: Omit<BlockContext, "index">) => Promise<void>;
   block: (side: SideTargets, ctx: BlockContext) => Promise<Record<string, number>>;
 };
@@ -309,9 +312,15 @@ export const PAIRED_METRICS: readonly PairedMetric[] = [
       { id: "rerank_single", label: "Rerank, 1 request × 64 documents", unit: "pairs/s", digits: 1, better: "higher", limit: 1.0 },
       { id: "rerank_concurrent", label: "Rerank, 8 clients × 16 documents", unit: "pairs/s", digits: 1, better: "higher", limit: 1.0 },
     ],
-    check: async (sides) => {
-      const r = await checkRerankOracle(needRerank(sides.ours), needRerank(sides.llama));
-      return `oracle: ${r.comparisons} rerank scores equal llama-server's within 1e-4 (max |diff| ${r.maxAbsDiff.toExponential(2)}), same order`;
+    check: async (sides, ctx) => {
+      // The oracle needs the same arithmetic on both sides (checkRerankOracle): its own in-process reranker and
+      // llama-server, one pair per decode, flash attention off; the group's servers stay as they serve.
+      const { rerank: file } = await ensureRagModels({ embed: false, rerank: true });
+      const r = await checkRerankOracleExact({ ...ctx, file: file! });
+      const spread = await batchedSpread(needRerank(sides.ours), needRerank(sides.llama));
+      return `oracle: ${r.comparisons} rerank scores equal llama-server's within 1e-4 (max |diff| ${r.maxAbsDiff.toExponential(2)}), same order, ` +
+        `one pair per decode, flash attention off on both sides; as served (batched, defaults) ours vs llama-server max |diff| ` +
+        `${spread.oursVsReference.toExponential(2)}, llama-server vs itself ${spread.referenceVsItself.toExponential(2)}`;
     },
     warmup: async (s) => { await needRerank(s).rerank("¿Dónde?", ["Aquí.", "Allí."]); },
     block: async (s) => {

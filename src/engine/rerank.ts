@@ -29,6 +29,8 @@ export type RerankEngineOptions = {
   maxDocuments: number;
   /** A pair over the limit: true cuts the document (the query stays whole), false rejects the request (400). */
   truncate: boolean;
+  /** Flash attention: default llama.cpp's "auto" (on where the backend has it); the bench's oracle turns it off on both sides. */
+  flashAttention?: boolean;
 };
 
 export type RerankOptions = {
@@ -135,6 +137,7 @@ export class RerankEngine {
       // element of a hidden state as a score instead of failing.
       ...(options.maxTokens === undefined ? {} : { maxTokensPerText: options.maxTokens }),
       ...(options.gpuLayers === undefined ? {} : { gpuLayers: options.gpuLayers }),
+      ...(options.flashAttention === undefined ? {} : { flashAttention: options.flashAttention }),
     });
     // No one-pair-per-decode fallback (node-llama-cpp's LlamaRankingContext): a reranker is served batched or not at all.
     if ("unavailable" in loaded) throw new Error(`cannot load the reranker ${options.modelName}: ${loaded.unavailable}`);
