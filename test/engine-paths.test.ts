@@ -1,12 +1,15 @@
 // Both generation paths — the native slot loop and the node-llama-cpp fallback — through the same
 // ChatEngine on the generated fixtures: the scripted model's exact output, seeds, stops across tokens,
 // grammars, concurrency, cancellation, prefix reuse, late arrivals and logprobs.
-import { readdirSync, readFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import t from "tap";
 import { ensureSlotLoopAddon } from "../scripts/build-native.js";
 import { ensureTestModels, SCRIPTED_OUTPUT } from "../scripts/make-test-models.js";
 import { ChatEngine, type ChatEngineKind, type ChatEngineOptions, type GenerateRequest } from "../src/engine/chat.js";
 import { EngineError } from "../src/engine/errors.js";
+import { bundledLlamaCppTag } from "../src/engine/native/addonBuild.js";
 import { SlotLoopBackend } from "../src/engine/native/slotLoop.js";
 import { loadRuntime } from "../src/engine/runtime.js";
 import { postJson, startTestService } from "./helpers/service.js";
@@ -197,3 +200,15 @@ for (const engine of ["native", "node-llama-cpp"] as const) {
     t.match(metrics, /bora_slot_cached_tokens\{slot="0"\} \d+/);
   });
 }
+
+// `npx node-llama-cpp source clear` (the way back from `npm run build:llama-native`) deletes
+// llama/llama.cpp.info.json; the addon build then reads the tag from binariesGithubRelease.json.
+t.test("the bundled llama.cpp tag is found with or without llama.cpp.info.json", async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "nlc-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  mkdirSync(path.join(dir, "llama"));
+  writeFileSync(path.join(dir, "llama", "binariesGithubRelease.json"), JSON.stringify({ release: "v0.5.0" }));
+  t.equal(bundledLlamaCppTag(dir), "v0.5.0", "from binariesGithubRelease.json");
+  writeFileSync(path.join(dir, "llama", "llama.cpp.info.json"), JSON.stringify({ tag: "b9999", llamaCppGithubRepo: "ggml-org/llama.cpp" }));
+  t.equal(bundledLlamaCppTag(dir), "b9999", "llama.cpp.info.json first");
+});

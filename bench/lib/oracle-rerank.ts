@@ -306,7 +306,8 @@ export type MultilingualOracleResult = {
 };
 
 let cpuLlama: Promise<unknown> | undefined;
-const loadCpuLlama = () => (cpuLlama ??= import("node-llama-cpp").then(({ getLlama, LlamaLogLevel }) => getLlama({ gpu: false, logLevel: LlamaLogLevel.error })));
+// The service's own loader: it picks the same binding the service would (the local build when there is one).
+const loadCpuLlama = () => (cpuLlama ??= import("../../src/engine/runtime.ts").then(async ({ loadRuntime }) => (await loadRuntime("cpu", 0)).llama));
 
 type RerankFile = { llamaServer: string; threads: number; file: string };
 

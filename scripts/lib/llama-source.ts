@@ -2,9 +2,10 @@
 // Fixtures (vocab GGUFs, the Qwen3 template), native headers and the llama-server yardstick all come
 // from this one checkout, so everything is built from the exact source the runtime binary uses.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, renameSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
+import { bundledLlamaCppTag } from "../../src/engine/native/addonBuild.ts";
 
 const require = createRequire(import.meta.url);
 
@@ -25,8 +26,7 @@ export function nodeLlamaCppDir(): string {
 
 /** The llama.cpp release tag node-llama-cpp was built from (e.g. "b1234" or "v0.5.0"). */
 export function llamaCppTag(): string {
-  const info = JSON.parse(readFileSync(path.join(nodeLlamaCppDir(), "llama", "llama.cpp.info.json"), "utf8")) as { tag: string };
-  return info.tag;
+  return bundledLlamaCppTag(nodeLlamaCppDir());
 }
 
 /**

@@ -54,6 +54,16 @@ export function nativeCompileFlags(platform: NodeJS.Platform = process.platform)
 }
 
 /**
+ * The llama.cpp release node-llama-cpp's package was built from ("v0.5.0"): `llama/llama.cpp.info.json`, or
+ * `llama/binariesGithubRelease.json` where that is gone (`npx node-llama-cpp source clear` deletes the former).
+ */
+export function bundledLlamaCppTag(nodeLlamaCppDir: string): string {
+  const info = path.join(nodeLlamaCppDir, "llama", "llama.cpp.info.json");
+  if (existsSync(info)) return (JSON.parse(readFileSync(info, "utf8")) as { tag: string }).tag;
+  return (JSON.parse(readFileSync(path.join(nodeLlamaCppDir, "llama", "binariesGithubRelease.json"), "utf8")) as { release: string }).release;
+}
+
+/**
  * The libllama node-llama-cpp loaded into this process (call after getLlama()), from the process's list
  * of shared objects; null when none is loaded or the platform is not supported.
  */
@@ -111,7 +121,7 @@ export function nativeAddonBuildInfo(name: NativeAddonName, library: LoadedLlama
   if (!existsSync(sourceFile)) throw new Error(`missing ${sourceFile}`);
   const nlcDir = nodeLlamaCppPackageDir();
   const nodeLlamaCppVersion = (JSON.parse(readFileSync(path.join(nlcDir, "package.json"), "utf8")) as { version: string }).version;
-  const llamaCppTag = (JSON.parse(readFileSync(path.join(nlcDir, "llama", "llama.cpp.info.json"), "utf8")) as { tag: string }).tag;
+  const llamaCppTag = bundledLlamaCppTag(nlcDir);
   const compileFlags = nativeCompileFlags();
   const llamaFile = statSync(path.join(library.dir, library.llama));
 
