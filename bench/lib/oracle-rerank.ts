@@ -15,6 +15,7 @@
 // CLI (a one-off proof on the test fixtures; numbers from a busy machine are no claims):
 //   npx tsx bench/lib/oracle-rerank.ts [--bench-shape] [--reps=N] [--threads=N]
 import path from "node:path";
+import type { Llama } from "node-llama-cpp";
 import { ensureMultilingualBenchModels, ensureMultilingualTestModels } from "../../scripts/make-test-models.ts";
 import { projectRoot } from "../../scripts/lib/llama-source.ts";
 import type { EmbedEngine } from "../../src/engine/embed.ts";
@@ -305,7 +306,7 @@ export type MultilingualOracleResult = {
   embed?: { ours: { single: Throughput; concurrent: Throughput }; llamaServer: { single: Throughput; concurrent: Throughput } };
 };
 
-let cpuLlama: Promise<unknown> | undefined;
+let cpuLlama: Promise<Llama> | undefined;
 // The service's own loader: it picks the same binding the service would (the local build when there is one).
 const loadCpuLlama = () => (cpuLlama ??= import("../../src/engine/runtime.ts").then(async ({ loadRuntime }) => (await loadRuntime("cpu", 0)).llama));
 
@@ -364,7 +365,7 @@ export async function runMultilingualOracle(opts: {
 }): Promise<MultilingualOracleResult> {
   installCleanupHandlers();
   const { EmbedEngine } = await import("../../src/engine/embed.ts");
-  const llama = (await loadCpuLlama()) as import("node-llama-cpp").Llama;
+  const llama = await loadCpuLlama();
   const extraRerankOracles: Record<string, OracleReport> = {};
   const result: Partial<MultilingualOracleResult> = { extraRerankOracles };
 
