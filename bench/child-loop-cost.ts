@@ -12,7 +12,7 @@ import type { SamplingParams } from "../src/engine/chat/backend.js";
 import { SlotLoopBackend } from "../src/engine/native/slotLoop.js";
 import { loadRuntime } from "../src/engine/runtime.js";
 
-const greedy: SamplingParams = { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 1, repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, penaltyLastN: 64, ignoreEos: true };
+const greedy: SamplingParams = { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 1, repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, penaltyLastN: 64, ignoreEos: true, logitBias: [] };
 const prompt = [151644, 872, 198, 6023, 151645, 198, 151644, 77091, 198];
 const status = (pid: number | "self") => Object.fromEntries(readFileSync(`/proc/${pid}/status`, "utf8").split("\n")
   .filter((l) => /^(VmHWM|VmRSS|RssAnon|RssFile):/.test(l)).map((l) => [l.split(":")[0]!, Number(/\d+/.exec(l)![0]) / 1024]));

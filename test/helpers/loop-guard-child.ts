@@ -22,7 +22,7 @@ const loaded = await SlotLoopBackend.tryLoad({ modelPath, threads: 1, slots: 2, 
 if (!("backend" in loaded)) throw new Error(loaded.unavailable);
 const backend = loaded.backend;
 
-const greedy: SamplingParams = { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 1, repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, penaltyLastN: 64, ignoreEos: false };
+const greedy: SamplingParams = { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 1, repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, penaltyLastN: 64, ignoreEos: false, logitBias: [] };
 const prompt = [151644, 872, 198, 6023, 151645, 198, 151644, 77091, 198];
 
 async function run(name: string, job: Omit<Partial<BackendJob>, "sampling"> & { sampling?: Partial<SamplingParams> }): Promise<void> {

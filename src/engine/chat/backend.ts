@@ -13,13 +13,14 @@ export type SamplingParams = {
   topK: number;
   minP: number;
   seed: number;
-  /** Penalties over the last `penaltyLastN` generated tokens; 1 / 0 / 0 = off. */
+  /** Penalties over the last `penaltyLastN` tokens, the prompt's included (llama-server); 1 / 0 / 0 = off. */
   repeatPenalty: number;
   presencePenalty: number;
   frequencyPenalty: number;
   penaltyLastN: number;
   /** Never sample an end-of-generation token. */
   ignoreEos: boolean;
+  logitBias: readonly { id: number; bias: number }[];
 };
 
 export type TokenAlternative = { id: number; bytes: Uint8Array; logprob: number };

@@ -2,7 +2,7 @@
 // scheduler.ts, prompts and grammars in prompt.ts, text post-processing in output.ts; the backend
 // (native slot loop, or node-llama-cpp's context sequences) only decodes and samples tokens.
 import type { Llama, LlamaModel, Token } from "node-llama-cpp";
-import { EngineError } from "../errors.js";
+import { EngineError, invalidRequest } from "../errors.js";
 import type { BackendKind, BackendToken, GenerationBackend, SamplingParams, SlotState } from "./backend.js";
 import { SlotLoopBackend, type CacheTaskResult } from "../native/slotLoop.js";
 import { nativeAddonBuildInfo } from "../native/addonBuild.js";
@@ -237,6 +237,7 @@ export class ChatEngine {
     if (prompt.length === 0) throw new EngineError("invalid_request", "The prompt is empty.", 400, request.rawPrompt !== undefined ? "prompt" : "messages");
     const maxTokens = request.maxTokens ?? Math.max(1, Math.min(DEFAULT_MAX_TOKENS, this.contextSize - prompt.length));
     this.checkBudget(prompt.length, maxTokens, request.maxTokensField ?? "max_new_tokens", request.rawPrompt !== undefined ? "prompt" : "messages");
+    this.checkLogitBias(request.logitBias);
     const grammar = await this.prompts.selectGrammar(request);
     return { request: { ...request, maxTokens }, prompt, grammar, chat: rendered.chat, preparedAt: performance.now() };
   }
@@ -325,7 +326,7 @@ export class ChatEngine {
     const generation = this.backend.generate(slot, {
       prompt,
       maxTokens: request.maxTokens ?? DEFAULT_MAX_TOKENS,
-      sampling: samplingOf(request),
+      sampling: samplingOf(request, this.contextSize),
       ...(prepared.grammar !== undefined ? { grammar: prepared.grammar } : {}),
       ...(logprobsTop !== undefined ? { logprobsTop } : {}),
       signal,
@@ -361,6 +362,12 @@ export class ChatEngine {
       finishReason: summary.finishReason,
       timings: { queueMs: 0, firstTokenMs: outcome.firstTokenMs, totalMs: 0 },
     };
+  }
+
+  private checkLogitBias(bias: GenerateRequest["logitBias"]): void {
+    const size = this.model.fileInfo.metadata.tokenizer.ggml.tokens.length;
+    const wrong = bias?.find((b) => !Number.isInteger(b.id) || b.id < 0 || b.id >= size);
+    if (wrong !== undefined) throw invalidRequest(`logit_bias names token ${wrong.id}, not a token id of this model (0..${size - 1}).`, "logit_bias");
   }
 
   private checkBudget(promptTokens: number, maxTokens: number, field: string, promptField: string): void {
@@ -425,8 +432,8 @@ function abortReason(deadline: AbortSignal, timeoutMs: number, phase: string): E
   return new EngineError("cancelled", `The request was cancelled while ${phase}.`, 499);
 }
 
-/** The request's sampling settings with node-llama-cpp's / llama-server's defaults filled in. */
-export function samplingOf(request: GenerateRequest): SamplingParams {
+/** The request's sampling settings with llama-server's defaults filled in (`contextSize`: what repeat_last_n -1 means). */
+export function samplingOf(request: GenerateRequest, contextSize: number): SamplingParams {
   return {
     temperature: request.temperature,
     topP: request.topP,
@@ -437,8 +444,9 @@ export function samplingOf(request: GenerateRequest): SamplingParams {
     repeatPenalty: request.repeatPenalty ?? 1,
     presencePenalty: request.presencePenalty ?? 0,
     frequencyPenalty: request.frequencyPenalty ?? 0,
-    penaltyLastN: PENALTY_LAST_N,
+    penaltyLastN: request.repeatLastN === -1 ? contextSize : request.repeatLastN ?? PENALTY_LAST_N,
     ignoreEos: request.ignoreEos ?? false,
+    logitBias: request.logitBias ?? [],
   };
 }
 

@@ -97,9 +97,9 @@ export class NodeLlamaCppBackend implements GenerationBackend {
         seed: s.seed,
         grammarEvaluationState: grammar,
         repeatPenalty: penalties
-          ? { punishTokens: () => generated.slice(-s.penaltyLastN), penalty: s.repeatPenalty, presencePenalty: s.presencePenalty, frequencyPenalty: s.frequencyPenalty }
+          ? { punishTokens: () => (s.penaltyLastN > 0 ? [...prompt, ...generated].slice(-s.penaltyLastN) : []), penalty: s.repeatPenalty, presencePenalty: s.presencePenalty, frequencyPenalty: s.frequencyPenalty }
           : undefined,
-        tokenBias: s.ignoreEos ? this.noEndTokens : undefined,
+        tokenBias: this.tokenBiasOf(s),
         yieldEogToken: true,
       });
       let cancelled = false;
@@ -126,6 +126,15 @@ export class NodeLlamaCppBackend implements GenerationBackend {
     } finally {
       this.busy[slot] = false;
     }
+  }
+
+  /** ignore_eos and the request's logit_bias as node-llama-cpp's TokenBias (undefined: none). */
+  private tokenBiasOf(s: BackendJob["sampling"]): TokenBias | undefined {
+    if (s.logitBias.length === 0) return s.ignoreEos ? this.noEndTokens : undefined;
+    const bias = new TokenBias(this.model.tokenizer);
+    for (const { id, bias: value } of s.logitBias) bias.set(id as Token, value === -Infinity ? "never" : value);
+    if (s.ignoreEos) for (const token of endOfGenerationTokens(this.model)) bias.set(token, "never");
+    return bias;
   }
 
   async trimCache(slot: number, length: number): Promise<void> {

@@ -60,6 +60,10 @@ export type GenerateRequest = {
   repeatPenalty?: number;
   presencePenalty?: number;
   frequencyPenalty?: number;
+  /** How many of the last tokens (prompt included, as llama-server) the penalties look at; -1: the whole context; 0: off. Default 64. */
+  repeatLastN?: number;
+  /** Added to a token's logit before sampling (OpenAI's and llama-server's logit_bias); -Infinity bans it. */
+  logitBias?: readonly TokenBias[];
   responseFormat?: ResponseFormat;
   /** Never sample an end-of-generation token (llama-server's ignore_eos): runs to maxTokens. */
   ignoreEos?: boolean;
@@ -80,6 +84,8 @@ export type GenerateRequest = {
   /** Receives output as it is generated; text never splits a character. */
   onDelta?: (delta: GenerationDelta) => void;
 };
+
+export type TokenBias = { id: number; bias: number };
 
 export type TokenLogprob = {
   /** The token's text (may be part of a character: then `bytes` says which bytes). */

@@ -82,6 +82,7 @@ type NativeJobParams = {
   maxTokens: number;
   temperature: number; topP: number; topK: number; minP: number; seed: number;
   repeatPenalty: number; presencePenalty: number; frequencyPenalty: number; penaltyLastN: number; ignoreEos: boolean;
+  logitBias?: { ids: Uint32Array; biases: Float32Array };
   grammar?: string;
   logprobsTop?: number;
 };
@@ -211,9 +212,11 @@ export class SlotLoopBackend implements GenerationBackend {
       running.reject = settle(reject);
       this.#running.set(slot, running);
       try {
+        const { logitBias, ...sampling } = job.sampling;
         this.#native.start(slot, id, Uint32Array.from(job.prompt), {
           maxTokens: job.maxTokens,
-          ...job.sampling,
+          ...sampling,
+          ...(logitBias.length > 0 ? { logitBias: { ids: Uint32Array.from(logitBias, (b) => b.id), biases: Float32Array.from(logitBias, (b) => b.bias) } } : {}),
           ...(job.grammar !== undefined ? { grammar: job.grammar } : {}),
           ...(job.logprobsTop !== undefined ? { logprobsTop: job.logprobsTop } : {}),
         });

@@ -72,6 +72,7 @@ struct SamplingParams {
     float frequencyPenalty = 0.0f;
     int32_t penaltyLastN = 64;
     bool ignoreEos = false;
+    std::vector<llama_logit_bias> logitBias;  // the request's own biases (OpenAI's logit_bias)
 };
 
 struct Job {
@@ -473,6 +474,10 @@ struct LoopCore {
         if (!error.empty()) finish(slot, "error", error, step, "request");
     }
 
+    // The chain common_sampler_init builds for llama-server, in its order (logit bias, penalties, top-k,
+    // top-p, min-p, temperature, dist; the samplers this API cannot turn on are no-ops there), so the same
+    // seed and settings give llama-server's tokens. Samplers at their "off" value are left out: each of
+    // them returns at once there without touching the candidates.
     std::string buildSamplers(Slot& slot) {
         slot.freeSamplers();
         const Job& job = *slot.job;
@@ -480,22 +485,31 @@ struct LoopCore {
         auto params = llama_sampler_chain_default_params();
         params.no_perf = true;
         slot.chain = llama_sampler_chain_init(params);
-        const bool penalties = s.repeatPenalty != 1.0f || s.presencePenalty != 0.0f || s.frequencyPenalty != 0.0f;
-        if (s.ignoreEos && !noEndBias.empty()) {
-            llama_sampler_chain_add(slot.chain, llama_sampler_init_logit_bias(nVocab, static_cast<int32_t>(noEndBias.size()), noEndBias.data()));
+        std::vector<llama_logit_bias> bias = s.logitBias;
+        if (s.ignoreEos) bias.insert(bias.end(), noEndBias.begin(), noEndBias.end());
+        if (!bias.empty()) {
+            llama_sampler_chain_add(slot.chain, llama_sampler_init_logit_bias(nVocab, static_cast<int32_t>(bias.size()), bias.data()));
         }
+        const bool penalties = s.penaltyLastN != 0 && (s.repeatPenalty != 1.0f || s.presencePenalty != 0.0f || s.frequencyPenalty != 0.0f);
         if (penalties) {
             llama_sampler_chain_add(slot.chain, llama_sampler_init_penalties(nVocab, s.penaltyLastN, s.repeatPenalty, s.frequencyPenalty, s.presencePenalty));
         }
-        slot.plainGreedy = s.temperature <= 0.0f && !penalties && !(s.ignoreEos && !noEndBias.empty()) && job.grammar.empty();
+        slot.plainGreedy = s.temperature <= 0.0f && !penalties && bias.empty() && job.grammar.empty();
         if (s.temperature <= 0.0f) {
+            // llama-server's temperature 0 keeps only the highest logit (the first of equal ones): greedy.
             llama_sampler_chain_add(slot.chain, llama_sampler_init_greedy());
         } else {
             if (s.topK > 0) llama_sampler_chain_add(slot.chain, llama_sampler_init_top_k(s.topK));
-            if (s.topP < 1.0f) llama_sampler_chain_add(slot.chain, llama_sampler_init_top_p(s.topP, 1));
-            if (s.minP > 0.0f) llama_sampler_chain_add(slot.chain, llama_sampler_init_min_p(s.minP, 1));
+            if (s.topP < 1.0f) llama_sampler_chain_add(slot.chain, llama_sampler_init_top_p(s.topP, 0));
+            if (s.minP > 0.0f) llama_sampler_chain_add(slot.chain, llama_sampler_init_min_p(s.minP, 0));
             llama_sampler_chain_add(slot.chain, llama_sampler_init_temp(s.temperature));
             llama_sampler_chain_add(slot.chain, llama_sampler_init_dist(s.seed));
+        }
+        if (penalties) {
+            // As llama-server's init_sampler: the prompt is in the penalty window (only its last n count).
+            const auto& prompt = job.prompt;
+            const size_t from = prompt.size() > static_cast<size_t>(s.penaltyLastN) ? prompt.size() - static_cast<size_t>(s.penaltyLastN) : 0;
+            for (size_t i = from; i < prompt.size(); i++) llama_sampler_accept(slot.chain, prompt[i]);
         }
         if (!job.grammar.empty()) {
             slot.grammar = llama_sampler_init_grammar(vocab, job.grammar.c_str(), "root");
@@ -917,6 +931,28 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
         return static_cast<float>(readNumber(env, options, key, min, max));
     }
 
+    // logitBias: token ids and their biases, two arrays of the same length (a bias may be -Infinity: banned).
+    std::vector<llama_logit_bias> readLogitBias(Napi::Env env, const Napi::Object& params) const {
+        std::vector<llama_logit_bias> out;
+        const auto value = params.Get("logitBias");
+        if (value.IsUndefined()) return out;
+        if (!value.IsObject()) throw Napi::TypeError::New(env, "option logitBias must be {ids, biases}");
+        const auto bias = value.As<Napi::Object>();
+        const auto ids = bias.Get("ids");
+        const auto values = bias.Get("biases");
+        if (!ids.IsTypedArray() || !values.IsTypedArray()) throw Napi::TypeError::New(env, "option logitBias must be {ids: Uint32Array, biases: Float32Array}");
+        const auto idArray = ids.As<Napi::Uint32Array>();
+        const auto biasArray = values.As<Napi::Float32Array>();
+        if (idArray.ElementLength() != biasArray.ElementLength()) throw Napi::RangeError::New(env, "logitBias ids and biases differ in length");
+        for (size_t i = 0; i < idArray.ElementLength(); i++) {
+            if (idArray[i] >= static_cast<uint32_t>(core->nVocab)) throw Napi::RangeError::New(env, "logitBias: token id outside the vocabulary");
+            const float b = biasArray[i];
+            if (std::isnan(b) || b == INFINITY) throw Napi::RangeError::New(env, "logitBias: a bias must be a number or -Infinity");
+            out.push_back({static_cast<llama_token>(idArray[i]), b});
+        }
+        return out;
+    }
+
     Slot& slotArg(const Napi::CallbackInfo& info, size_t index) {
         Napi::Env env = info.Env();
         requireCore(env);
@@ -967,8 +1003,9 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
         s.repeatPenalty = readFloat(env, params, "repeatPenalty", 1e-6f, 1e6f);
         s.presencePenalty = readFloat(env, params, "presencePenalty", -1e6f, 1e6f);
         s.frequencyPenalty = readFloat(env, params, "frequencyPenalty", -1e6f, 1e6f);
-        s.penaltyLastN = readInt(env, params, "penaltyLastN", -1, 1 << 24);
+        s.penaltyLastN = readInt(env, params, "penaltyLastN", 0, 1 << 24);
         s.ignoreEos = params.Get("ignoreEos").ToBoolean().Value();
+        s.logitBias = readLogitBias(env, params);
         const auto grammar = params.Get("grammar");
         if (grammar.IsString()) job->grammar = grammar.As<Napi::String>().Utf8Value();
         const auto top = params.Get("logprobsTop");
