@@ -58,3 +58,17 @@ t.test("the model evaluates exactly the prompt tokens", async (t) => {
   t.ok(slot.cachedTokens >= prompt.length, "the slot holds the prompt and the generated tokens");
   t.equal(result.promptTokens, prompt.length);
 });
+
+t.test("withSpecialTokens: llama.cpp's add_special, never a second BOS", async (t) => {
+  const { withSpecialTokens } = await import("../src/engine/chat/prompt.js");
+  const bosOnly = { bos: 1 as never, eos: 2 as never, addBos: true, addEos: false };
+  t.same(withSpecialTokens([5, 6] as never[], bosOnly), [1, 5, 6], "BOS added where the vocabulary asks for it");
+  t.same(withSpecialTokens([1, 5] as never[], bosOnly), [1, 5], "a template's own BOS is kept, not doubled");
+  t.same(withSpecialTokens([1, 1, 5] as never[], bosOnly), [1, 5], "a typed BOS and the template's: one");
+  t.same(withSpecialTokens([5, 2] as never[], { ...bosOnly, addEos: true }), [1, 5, 2], "EOS once where add_eos_token says so");
+  t.same(withSpecialTokens([5] as never[], { ...bosOnly, addEos: true }), [1, 5, 2]);
+  t.same(withSpecialTokens([1, 5] as never[], { bos: 1 as never, eos: 2 as never, addBos: false, addEos: false }), [1, 5], "add_bos false (Qwen3): as rendered");
+  t.same(withSpecialTokens([5] as never[], { bos: null, eos: null, addBos: true, addEos: true }), [5], "no BOS token: nothing to add");
+  const special = (await import("../src/engine/chat/prompt.js")).promptSpecialTokens(model);
+  t.equal(special.addBos, false, "the Qwen3 fixture's vocabulary adds no BOS, as Qwen3's");
+});

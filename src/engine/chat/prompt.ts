@@ -2,7 +2,9 @@
 // take these from here: prompt rendering is ONE function (renderPrompt) and grammar selection ONE
 // function (selectGrammar), so tool prompts and tool grammars plug in at exactly one place each.
 import {
+  LlamaText,
   QwenChatWrapper,
+  SpecialTokensText,
   resolveChatWrapper,
   type ChatHistoryItem,
   type ChatWrapper,
@@ -21,38 +23,97 @@ export type RenderedPrompt = {
   chat: boolean;
 };
 
+/** What llama.cpp's `add_special` adds around a prompt for this vocabulary. */
+export type PromptSpecialTokens = { bos: Token | null; eos: Token | null; addBos: boolean; addEos: boolean };
+
+/** The GGUF's add_bos_token / add_eos_token as llama.cpp reads them (its defaults included). */
+export function promptSpecialTokens(model: LlamaModel): PromptSpecialTokens {
+  const { bos, eos } = model.tokens;
+  return { bos, eos, addBos: model.tokens.shouldPrependBosToken, addEos: model.tokens.shouldAppendEosToken };
+}
+
+/**
+ * A prompt as llama.cpp tokenizes it with add_special: BOS first and EOS last where the vocabulary asks for
+ * them, never twice (a chat template or a raw prompt that already starts with BOS keeps one, as llama-server
+ * strips the template's own BOS text before adding its own).
+ */
+export function withSpecialTokens(tokens: readonly Token[], special: PromptSpecialTokens): Token[] {
+  const out = [...tokens];
+  if (special.addBos && special.bos !== null) {
+    while (out[0] === special.bos) out.shift();
+    out.unshift(special.bos);
+  }
+  if (special.addEos && special.eos !== null && out[out.length - 1] !== special.eos) out.push(special.eos);
+  return out;
+}
+
+/** The GGUF's own chat template, or null when it has none. */
+export function embeddedChatTemplate(model: LlamaModel): string | null {
+  const template = (model.fileInfo.metadata.tokenizer as { chat_template?: unknown }).chat_template;
+  return typeof template === "string" && template.length > 0 ? template : null;
+}
+
+/**
+ * llama-server's template for a model whose GGUF has none (its built-in chatml): each message as
+ * `<|im_start|>{role}\n{content}<|im_end|>\n`, then `<|im_start|>assistant\n`. Where the vocabulary has the
+ * markers as special tokens they become those tokens; elsewhere the whole text is tokenized in one piece, as
+ * llama.cpp does. Either way a message's own text is never read as special tokens (llama-server would turn
+ * a `</s>` typed in a message into EOS).
+ */
+export function chatmlFallbackTokens(model: LlamaModel, messages: readonly ChatMessage[]): Token[] {
+  const isSpecial = (text: string) => {
+    const found = model.tokenize(text, true);
+    return found.length === 1 && model.isSpecialToken(found[0]);
+  };
+  if (isSpecial("<|im_start|>") && isSpecial("<|im_end|>")) {
+    return LlamaText([
+      ...messages.flatMap((m) => [new SpecialTokensText(`<|im_start|>${m.role}\n`), m.content, new SpecialTokensText("<|im_end|>\n")]),
+      new SpecialTokensText("<|im_start|>assistant\n"),
+    ]).tokenize(model.tokenizer);
+  }
+  const text = messages.map((m) => `<|im_start|>${m.role}\n${m.content}<|im_end|>\n`).join("") + "<|im_start|>assistant\n";
+  return model.tokenize(text, false);
+}
+
+export const CHATML_FALLBACK_NAME = "ChatML (no template in the GGUF, as llama-server)";
+
 export class PromptBuilder {
-  private readonly wrappers: { thinking: ChatWrapper; noThinking: ChatWrapper };
+  /** null: the GGUF has no chat template, so messages are rendered as llama-server's chatml fallback. */
+  private readonly wrappers: { thinking: ChatWrapper; noThinking: ChatWrapper } | null;
+  private readonly special: PromptSpecialTokens;
   private readonly grammarCache = new Map<string, Promise<string>>();
 
   constructor(private readonly llama: Llama, private readonly model: LlamaModel) {
-    this.wrappers = resolveWrappers(model);
+    this.wrappers = embeddedChatTemplate(model) === null ? null : resolveWrappers(model);
+    this.special = promptSpecialTokens(model);
   }
 
   get chatWrapperName(): string {
-    return this.wrappers.noThinking.wrapperName;
+    return this.wrappers?.noThinking.wrapperName ?? CHATML_FALLBACK_NAME;
   }
 
   /** The exact tokens the chat template produces for these messages, generation prompt included. */
   tokenizeMessages(messages: readonly ChatMessage[], enableThinking: boolean): Token[] {
+    if (this.wrappers === null) return withSpecialTokens(chatmlFallbackTokens(this.model, messages), this.special);
     const wrapper = enableThinking ? this.wrappers.thinking : this.wrappers.noThinking;
     const { contextText } = wrapper.generateContextState({ chatHistory: toChatHistory(messages) });
-    return contextText.tokenize(this.model.tokenizer);
+    return withSpecialTokens(contextText.tokenize(this.model.tokenizer), this.special);
   }
 
   /** The one place a request becomes prompt tokens (raw text as is; otherwise the chat template). */
   renderPrompt(request: GenerateRequest): RenderedPrompt {
     if (request.rawPrompt !== undefined) {
-      // As llama-server's /completion: special-token text in the prompt is parsed as special tokens.
-      return { tokens: this.model.tokenize(request.rawPrompt, true), chat: false };
+      // As llama-server's /completion: special-token text in the prompt is parsed as special tokens, and
+      // BOS/EOS are added as the vocabulary asks.
+      return { tokens: withSpecialTokens(this.model.tokenize(request.rawPrompt, true), this.special), chat: false };
     }
     checkTools(request.tools, request.toolChoice);
     const toolPrompt = renderToolPrompt(request.messages, { tools: request.tools, toolChoice: request.toolChoice, enableThinking: request.enableThinking });
     if (toolPrompt !== null) {
-      if (!(this.wrappers.noThinking instanceof QwenChatWrapper)) {
+      if (!(this.wrappers?.noThinking instanceof QwenChatWrapper)) {
         throw invalidRequest(`Tool calling needs a Qwen3-style (Hermes <tool_call>) chat template; ${this.chatWrapperName} has none here.`, "tools");
       }
-      return { tokens: toolPrompt.tokenize(this.model.tokenizer), chat: true };
+      return { tokens: withSpecialTokens(toolPrompt.tokenize(this.model.tokenizer), this.special), chat: true };
     }
     return { tokens: this.tokenizeMessages(request.messages, request.enableThinking), chat: true };
   }
