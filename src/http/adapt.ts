@@ -1,9 +1,9 @@
 // Wire fields shared by the APIs (seed, OpenAI chat and completions; Ollama maps its own `options`)
 // -> the engine's request. One mapping, so the adapters cannot drift apart.
 import type { Static } from "@sinclair/typebox";
-import type { ChatMessage, GenerateRequest, GenerationDelta, ResponseFormat, ToolCall } from "../engine/chat.js";
+import type { ChatMessage, GenerateRequest, GenerationDelta, ResponseFormat, TokenBias, ToolCall } from "../engine/chat.js";
 import { invalidRequest } from "../engine/errors.js";
-import type { ResponseFormatSchema, SamplingControls } from "./schemas/common.js";
+import type { LogitBiasSchema, ResponseFormatSchema, SamplingControls } from "./schemas/common.js";
 import type { ToolCallDeltaWire, ToolCallWire, ToolChoiceWire, ToolWire } from "./schemas/tools.js";
 
 type Controls = { [K in keyof typeof SamplingControls]?: Static<(typeof SamplingControls)[K]> };
@@ -38,6 +38,8 @@ export function toSamplingRequest(
     repeatPenalty: body.repeat_penalty,
     presencePenalty: body.presence_penalty,
     frequencyPenalty: body.frequency_penalty,
+    ...(body.repeat_last_n !== undefined ? { repeatLastN: body.repeat_last_n } : {}),
+    ...(body.logit_bias !== undefined ? { logitBias: toLogitBias(body.logit_bias) } : {}),
     responseFormat: toResponseFormat(body.response_format),
     ignoreEos: body.ignore_eos ?? false,
     enableThinking: body.enable_thinking ?? defaultThinking,
@@ -99,6 +101,12 @@ export function toolCallDeltaToWire(delta: GenerationDelta): ToolCallDeltaWire |
   if (delta.kind === "tool_call") return { index: delta.index, id: delta.id, type: "function", function: { name: delta.name, arguments: "" } };
   if (delta.kind === "tool_call_arguments") return { index: delta.index, function: { arguments: delta.text } };
   return null;
+}
+
+/** Either wire form of logit_bias -> the engine's list (false: banned, -Infinity). */
+export function toLogitBias(wire: Static<typeof LogitBiasSchema>): TokenBias[] {
+  if (Array.isArray(wire)) return wire.map(([id, bias]) => ({ id, bias: bias === false ? -Infinity : bias }));
+  return Object.entries(wire).map(([id, bias]) => ({ id: Number(id), bias }));
 }
 
 function toResponseFormat(format: Static<typeof ResponseFormatSchema> | undefined): ResponseFormat | undefined {

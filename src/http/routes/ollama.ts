@@ -41,6 +41,7 @@ function toSampling(options: OllamaOptions | undefined) {
     repeatPenalty: o.repeat_penalty,
     presencePenalty: o.presence_penalty,
     frequencyPenalty: o.frequency_penalty,
+    ...(o.repeat_last_n !== undefined ? { repeatLastN: o.repeat_last_n } : {}),
     maxTokens: o.num_predict !== undefined && o.num_predict > 0 ? o.num_predict : undefined,
     maxTokensField: "options.num_predict",
   };

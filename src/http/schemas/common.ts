@@ -25,6 +25,15 @@ export const ResponseFormatSchema = Type.Union([
   }),
 ], { description: "Constrain the output: any JSON object, or JSON matching a schema" });
 
+/**
+ * OpenAI's `{"<token id>": bias}` (-100..100), or llama-server's `[[id, bias], ...]` where `false` bans the
+ * token. Added to the token's logit before any other sampler, as llama-server does.
+ */
+export const LogitBiasSchema = Type.Union([
+  Type.Record(Type.String({ pattern: "^(0|[1-9][0-9]{0,9})$" }), Type.Number({ minimum: -100, maximum: 100 }), { additionalProperties: false }),
+  Type.Array(Type.Tuple([Type.Integer({ minimum: 0 }), Type.Union([Type.Number({ minimum: -100, maximum: 100 }), Type.Literal(false)])]), { maxItems: 1024 }),
+], { description: "Token id -> bias added to its logit (-100..100): OpenAI's object, or llama-server's [[id, bias]] pairs where false bans the token" });
+
 /** Sampling controls, named as OpenAI names them, accepted by both APIs. */
 export const SamplingControls = {
   top_k: Type.Optional(Type.Integer({ minimum: 0, maximum: 1000, description: "Sample from the k most likely tokens (0: off)" })),
@@ -35,9 +44,20 @@ export const SamplingControls = {
   presence_penalty: Type.Optional(Type.Number({ minimum: -2, maximum: 2 })),
   frequency_penalty: Type.Optional(Type.Number({ minimum: -2, maximum: 2 })),
   repeat_penalty: Type.Optional(Type.Number({ minimum: 1e-6, maximum: 10, description: "llama.cpp repetition penalty (1: off; above 0, as llama.h requires: at least 1e-6, so it stays above 0 as a 32-bit float)" })),
+  repeat_last_n: Type.Optional(Type.Integer({ minimum: -1, maximum: 1_048_576, description: "How many of the last tokens, the prompt's included, the penalties look at (llama-server's; default 64; 0: none; -1: the whole context)" })),
+  logit_bias: Type.Optional(LogitBiasSchema),
   response_format: Type.Optional(ResponseFormatSchema),
   ignore_eos: Type.Optional(Type.Boolean({ description: "Keep generating past the end-of-text token, up to the token limit (benchmarks)" })),
   enable_thinking: Type.Optional(Type.Boolean({ description: "Qwen3 thinks before answering; the reasoning is returned apart from the answer" })),
+};
+
+/**
+ * The OpenAI routes sample as llama-server's /v1 endpoints do when a field is left out (its defaults: top_k 40,
+ * min_p 0.05, with temperature 0.8 and top_p 0.95 in each route's schema), so the same seed gives its text.
+ */
+export const LlamaServerSamplingDefaults = {
+  top_k: Type.Integer({ minimum: 0, maximum: 1000, default: 40, description: "Sample from the k most likely tokens (0: off; llama-server's default, 40)" }),
+  min_p: Type.Number({ minimum: 0, maximum: 1, default: 0.05, description: "Drop tokens below min_p times the top probability (0: off; llama-server's default, 0.05)" }),
 };
 
 export const ErrorBodySchema = Type.Object({

@@ -1,7 +1,7 @@
 // OpenAI's legacy text completions (POST /v1/completions): what LlamaIndex's OpenAILike, LangChain's
 // OpenAI (non-chat) LLM and the official client send. The prompt is raw text: no chat template.
 import { Type, type Static } from "@sinclair/typebox";
-import { SamplingControls, StopSchema, UsageSchema } from "./common.js";
+import { LlamaServerSamplingDefaults, SamplingControls, StopSchema, UsageSchema } from "./common.js";
 
 export const CompletionBodySchema = Type.Object({
   model: Type.Optional(Type.String({ minLength: 1, description: "The served chat model, by any of its names; omitted: the served one" })),
@@ -21,6 +21,7 @@ export const CompletionBodySchema = Type.Object({
   suffix: Type.Optional(Type.Null({ description: "Insertion is not supported" })),
   user: Type.Optional(Type.String()),
   ...SamplingControls,
+  ...LlamaServerSamplingDefaults,
   stop: Type.Optional(Type.Union([StopSchema, Type.Null()])),
 }, { $id: "CompletionRequest" });
 export type CompletionBody = Static<typeof CompletionBodySchema>;

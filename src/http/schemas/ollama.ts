@@ -26,6 +26,7 @@ export const OllamaOptionsSchema = Type.Object({
   seed: Type.Optional(Type.Integer({ minimum: -1, maximum: 4294967294, description: "-1: random; 0..4294967294 (4294967295 is llama.cpp's own 'random')" })),
   stop: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { maxItems: 16 })),
   repeat_penalty: Type.Optional(Type.Number({ minimum: 1e-6, maximum: 10, description: "Above 0 (llama.h): at least 1e-6; 1: off" })),
+  repeat_last_n: Type.Optional(Type.Integer({ minimum: -1, maximum: 1_048_576, description: "Tokens the penalties look back over, the prompt's included (default 64; 0: none; -1: num_ctx)" })),
   presence_penalty: Type.Optional(Type.Number({ minimum: -2, maximum: 2 })),
   frequency_penalty: Type.Optional(Type.Number({ minimum: -2, maximum: 2 })),
 }, { description: "Sampling options; the others Ollama knows (num_ctx, num_thread, mirostat, …) are accepted and ignored" });

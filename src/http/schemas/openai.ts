@@ -1,7 +1,7 @@
 // The OpenAI-compatible API's wire types: what the official client and LangChain send and expect.
 // Unknown fields are accepted and ignored, as OpenAI-compatible servers do (clients send many).
 import { Type, type Static } from "@sinclair/typebox";
-import { PromptFields, SamplingControls, UsageSchema } from "./common.js";
+import { LlamaServerSamplingDefaults, PromptFields, SamplingControls, UsageSchema } from "./common.js";
 import { ChatLogprobsControls, ChatLogprobsSchema } from "./logprobs.js";
 import { ToolCallDeltaSchema, ToolCallSchema, ToolRequestFields } from "./tools.js";
 
@@ -29,6 +29,7 @@ export const ChatCompletionBodySchema = Type.Object({
   stream_options: Type.Optional(Type.Object({ include_usage: Type.Optional(Type.Boolean()) })),
   chat_template_kwargs: Type.Optional(Type.Object({ enable_thinking: Type.Optional(Type.Boolean()) }, { description: "vLLM / llama-server spelling of enable_thinking" })),
   ...SamplingControls,
+  ...LlamaServerSamplingDefaults,
   ...ChatLogprobsControls,
   ...ToolRequestFields,
 }, { $id: "ChatCompletionRequest" });
