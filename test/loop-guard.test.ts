@@ -52,13 +52,13 @@ t.test("every entry point after dispose answers without touching the freed core"
   t.equal(code, 0);
   const prefix = lines.find((l) => l.name === "common prefix") as { cached?: number; mismatches?: number } | undefined;
   t.ok((prefix?.cached ?? 0) > 40, "the slot holds prompt and answer");
-  t.equal(prefix?.mismatches, 0, "native commonPrefix agrees with the JS prefix on a copy, 300 generated prompts");
+  t.equal(prefix?.mismatches, 0, "native commonPrefixes agrees with the JS prefix on a copy, 300 generated prompts");
   const after = lines.find((l) => l.name === "after dispose");
   t.same(after?.states, []);
   t.same(after?.tokens, []);
   t.equal(after?.prefix, 0);
   const native = lines.find((l) => l.name === "native after dispose") as { answers?: Record<string, string> } | undefined;
-  for (const method of ["slotStates", "slotTokens", "commonPrefix", "start", "end", "trim"]) {
+  for (const method of ["slotStates", "slotTokens", "commonPrefixes", "start", "end", "trim"]) {
     t.equal(native?.answers?.[method], "the slot loop is disposed", `${method} after dispose throws a JS error`);
   }
   t.equal(native?.answers?.["dispose again"], "undefined", "a second dispose resolves");

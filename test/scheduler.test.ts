@@ -1,7 +1,9 @@
 // The admission queue and slot choice (src/engine/chat/scheduler.ts) on their own: no model involved,
-// the slots' cached tokens are plain arrays.
+// the slots' cached tokens are plain arrays. The native loop's own prefix computation is checked against
+// commonPrefixLength in test/loop-guard.test.ts.
 import t from "tap";
 import { EngineError } from "../src/engine/errors.js";
+import { commonPrefixLength } from "../src/engine/chat/backend.js";
 import { SlotScheduler } from "../src/engine/chat/scheduler.js";
 
 const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
@@ -10,7 +12,7 @@ const aborted = () => new Error("aborted");
 
 t.test("a free slot sharing the longest prefix is chosen; strangers take the least recently used", async (t) => {
   const caches: number[][] = [range(0, 100), range(1000, 100), []];
-  const scheduler = new SlotScheduler(3, 4, (slot) => caches[slot] ?? []);
+  const scheduler = new SlotScheduler(3, 4, (prompt) => caches.map((cache) => commonPrefixLength(cache, prompt)));
   t.equal(await scheduler.acquire([...range(1000, 50), 7], never, aborted), 1, "shares 50 tokens with slot 1");
   scheduler.release(1);
   t.equal(await scheduler.acquire([...range(0, 80), 9, 9], never, aborted), 0);
@@ -20,7 +22,7 @@ t.test("a free slot sharing the longest prefix is chosen; strangers take the lea
 });
 
 t.test("FIFO queue, 429 with Retry-After from the place in the queue, aborts leave the queue", async (t) => {
-  const scheduler = new SlotScheduler(2, 2, () => []);
+  const scheduler = new SlotScheduler(2, 2, () => [0, 0]);
   for (let i = 0; i < 4; i++) scheduler.recordServiceTime(4000);
   t.equal(scheduler.retryAfterSeconds(0), 2, "first in line: half a service time with 2 slots");
   t.equal(scheduler.retryAfterSeconds(5), 12, "6th in line: three service times");

@@ -71,3 +71,32 @@ t.test("slot actions answer 501 without SLOT_SAVE_PATH, as llama-server without 
   t.equal(r.statusCode, 501);
   t.match(r.json(), { error: { message: /slot-save-path/ } });
 });
+
+t.test("a slot that serves a request is not touched by an action: 409 slot_busy, then it works once idle", async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "bora-slots-busy-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const service = await startTestService({ LLM_PARALLEL: "1", SLOT_SAVE_PATH: dir, PROMPT_CACHE_MIB: "0" });
+  t.teardown(() => service.close());
+  const base = await service.listen();
+  const controller = new AbortController();
+  const running = fetch(`${base}/v1/chat/completions`, {
+    method: "POST", headers: { "content-type": "application/json" }, signal: controller.signal,
+    body: JSON.stringify({ messages: [{ role: "user", content: "hola" }], max_tokens: 900, ignore_eos: true, stream: true }),
+  });
+  const response = await running;
+  const reader = response.body!.getReader();
+  await reader.read(); // the stream has started: the request holds slot 0
+  t.ok(service.engines.chat.slotsSnapshot()[0]!.busy);
+  for (const action of ["erase", "save"]) {
+    const busy = await postJson(service.app, `/slots/0?action=${action}`, { filename: "x.bin" });
+    t.equal(busy.statusCode, 409, `${action} while busy`);
+    t.match(busy.json(), { error: { code: "slot_busy", param: "id_slot" } });
+  }
+  controller.abort();
+  await reader.cancel().catch(() => undefined);
+  for (let i = 0; i < 100 && service.engines.chat.slotsSnapshot()[0]!.busy; i++) await new Promise((r) => setTimeout(r, 20));
+  const erased = await postJson(service.app, "/slots/0?action=erase", {});
+  t.equal(erased.statusCode, 200, "idle again: erased");
+  const after = await postJson(service.app, "/v1/chat/completions", { messages: [{ role: "user", content: "hola" }], max_tokens: 2 });
+  t.equal(after.statusCode, 200, "the slot serves requests after the action");
+});

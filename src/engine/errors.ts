@@ -9,7 +9,8 @@ export type EngineErrorCode =
   | "deadline_exceeded"
   | "cancelled"
   | "not_ready"
-  | "shutting_down";
+  | "shutting_down"
+  | "slot_busy";
 
 export class EngineError extends Error {
   override readonly name = "EngineError";

@@ -57,10 +57,10 @@ if (scenario === "grammar-end") {
   const cached = backend.cachedTokens(0);
   const mismatches = fc.sample(fc.tuple(fc.nat(cached.length + 2), fc.array(fc.integer({ min: 0, max: 151_000 }), { maxLength: 8 })), { seed: 15, numRuns: 300 })
     .map(([keep, tail]) => [...cached.slice(0, keep), ...tail])
-    .filter((prompt) => backend.commonPrefixLength(0, prompt) !== commonPrefixLength(cached, prompt)).length;
+    .filter((prompt) => backend.sharedPrefixes(prompt)[0] !== commonPrefixLength(cached, prompt)).length;
   console.log(JSON.stringify({ name: "common prefix", cached: cached.length, mismatches }));
   await backend.dispose();
-  console.log(JSON.stringify({ name: "after dispose", states: backend.slotStates(), tokens: backend.cachedTokens(0), prefix: backend.commonPrefixLength(0, prompt) }));
+  console.log(JSON.stringify({ name: "after dispose", states: backend.slotStates(), tokens: backend.cachedTokens(0), prefix: backend.sharedPrefixes(prompt)[0] }));
   // The addon itself, without the wrapper's guard: every method after dispose throws, none dereferences
   // the moved-out core.
   const addon = createRequire(import.meta.url)(process.env["LOOP_ADDON"] ?? findNativeAddon("slot_loop")!) as {
@@ -72,7 +72,7 @@ if (scenario === "grammar-end") {
   const calls: Record<string, () => unknown> = {
     slotStates: () => native["slotStates"]!(),
     slotTokens: () => native["slotTokens"]!(0),
-    commonPrefix: () => native["commonPrefix"]!(0, Uint32Array.of(1)),
+    commonPrefixes: () => native["commonPrefixes"]!(Uint32Array.of(1)),
     start: () => native["start"]!(0, 1, Uint32Array.of(1), {}),
     end: () => native["end"]!(0, 1),
     trim: () => native["trim"]!(0, 0),

@@ -76,13 +76,11 @@ export interface GenerationBackend {
   readonly slotCount: number;
   /** Threads the backend decodes with. */
   readonly threads: number;
-  /** The tokens in a slot's KV cache (for choosing the slot that shares the longest prefix). */
-  cachedTokens(slot: number): readonly number[];
   /**
-   * How many leading prompt tokens the slot's cache holds, without copying the cache (the native loop
-   * computes it on its published snapshot). Slot choice should prefer it to `cachedTokens` where present.
+   * Per slot, how many leading tokens of `prompt` its KV cache holds (slot choice). The native loop computes
+   * them on its published caches in one call, without copying a cache across N-API.
    */
-  commonPrefixLength?(slot: number, prompt: readonly number[]): number;
+  sharedPrefixes(prompt: readonly number[]): readonly number[];
   slotStates(): SlotState[];
   /** Runs one job on an idle slot: keeps the common prefix of its cache, decodes the rest, samples. */
   generate(slot: number, job: BackendJob): Promise<BackendOutcome>;

@@ -88,7 +88,7 @@ export class ChatEngine {
     this.loadMs = loadMs;
     this.selection = selection;
     this.prompts = new PromptBuilder(llama, model);
-    this.scheduler = new SlotScheduler(backend.slotCount, options.queueSize, (slot) => backend.cachedTokens(slot));
+    this.scheduler = new SlotScheduler(backend.slotCount, options.queueSize, (prompt) => backend.sharedPrefixes(prompt));
   }
 
   static async load(llama: Llama, options: ChatEngineOptions): Promise<ChatEngine> {
@@ -178,7 +178,15 @@ export class ChatEngine {
   async slotAction(slot: number, action: "save" | "restore" | "erase", file = ""): Promise<CacheTaskResult | null> {
     if (!(this.backend instanceof SlotLoopBackend)) return null;
     if (this.closed) throw shuttingDown();
-    return this.backend.cacheTask(action, slot, file);
+    // The scheduler owns the slots: the action holds this one, so no request starts on it meanwhile.
+    if (!this.scheduler.reserve(slot)) {
+      throw new EngineError("slot_busy", `Slot ${slot} is processing a request; retry when it is idle.`, 409, "id_slot", 1);
+    }
+    try {
+      return await this.backend.cacheTask(action, slot, file);
+    } finally {
+      this.scheduler.release(slot);
+    }
   }
 
   /** What the process logs at start: which path generates, where the model lives, what the slots take. */

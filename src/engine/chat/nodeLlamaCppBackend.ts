@@ -63,8 +63,8 @@ export class NodeLlamaCppBackend implements GenerationBackend {
     return this.context.contextSize;
   }
 
-  cachedTokens(slot: number): readonly number[] {
-    return this.sequence(slot).contextTokens;
+  sharedPrefixes(prompt: readonly number[]): readonly number[] {
+    return this.sequences.map((s) => commonPrefixLength(s.contextTokens, prompt));
   }
 
   slotStates(): SlotState[] {

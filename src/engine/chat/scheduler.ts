@@ -2,7 +2,6 @@
 // while waiting, the slot sharing the longest cached prefix with the prompt (llama-server's prompt
 // similarity rule), and a Retry-After estimate from the request's place in the queue.
 import { EngineError } from "../errors.js";
-import { commonPrefixLength } from "./backend.js";
 
 /** As llama-server's --slot-prompt-similarity: below this shared fraction, take the LRU slot instead. */
 export const PREFIX_SIMILARITY = 0.1;
@@ -27,8 +26,8 @@ export class SlotScheduler {
   constructor(
     slotCount: number,
     private readonly queueCapacity: number,
-    /** The tokens currently cached in a slot (read when choosing one). */
-    private readonly cachedTokens: (slot: number) => readonly number[],
+    /** Per slot, how many leading tokens of a prompt its cache holds (read when choosing one). */
+    private readonly sharedPrefixes: (prompt: readonly number[]) => readonly number[],
   ) {
     this.busy = Array.from({ length: slotCount }, () => false);
     this.lastUsed = Array.from({ length: slotCount }, () => 0);
@@ -78,6 +77,16 @@ export class SlotScheduler {
     });
   }
 
+  /**
+   * Takes one named slot for a slot action (llama-server's save/restore/erase) when it is free: no generation
+   * starts on it until `release`. False when a request holds it.
+   */
+  reserve(slot: number): boolean {
+    if (this.busy[slot] !== false) return false;
+    this.busy[slot] = true;
+    return true;
+  }
+
   /** Frees a slot and hands it (or a better-matching free one) to the first waiter. */
   release(slot: number): void {
     this.busy[slot] = false;
@@ -120,10 +129,11 @@ export class SlotScheduler {
     let lru: number | undefined;
     let best: number | undefined;
     let bestShared = -1;
+    const prefixes = this.busy.some((b) => !b) ? this.sharedPrefixes(prompt) : [];
     for (let slot = 0; slot < this.busy.length; slot++) {
       if (this.busy[slot]) continue;
       if (lru === undefined || (this.lastUsed[slot] ?? 0) < (this.lastUsed[lru] ?? 0)) lru = slot;
-      const shared = commonPrefixLength(this.cachedTokens(slot), prompt);
+      const shared = prefixes[slot] ?? 0;
       if (shared > bestShared) {
         best = slot;
         bestShared = shared;

@@ -46,6 +46,19 @@ const LIBRARY_PATTERNS = {
 };
 
 /** Compiler flags per platform; part of the cache key. */
+/** A source file and, recursively, every `#include "x.h"` of it found in the same folder. */
+export function localSources(sourceFile: string): string[] {
+  const dir = path.dirname(sourceFile);
+  const seen: string[] = [];
+  const visit = (file: string) => {
+    if (seen.includes(file) || !existsSync(file)) return;
+    seen.push(file);
+    for (const [, name] of readFileSync(file, "utf8").matchAll(/^\s*#include\s+"([^"]+)"/gm)) visit(path.join(dir, name!));
+  };
+  visit(sourceFile);
+  return seen;
+}
+
 export function nativeCompileFlags(platform: NodeJS.Platform = process.platform): readonly string[] {
   const common = ["-std=c++17", "-O2", "-fPIC", "-fvisibility=hidden", "-DNAPI_VERSION=8", "-DNAPI_CPP_EXCEPTIONS", "-DNODE_ADDON_API_DISABLE_DEPRECATED"];
   // macOS: Node's N-API symbols are resolved from the host process at load time.
@@ -134,11 +147,8 @@ export function nativeAddonBuildInfo(name: NativeAddonName, library: LoadedLlama
   ]) {
     hash.update(part).update("\0");
   }
-  hash.update(readFileSync(sourceFile));
-  // The header both addons include.
-  hash.update(readFileSync(path.join(path.dirname(sourceFile), "llama_backends.h")));
-  // The slot loop's prompt cache headers.
-  for (const header of ["prompt_cache.h", "prompt_cache_napi.h"]) hash.update(readFileSync(path.join(path.dirname(sourceFile), header)));
+  // The source and the headers of its own folder it includes (the loop core, the sampler, the prompt cache…).
+  for (const file of localSources(sourceFile)) hash.update(path.basename(file)).update(readFileSync(file));
   const key = `${nodeLlamaCppVersion}-${process.platform}-${process.arch}-abi${process.versions.modules}-${hash.digest("hex").slice(0, 16)}`;
   const addonFile = path.join(projectRoot, "node_modules", ".cache", "bora-native", name, key, `${name}.node`);
   return { name, projectRoot, sourceFile, library, nodeLlamaCppVersion, llamaCppTag, compileFlags, key, addonFile };

@@ -93,7 +93,7 @@ interface NativeSlotLoop {
   end(slot: number, jobId: number): void;
   trim(slot: number, length: number): void;
   slotTokens(slot: number): Uint32Array;
-  commonPrefix(slot: number, prompt: Uint32Array): number;
+  commonPrefixes(prompt: Uint32Array): Int32Array;
   slotStates(): { busy: boolean; cachedTokens: number; tokensDecoded: number }[];
   dispose(): Promise<void>;
   cacheTask(kind: CacheTaskKind, slot: number, path: string, byteBudget: number): number;
@@ -184,9 +184,8 @@ export class SlotLoopBackend implements GenerationBackend {
     return this.#disposed ? [] : Array.from(this.#native.slotTokens(slot));
   }
 
-  /** How many leading prompt tokens the slot's cache holds, computed natively without copying the cache. */
-  commonPrefixLength(slot: number, prompt: readonly number[]): number {
-    return this.#disposed ? 0 : this.#native.commonPrefix(slot, Uint32Array.from(prompt));
+  sharedPrefixes(prompt: readonly number[]): readonly number[] {
+    return this.#disposed ? new Array<number>(this.slotCount).fill(0) : Array.from(this.#native.commonPrefixes(Uint32Array.from(prompt)));
   }
 
   slotStates(): SlotState[] {

@@ -50,10 +50,7 @@ export const slotsRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = a
       if (action !== "erase" && !isPlainFilename(filename)) throw new EngineError("invalid_request", "Invalid filename", 400, "filename");
       const result = await chat.slotAction(slot, action, action === "erase" ? "" : path.join(chat.slotSavePath, filename));
       if (result === null) return sendError(reply, { status: 501, code: "not_supported", message: "The slot actions need the native slot loop (LLM_ENGINE=native)." }, "openai");
-      if (result.error !== undefined) {
-        const busy = /busy/.test(result.error);
-        return sendError(reply, busy ? { status: 409, code: "slot_busy", message: result.error, field: "id_slot" } : { status: 400, code: "invalid_request", message: result.error, field: "filename" }, "openai");
-      }
+      if (result.error !== undefined) return sendError(reply, { status: 400, code: "invalid_request", message: result.error, field: "filename" }, "openai");
       if (action === "save") return { id_slot: slot, filename, n_saved: result.tokens, n_written: result.bytes, timings: { save_ms: result.ms } };
       if (action === "restore") return { id_slot: slot, filename, n_restored: result.tokens, n_read: result.bytes, timings: { restore_ms: result.ms } };
       return { id_slot: slot, n_erased: result.tokens };
