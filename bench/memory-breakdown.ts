@@ -51,12 +51,10 @@ async function main(): Promise<void> {
   await again.dispose();
   sample("  ... disposed again");
   const chat = await ChatEngine.load(runtime.llama, {
-    modelPath: chatFile, modelName: "chat", contextSize: config.contextSize, parallel: config.parallel, batchSize: config.batchSize,
-    gpuLayers: config.gpuLayers, threads: runtime.cpu.threads, nice: config.nice, queueSize: config.queueSize,
-    requestTimeoutMs: config.requestTimeoutMs, engine: config.llmEngine,
+    modelPath: chatFile, modelName: "chat", threads: runtime.cpu.threads, settings: config.chat,
     onFallback: (reason) => console.error(`chat engine fallback: ${reason}`),
   });
-  sample(`chat engine (${chat.describe().engine}; ${config.parallel} slots x ${config.contextSize}, batch ${config.batchSize})`);
+  sample(`chat engine (${chat.describe().engine}; ${config.chat.parallel} slots x ${config.chat.contextSize}, batch ${config.chat.batchSize})`);
   const embed = await EmbedEngine.load(runtime.llama, {
     modelPath: embedFile, modelName: "embed", aliases: [], threads: runtime.cpu.threads, batchTokens: config.embedBatchTokens,
     batchSequences: config.embedBatchSequences, gpuLayers: config.gpuLayers, truncate: true, maxTexts: config.embedMaxTexts,

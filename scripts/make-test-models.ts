@@ -114,6 +114,20 @@ export const TEST_CHAT_SHAPE: Qwen3Shape = {
   seed: 0x51a7e001,
 };
 
+/**
+ * The tiny Qwen3 with 32-wide heads: a quantized KV cache (q8_0, q4_0) stores blocks of 32, which the other
+ * fixtures' 16-wide heads cannot fill (llama.cpp refuses the context). Made on demand (test/kv-cache-type.test.ts).
+ */
+export const TEST_CHAT_KV32_SHAPE: Qwen3Shape = {
+  ...TEST_CHAT_SHAPE,
+  file: "test-qwen3-tiny-head32.gguf",
+  name: "Qwen3-Tiny-Head32-Test",
+  nHead: 2,
+  nHeadKv: 1,
+  headDim: 32,
+  seed: 0x51a7e0c2,
+};
+
 export const TEST_EMBED_SHAPE: BertShape = {
   kind: "bert",
   file: "test-minilm-tiny.gguf",

@@ -5,6 +5,7 @@ import { Value } from "@sinclair/typebox/value";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { KV_CACHE_TYPES, type ChatEngineSettings } from "./engine/chat/settings.js";
 
 export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -32,6 +33,8 @@ export const EnvSchema = Type.Object({
   LLM_GPU: Type.Union([GpuChoice, Type.Literal("")], { default: "", description: "Native backend: auto, cuda, metal, vulkan, cpu (empty: binding-config/backend.json)" }),
   LLM_GPU_LAYERS: Type.Union([Type.Literal("auto"), Type.Literal("max"), Type.Integer({ minimum: 0 })], { default: "auto", description: "Layers offloaded to the GPU: auto, max or a number" }),
   LLM_THREADS: Type.Integer({ minimum: 0, maximum: 1024, default: 0, description: "CPU threads for decoding; 0 = the CPUs this process may use (affinity and cgroup quota)" }),
+  LLM_KV_CACHE_TYPE: Type.Union(KV_CACHE_TYPES.map((t) => Type.Literal(t)), { default: "f16", description: "KV cache element type (llama-server's -ctk/-ctv, Ollama's OLLAMA_KV_CACHE_TYPE): f16, q8_0 (half the memory per slot) or q4_0 (a quarter); quantized types turn flash attention on" }),
+  LLM_FLASH_ATTENTION: Type.Union([Type.Literal("auto"), Type.Literal("on"), Type.Literal("off")], { default: "auto", description: "Flash attention (llama-server's -fa): auto (where the backend has it), on or off" }),
   LLM_NICE: Type.Integer({ minimum: 0, maximum: 19, default: 19, description: "Nice value of the generation threads (native engine, Linux): embeddings, HTTP requests and health probes run ahead of decoding when they need a core; idle cores still go to decoding. 0: same priority as the rest" }),
   LLM_QUEUE_SIZE: Type.Integer({ minimum: 0, maximum: 100_000, default: 64, description: "Generation requests that may wait for a free slot; beyond it: 429" }),
   LLM_ENGINE: Type.Union([Type.Literal("native"), Type.Literal("node-llama-cpp")], { default: "native", description: "Generation path: native (our slot loop; falls back to node-llama-cpp when the addon is not built) or node-llama-cpp" }),
@@ -72,16 +75,11 @@ export type Config = Readonly<{
   rerankMaxDocuments: number;
   modelsDir: string;
   modelDownload: boolean;
-  contextSize: number;
-  parallel: number;
-  batchSize: number;
+  /** Everything the chat engine runs with, passed to it unchanged. */
+  chat: ChatEngineSettings;
   gpu: GpuChoice;
   gpuLayers: "auto" | "max" | number;
   threads: number;
-  nice: number;
-  queueSize: number;
-  requestTimeoutMs: number;
-  llmEngine: Env["LLM_ENGINE"];
   embedMaxTexts: number;
   embedBatchTokens: number;
   embedBatchSequences: number;
@@ -95,8 +93,6 @@ export type Config = Readonly<{
   metricsAuth: boolean;
   drainTimeoutMs: number;
   responseStore: Readonly<{ maxItems: number; maxBytes: number }>;
-  promptCache: Readonly<{ hostMiB: number; minTokens: number; dir: string; diskMiB: number; saveIntervalS: number }>;
-  slotSavePath: string;
 }>;
 
 export class ConfigError extends Error {
@@ -162,16 +158,29 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     rerankMaxDocuments: e.RERANK_MAX_DOCUMENTS,
     modelsDir: path.resolve(e.MODELS_DIR),
     modelDownload: e.MODEL_DOWNLOAD,
-    contextSize: e.LLM_CONTEXT_SIZE,
-    parallel: e.LLM_PARALLEL,
-    batchSize: e.LLM_BATCH_SIZE,
+    chat: Object.freeze({
+      contextSize: e.LLM_CONTEXT_SIZE,
+      parallel: e.LLM_PARALLEL,
+      batchSize: e.LLM_BATCH_SIZE,
+      gpuLayers: e.LLM_GPU_LAYERS,
+      nice: e.LLM_NICE,
+      kvCacheType: e.LLM_KV_CACHE_TYPE,
+      flashAttention: e.LLM_FLASH_ATTENTION,
+      queueSize: e.LLM_QUEUE_SIZE,
+      requestTimeoutMs: e.LLM_REQUEST_TIMEOUT_MS,
+      engine: e.LLM_ENGINE,
+      slotSavePath: e.SLOT_SAVE_PATH === "" ? "" : path.resolve(e.SLOT_SAVE_PATH),
+      promptCache: Object.freeze({
+        hostMiB: e.PROMPT_CACHE_MIB,
+        minTokens: e.PROMPT_CACHE_MIN_TOKENS,
+        dir: e.PROMPT_CACHE_DIR === "" ? path.join(path.resolve(e.MODELS_DIR), ".cache", "prompt-cache") : path.resolve(e.PROMPT_CACHE_DIR),
+        diskMiB: e.PROMPT_CACHE_DISK_MIB,
+        saveIntervalS: e.PROMPT_CACHE_SAVE_INTERVAL_S,
+      }),
+    }),
     gpu: e.LLM_GPU === "" ? readBackendDefault() : e.LLM_GPU,
     gpuLayers: e.LLM_GPU_LAYERS,
     threads: e.LLM_THREADS,
-    nice: e.LLM_NICE,
-    queueSize: e.LLM_QUEUE_SIZE,
-    requestTimeoutMs: e.LLM_REQUEST_TIMEOUT_MS,
-    llmEngine: e.LLM_ENGINE,
     embedMaxTexts: e.EMBED_MAX_TEXTS,
     embedBatchTokens: e.EMBED_BATCH_TOKENS,
     embedBatchSequences: e.EMBED_BATCH_SEQUENCES,
@@ -186,14 +195,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     // A request never outlives its own deadline, so draining that long lets every answer finish.
     drainTimeoutMs: e.DRAIN_TIMEOUT_MS ?? e.LLM_REQUEST_TIMEOUT_MS,
     responseStore: Object.freeze({ maxItems: e.RESPONSES_STORE_MAX_ITEMS, maxBytes: e.RESPONSES_STORE_MAX_BYTES }),
-    promptCache: Object.freeze({
-      hostMiB: e.PROMPT_CACHE_MIB,
-      minTokens: e.PROMPT_CACHE_MIN_TOKENS,
-      dir: e.PROMPT_CACHE_DIR === "" ? path.join(path.resolve(e.MODELS_DIR), ".cache", "prompt-cache") : path.resolve(e.PROMPT_CACHE_DIR),
-      diskMiB: e.PROMPT_CACHE_DISK_MIB,
-      saveIntervalS: e.PROMPT_CACHE_SAVE_INTERVAL_S,
-    }),
-    slotSavePath: e.SLOT_SAVE_PATH === "" ? "" : path.resolve(e.SLOT_SAVE_PATH),
   });
 }
 
@@ -202,8 +203,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
  * abort() (48 slots with a 32-token batch: `n_outputs_max <= cparams.n_outputs_max`), so they are refused
  * here, before anything is loaded, each with the variables it involves and a value that works.
  */
-export function settingConflicts(e: Pick<Env, "LLM_PARALLEL" | "LLM_BATCH_SIZE" | "LLM_CONTEXT_SIZE">): string[] {
+export function settingConflicts(e: Pick<Env, "LLM_PARALLEL" | "LLM_BATCH_SIZE" | "LLM_CONTEXT_SIZE"> & Partial<Pick<Env, "LLM_KV_CACHE_TYPE" | "LLM_FLASH_ATTENTION">>): string[] {
   const conflicts: string[] = [];
+  if (e.LLM_KV_CACHE_TYPE !== undefined && e.LLM_KV_CACHE_TYPE !== "f16" && e.LLM_FLASH_ATTENTION === "off") {
+    // llama.cpp refuses a quantized V cache without flash attention (the context would not be created).
+    conflicts.push(`LLM_KV_CACHE_TYPE=${e.LLM_KV_CACHE_TYPE} with LLM_FLASH_ATTENTION=off: a quantized KV cache needs flash attention; set LLM_FLASH_ATTENTION=auto (or LLM_KV_CACHE_TYPE=f16).`);
+  }
   const slots = e.LLM_PARALLEL;
   const batch = e.LLM_BATCH_SIZE;
   const perSlot = e.LLM_CONTEXT_SIZE;

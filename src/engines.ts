@@ -24,24 +24,16 @@ const loaders: { [K in ModelKind]: EngineLoader<K> } = {
     const chat = await ChatEngine.load(runtime.llama, {
       modelPath: model.path,
       modelName: model.name,
-      contextSize: config.contextSize,
-      parallel: config.parallel,
-      batchSize: config.batchSize,
-      gpuLayers: config.gpuLayers,
       threads: runtime.cpu.threads,
-      nice: config.nice,
-      queueSize: config.queueSize,
-      requestTimeoutMs: config.requestTimeoutMs,
-      engine: config.llmEngine,
+      settings: config.chat,
       onFallback: (reason) => log.warn({ engine: "node-llama-cpp", reason }, "native slot loop unavailable; generating through node-llama-cpp"),
-      slotSavePath: config.slotSavePath,
-      promptCache: { ...config.promptCache, warn: (message, details) => log.warn(details, message) },
+      warn: (message, details) => log.warn(details, message),
       // The registry's tokenizer has the vocabulary loaded already: one copy, owned by the tokenizer.
       vocab: model.tokenizer.model,
     });
     // llamaBuild: "prebuilt" (node-llama-cpp's binaries) or "localBuild" (`npm run build:llama-native`).
     log.info({ backend: runtime.backend, llamaBuild: runtime.llama.buildType, ...chat.describe(), file: model.path }, "chat model loaded");
-    if (chat.promptCacheLoad !== null) log.info({ ...chat.promptCacheLoad, ms: Math.round(chat.promptCacheLoad.ms), dir: config.promptCache.dir }, "prompt cache loaded from disk");
+    if (chat.promptCacheLoad !== null) log.info({ ...chat.promptCacheLoad, ms: Math.round(chat.promptCacheLoad.ms), dir: config.chat.promptCache.dir }, "prompt cache loaded from disk");
     return chat;
   },
   embedding: async (runtime, model, config, log) => {

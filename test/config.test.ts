@@ -61,7 +61,7 @@ t.test("access, CORS, drain and log settings", async (t) => {
   t.same(d.apiKeys, [], "no key by default");
   t.same(d.corsOrigins, ["http://localhost:8000"], "the seed's CORS origin");
   t.equal(d.metricsAuth, false);
-  t.equal(d.drainTimeoutMs, d.requestTimeoutMs, "a drain lasts as long as one request may");
+  t.equal(d.drainTimeoutMs, d.chat.requestTimeoutMs, "a drain lasts as long as one request may");
   t.equal(d.logFormat, "auto");
   t.equal(loadConfig({ LLM_REQUEST_TIMEOUT_MS: "60000" }).drainTimeoutMs, 60_000);
   t.equal(loadConfig({ DRAIN_TIMEOUT_MS: "0" }).drainTimeoutMs, 0);

@@ -7,7 +7,8 @@ import path from "node:path";
 import t from "tap";
 import { ensureSlotLoopAddon } from "../scripts/build-native.js";
 import { ensureTestModels, SCRIPTED_OUTPUT } from "../scripts/make-test-models.js";
-import { ChatEngine, type ChatEngineKind, type ChatEngineOptions, type GenerateRequest } from "../src/engine/chat.js";
+import { ChatEngine, type ChatEngineKind, type GenerateRequest } from "../src/engine/chat.js";
+import type { ChatEngineSettings } from "../src/engine/chat/settings.js";
 import { EngineError } from "../src/engine/errors.js";
 import { bundledLlamaCppTag } from "../src/engine/native/addonBuild.js";
 import { SlotLoopBackend } from "../src/engine/native/slotLoop.js";
@@ -23,13 +24,17 @@ t.ok(await ensureSlotLoopAddon(), "the slot loop addon builds here");
 const messages = [{ role: "system" as const, content: "Eres Mentor Bora." }, { role: "user" as const, content: "¿Qué significa 'ímihí'?" }];
 const greedy = (extra: Partial<GenerateRequest> = {}): GenerateRequest => ({ messages, temperature: 0, topP: 1, enableThinking: false, ...extra });
 
-async function load(engine: ChatEngineKind, modelPath: string, extra: Partial<ChatEngineOptions> = {}): Promise<ChatEngine> {
+async function load(engine: ChatEngineKind, modelPath: string, extra: { threads?: number; settings?: Partial<ChatEngineSettings> } = {}): Promise<ChatEngine> {
   const fallbacks: string[] = [];
   const chat = await ChatEngine.load(runtime.llama, {
     // One thread: these tests check behaviour, not speed, and on a shared machine two spinning ggml
     // threads per step make each token cost a scheduler time slice.
-    modelPath, modelName: "test", contextSize: 1024, parallel: 4, batchSize: 512, gpuLayers: 0,
-    threads: 1, queueSize: 8, requestTimeoutMs: 120_000, engine, onFallback: (r) => fallbacks.push(r), ...extra,
+    modelPath, modelName: "test", threads: extra.threads ?? 1, onFallback: (r) => fallbacks.push(r),
+    settings: {
+      contextSize: 1024, parallel: 4, batchSize: 512, gpuLayers: 0, nice: 0, kvCacheType: "f16", flashAttention: "auto",
+      queueSize: 8, requestTimeoutMs: 120_000, engine, slotSavePath: "",
+      promptCache: { hostMiB: 0, minTokens: 32, dir: "", diskMiB: 0, saveIntervalS: 0 }, ...extra.settings,
+    },
   });
   if (engine === "native") t.same(fallbacks, [], "no fallback when the addon is built");
   return chat;
@@ -162,7 +167,7 @@ t.test("native: the decode threads run at the configured nice value, the JS thre
   };
   const niced = () => readdirSync("/proc/self/task").filter((tid) => niceOf(tid) === 7);
   const before = niced().length;
-  const chat = await load("native", models.scripted, { threads: 2, nice: 7 });
+  const chat = await load("native", models.scripted, { threads: 2, settings: { nice: 7 } });
   t.teardown(() => chat.dispose());
   t.equal(chat.describe().nice, 7);
   // Several steps so the compute threads exist (a persistent pool, or OpenMP's team, or one per step).

@@ -18,7 +18,7 @@ t.test("bounds: host memory and disk stay within their limits", async (t) => {
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   // Limits below a MiB (the tiny model's KV is ~270 bytes a token): 256 KiB of host memory, 128 KiB of disk.
   const config = await testConfig({ LLM_PARALLEL: "1", LLM_CONTEXT_SIZE: "1024" });
-  const engines = await loadEngines({ ...config, promptCache: { ...config.promptCache, hostMiB: 0.25, diskMiB: 0.125, dir, saveIntervalS: 0 } }, pino({ level: "silent" }));
+  const engines = await loadEngines({ ...config, chat: { ...config.chat, promptCache: { ...config.chat.promptCache, hostMiB: 0.25, diskMiB: 0.125, dir, saveIntervalS: 0 } } }, pino({ level: "silent" }));
   t.teardown(() => disposeEngines(engines));
   const chat = engines.chat;
   for (let i = 0; i < 8; i++) {

@@ -17,7 +17,7 @@ t.test("every slots/batch/context combination in range is either consistent or r
       const consistent = parallel <= batch && batch <= context * parallel;
       try {
         const config = loadConfig(env);
-        return consistent && config.parallel === parallel && config.batchSize === batch;
+        return consistent && config.chat.parallel === parallel && config.chat.batchSize === batch;
       } catch (error) {
         if (!(error instanceof ConfigError) || consistent) return false;
         const message = error.message;

@@ -1,7 +1,7 @@
 // The chat engine: one interface over two generation backends. Admission and slot choice live in
 // scheduler.ts, prompts and grammars in prompt.ts, text post-processing in output.ts; the backend
 // (native slot loop, or node-llama-cpp's context sequences) only decodes and samples tokens.
-import type { Llama, LlamaModel, Token } from "node-llama-cpp";
+import { GgmlType, type Llama, type LlamaModel, type Token } from "node-llama-cpp";
 import { EngineError, invalidRequest } from "../errors.js";
 import type { BackendKind, BackendToken, GenerationBackend, SamplingParams, SlotState } from "./backend.js";
 import { SlotLoopBackend, type CacheTaskResult } from "../native/slotLoop.js";
@@ -13,6 +13,7 @@ import { PromptBuilder, type RenderedPrompt } from "./prompt.js";
 import { SlotScheduler } from "./scheduler.js";
 import { ToolCallParser } from "./toolCalls.js";
 import { toolCallParserFor } from "./tools.js";
+import type { ChatEngineSettings } from "./settings.js";
 import type { ChatMessage, GenerateRequest, GenerationResult, TokenLogprob } from "./types.js";
 
 export const DEFAULT_MAX_TOKENS = 4096;
@@ -25,23 +26,14 @@ export type ChatEngineKind = BackendKind;
 export type ChatEngineOptions = {
   modelPath: string;
   modelName: string;
-  contextSize: number;
-  parallel: number;
-  batchSize: number;
-  gpuLayers: "auto" | "max" | number;
+  /** CPU threads for decoding, as the runtime resolved them (affinity, cgroup quota, LLM_THREADS). */
   threads: number;
-  /** Nice value of the native loop's threads (Linux; 0: unchanged). See LLM_NICE. */
-  nice?: number;
-  queueSize: number;
-  requestTimeoutMs: number;
-  /** Which backend to use; "native" falls back to node-llama-cpp when the addon is unavailable. Default native. */
-  engine?: ChatEngineKind;
+  /** How the engine runs: the configuration's structure, unchanged (settings.ts). */
+  settings: ChatEngineSettings;
   /** Told once when the native path was asked for and cannot run, with the reason. */
   onFallback?: (reason: string) => void;
-  /** Where llama-server's slot save/restore files go (empty: those actions are off). */
-  slotSavePath?: string;
-  /** The prompt cache across slots, host memory and restarts (native path only; promptCache.ts). */
-  promptCache?: PromptCacheOptions;
+  /** The prompt cache's warnings (a skipped file, a failed write; never user text). */
+  warn?: (message: string, details: Record<string, unknown>) => void;
   /**
    * The model's vocabulary, already loaded by its owner (the registry's tokenizer): the native path uses it
    * instead of loading the vocabulary a second time (~80 MiB and a second for a 151k-token vocabulary) and
@@ -88,29 +80,30 @@ export class ChatEngine {
     this.loadMs = loadMs;
     this.selection = selection;
     this.prompts = new PromptBuilder(llama, model);
-    this.scheduler = new SlotScheduler(backend.slotCount, options.queueSize, (prompt) => backend.sharedPrefixes(prompt));
+    this.scheduler = new SlotScheduler(backend.slotCount, options.settings.queueSize, (prompt) => backend.sharedPrefixes(prompt));
   }
 
   static async load(llama: Llama, options: ChatEngineOptions): Promise<ChatEngine> {
     const started = performance.now();
-    const requested = options.engine ?? "native";
+    const settings = options.settings;
+    const requested = settings.engine;
     let fallbackReason: string | null = null;
     if (requested === "native") {
       // Vocabulary only: node-llama-cpp keeps the tokenizer and chat template, the addon loads the weights, once.
       const vocab = options.vocab ?? await llama.loadModel({ modelPath: options.modelPath, vocabOnly: true });
       try {
-        const { gpuLayers } = await vocab.fileInsights.configurationResolver.resolveModelGpuLayersV2(options.gpuLayers);
+        const { gpuLayers } = await vocab.fileInsights.configurationResolver.resolveModelGpuLayersV2(settings.gpuLayers);
         const loaded = await SlotLoopBackend.tryLoad({
-          modelPath: options.modelPath, threads: options.threads, slots: options.parallel,
-          contextSize: options.contextSize, batchSize: options.batchSize, gpuLayers,
-          ...(options.nice === undefined ? {} : { nice: options.nice }),
-          ...(options.promptCache === undefined ? {} : { promptCacheKiB: options.promptCache.hostMiB * 1024, promptCacheMinTokens: options.promptCache.minTokens }),
+          modelPath: options.modelPath, threads: options.threads, slots: settings.parallel,
+          contextSize: settings.contextSize, batchSize: settings.batchSize, gpuLayers,
+          nice: settings.nice, kvCacheType: settings.kvCacheType, flashAttention: settings.flashAttention,
+          promptCacheKiB: settings.promptCache.hostMiB * 1024, promptCacheMinTokens: settings.promptCache.minTokens,
         });
         if ("backend" in loaded) {
           const engine = new ChatEngine(llama, vocab, loaded.backend, options, { kind: "native", requested, fallbackReason: null }, performance.now() - started);
-          if (options.promptCache !== undefined) {
+          {
             try {
-              await engine.#openPromptCache(loaded.backend, options.promptCache);
+              await engine.#openPromptCache(loaded.backend, { ...settings.promptCache, ...(options.warn ? { warn: options.warn } : {}) });
             } catch (error) {
               await engine.dispose();
               throw error;
@@ -125,10 +118,11 @@ export class ChatEngine {
       if (options.vocab === undefined) await vocab.dispose();
       options.onFallback?.(fallbackReason ?? "unknown");
     }
-    const model = await llama.loadModel({ modelPath: options.modelPath, gpuLayers: options.gpuLayers });
+    const model = await llama.loadModel({ modelPath: options.modelPath, gpuLayers: settings.gpuLayers });
     try {
       const backend = await NodeLlamaCppBackend.create(llama, model, {
-        contextSize: options.contextSize, slots: options.parallel, batchSize: options.batchSize, threads: options.threads,
+        contextSize: settings.contextSize, slots: settings.parallel, batchSize: settings.batchSize, threads: options.threads,
+        kvCacheType: settings.kvCacheType, flashAttention: settings.flashAttention,
       });
       return new ChatEngine(llama, model, backend, options, { kind: "node-llama-cpp", requested, fallbackReason }, performance.now() - started);
     } catch (error) {
@@ -139,7 +133,7 @@ export class ChatEngine {
 
   /** Directory of the slot API's save/restore files (empty: off). */
   get slotSavePath(): string {
-    return this.options.slotSavePath ?? "";
+    return this.options.settings.slotSavePath;
   }
 
   /** Reads the persisted prompt prefixes of this model and context into host memory (before ready). */
@@ -150,8 +144,9 @@ export class ChatEngine {
       llamaCpp: `${build.llamaCppTag}/${build.library.llama}`,
       slots: backend.slotCount,
       contextPerSlot: backend.contextSize,
-      kvType: "f16",
-      flashAttention: "auto",
+      // What the loop reports it runs with: a file made with another KV type cannot be restored here.
+      kvType: backend.kvCacheType,
+      flashAttention: backend.flashAttention,
     }, options);
     this.promptCacheStore = store;
     const loaded = await store.load();
@@ -192,8 +187,12 @@ export class ChatEngine {
   /** What the process logs at start: which path generates, where the model lives, what the slots take. */
   describe() {
     const slots = this.backend.slotCount;
+    const kvCacheType = this.backend instanceof SlotLoopBackend ? this.backend.kvCacheType : this.options.settings.kvCacheType;
+    const flashAttention = this.backend instanceof SlotLoopBackend ? this.backend.flashAttention : this.options.settings.flashAttention;
+    const kvGgmlType = GgmlType[kvCacheType.toUpperCase() as keyof typeof GgmlType];
     const estimate = this.model.fileInsights.estimateContextResourceRequirements({
-      contextSize: this.contextSize, sequences: slots, batchSize: this.options.batchSize, modelGpuLayers: this.model.gpuLayers,
+      contextSize: this.contextSize, sequences: slots, batchSize: this.options.settings.batchSize, modelGpuLayers: this.model.gpuLayers,
+      kvCacheKeyType: kvGgmlType, kvCacheValueType: kvGgmlType, flashAttention: flashAttention !== "off",
     });
     return {
       model: this.modelName,
@@ -206,7 +205,9 @@ export class ChatEngine {
       contextMemoryMiB: Math.round((estimate.cpuRam + estimate.gpuVram) / 2 ** 20),
       contextMemoryPerSlotMiB: Math.round((estimate.cpuRam + estimate.gpuVram) / slots / 2 ** 20),
       threads: this.backend.threads,
-      ...(this.backend instanceof SlotLoopBackend ? { nice: this.options.nice ?? 0 } : {}),
+      kvCacheType,
+      flashAttention,
+      ...(this.backend instanceof SlotLoopBackend ? { nice: this.options.settings.nice } : {}),
       chatWrapper: this.prompts.chatWrapperName,
       loadMs: Math.round(this.loadMs),
     };
@@ -259,7 +260,7 @@ export class ChatEngine {
   async run(prepared: PreparedGeneration, onDelta?: GenerateRequest["onDelta"], onAdmitted?: () => void): Promise<GenerationResult> {
     const { prompt, preparedAt } = prepared;
     const request = onDelta ? { ...prepared.request, onDelta } : prepared.request;
-    const timeoutMs = this.options.requestTimeoutMs;
+    const timeoutMs = this.options.settings.requestTimeoutMs;
     // One controller per request, linked to the caller's signal and a timer that are both undone in
     // `finally`: AbortSignal.timeout would keep each request's state alive until its deadline, and a
     // listener left on a long-lived caller signal would pile up.
@@ -351,9 +352,9 @@ export class ChatEngine {
     if (outcome === ABANDONED) {
       abandoned = true;
       stillRunning(generation);
-      throw abortReason(deadline, this.options.requestTimeoutMs, "generating");
+      throw abortReason(deadline, this.options.settings.requestTimeoutMs, "generating");
     }
-    if (outcome.cancelled) throw abortReason(deadline, this.options.requestTimeoutMs, "generating");
+    if (outcome.cancelled) throw abortReason(deadline, this.options.settings.requestTimeoutMs, "generating");
     emit(output.finish());
     const summary = output.summary();
     // Text after a stop string was never sent: the cache keeps only what the answer kept.

@@ -15,12 +15,15 @@ import {
 import type { BackendJob, BackendOutcome, BackendToken, GenerationBackend, SlotState, TokenAlternative } from "./backend.js";
 import { commonPrefixLength } from "./backend.js";
 import { endOfGenerationTokens } from "./prompt.js";
+import type { FlashAttention, KvCacheType } from "./settings.js";
 
 export type NodeLlamaCppBackendOptions = {
   contextSize: number;
   slots: number;
   batchSize: number;
   threads: number;
+  kvCacheType?: KvCacheType;
+  flashAttention?: FlashAttention;
 };
 
 export class NodeLlamaCppBackend implements GenerationBackend {
@@ -49,6 +52,8 @@ export class NodeLlamaCppBackend implements GenerationBackend {
       sequences: options.slots,
       batchSize: options.batchSize,
       threads: options.threads,
+      ...(options.kvCacheType === undefined ? {} : { experimentalKvCacheKeyType: options.kvCacheType.toUpperCase() as "F16", experimentalKvCacheValueType: options.kvCacheType.toUpperCase() as "F16" }),
+      ...(options.flashAttention === undefined || options.flashAttention === "auto" ? {} : { flashAttention: options.flashAttention === "on" }),
       // Requests must not be silently cut by a context shift: prompts are checked up front.
       failedCreationRemedy: false,
     });

@@ -9,6 +9,7 @@
 // with one warning (node-llama-cpp's docs warn that a state from another model can crash the process).
 //
 // File layout (little-endian): "BORAPC01" | u32 header length | header JSON | u32 tokens[n] | state bytes.
+import type { PromptCacheSettings } from "./settings.js";
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
@@ -31,15 +32,7 @@ export type PromptCacheKey = {
 
 type FileHeader = { key: PromptCacheKey; tokens: number; stateBytes: number; hits: number; sha256: string };
 
-export type PromptCacheOptions = {
-  /** Host-memory bound in MiB (0: off; then nothing is persisted either). */
-  hostMiB: number;
-  minTokens: number;
-  dir: string;
-  /** Disk bound in MiB per key (0: not persisted). */
-  diskMiB: number;
-  /** Also persist this often (0: only at shutdown). */
-  saveIntervalS: number;
+export type PromptCacheOptions = PromptCacheSettings & {
   /** One line per skipped file or failed write (never user text). */
   warn?: (message: string, details: Record<string, unknown>) => void;
 };

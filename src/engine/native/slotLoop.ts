@@ -9,6 +9,7 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import type { BackendJob, BackendOutcome, BackendToken, GenerationBackend, SlotState } from "../chat/backend.js";
 import { invalidRequest } from "../errors.js";
+import type { FlashAttention, KvCacheType } from "../chat/settings.js";
 import { findNativeAddon, nativeAddonUnavailableReason } from "./addonBuild.js";
 
 const require = createRequire(import.meta.url);
@@ -22,7 +23,10 @@ export type SlotLoopOptions = {
   batchSize: number;
   /** Layers offloaded to a GPU (the value node-llama-cpp resolved for this model and machine). */
   gpuLayers: number;
-  flashAttention?: boolean;
+  /** llama.cpp's flash attention (default auto). */
+  flashAttention?: FlashAttention;
+  /** KV cache element type (default f16). */
+  kvCacheType?: KvCacheType;
   /**
    * Nice value (0–19) of the loop thread and its compute threads (Linux): embeddings, HTTP and probes
    * then run ahead of the decode when they need a core. 0 leaves the priority alone.
@@ -54,7 +58,10 @@ export type PromptCacheEntryData = { tokens: Uint32Array; state: Uint8Array; hit
 export type CacheTaskResult = { error?: string; tokens: number; bytes: number; ms: number; entries: PromptCacheEntryData[] };
 export type CacheTaskKind = "snapshot" | "save" | "restore" | "erase";
 
-type NativeLoadInfo = { slots: number; contextSize: number; batchSize: number; threads: number; threadsBatch: number; vocabSize: number; gpuLayers: number };
+type NativeLoadInfo = {
+  slots: number; contextSize: number; batchSize: number; threads: number; threadsBatch: number; vocabSize: number; gpuLayers: number;
+  kvCacheType: KvCacheType; flashAttention: FlashAttention;
+};
 
 /** One slot's share of a step, as slot_loop.cpp's deliverStep builds it. */
 type NativeStepEvent =
@@ -127,6 +134,9 @@ export class SlotLoopBackend implements GenerationBackend {
   readonly threads: number;
   readonly batchSize: number;
   readonly gpuLayers: number;
+  /** What the loop's context was created with (the prompt cache's key, status and the start log read these). */
+  readonly kvCacheType: KvCacheType;
+  readonly flashAttention: FlashAttention;
   readonly addonFile: string;
   #native: NativeSlotLoop;
   #running = new Map<number, RunningJob>();
@@ -144,6 +154,8 @@ export class SlotLoopBackend implements GenerationBackend {
     this.threads = info.threads;
     this.batchSize = info.batchSize;
     this.gpuLayers = info.gpuLayers;
+    this.kvCacheType = info.kvCacheType;
+    this.flashAttention = info.flashAttention;
     this.addonFile = addonFile;
   }
 
@@ -165,7 +177,8 @@ export class SlotLoopBackend implements GenerationBackend {
       contextSize: options.contextSize,
       batchSize: options.batchSize,
       gpuLayers: options.gpuLayers,
-      ...(options.flashAttention === undefined ? {} : { flashAttention: options.flashAttention }),
+      flashAttention: options.flashAttention ?? "auto",
+      kvCacheType: options.kvCacheType ?? "f16",
       ...(options.nice === undefined ? {} : { nice: options.nice }),
       ...(options.promptCacheKiB === undefined ? {} : { promptCacheKiB: Math.round(options.promptCacheKiB) }),
       ...(options.promptCacheMinTokens === undefined ? {} : { promptCacheMinTokens: options.promptCacheMinTokens }),

@@ -174,8 +174,12 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
         if (options.Has("nice")) core->nice = readInt(env, options, "nice", 0, 19);
         if (options.Has("promptCacheKiB")) core->promptCache.limitBytes = static_cast<size_t>(readInt(env, options, "promptCacheKiB", 0, 1 << 30)) << 10;
         if (options.Has("promptCacheMinTokens")) core->promptCache.minTokens = static_cast<size_t>(readInt(env, options, "promptCacheMinTokens", 1, 1 << 20));
-        const auto flash = options.Get("flashAttention");
-        if (flash.IsBoolean()) core->flashAttention = flash.As<Napi::Boolean>().Value() ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+        const std::string flash = readChoice(env, options, "flashAttention", {"auto", "on", "off"}, "auto");
+        core->flashAttention = flash == "on" ? LLAMA_FLASH_ATTN_TYPE_ENABLED : flash == "off" ? LLAMA_FLASH_ATTN_TYPE_DISABLED : LLAMA_FLASH_ATTN_TYPE_AUTO;
+        core->flashAttentionName = flash;
+        const std::string kv = readChoice(env, options, "kvCacheType", {"f16", "q8_0", "q4_0"}, "f16");
+        core->kvType = kv == "q8_0" ? GGML_TYPE_Q8_0 : kv == "q4_0" ? GGML_TYPE_Q4_0 : GGML_TYPE_F16;
+        core->kvTypeName = kv;
         onStep = Napi::Persistent(info[2].As<Napi::Function>());
     }
 
@@ -227,6 +231,16 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
 
     static float readFloat(Napi::Env env, const Napi::Object& options, const char* key, float min, float max) {
         return static_cast<float>(readNumber(env, options, key, min, max));
+    }
+
+    // A string option that must be one of `choices` (absent: `fallback`).
+    static std::string readChoice(Napi::Env env, const Napi::Object& options, const char* key, std::initializer_list<const char*> choices, const char* fallback) {
+        const auto value = options.Get(key);
+        if (value.IsUndefined()) return fallback;
+        if (!value.IsString()) throw Napi::TypeError::New(env, std::string("option ") + key + " must be a string");
+        const std::string text = value.As<Napi::String>().Utf8Value();
+        for (const char* choice : choices) if (text == choice) return text;
+        throw Napi::RangeError::New(env, std::string("option ") + key + " has an unknown value: " + text);
     }
 
     // logitBias: token ids and their biases, two arrays of the same length (a bias may be -Infinity: banned).
@@ -445,6 +459,8 @@ class LoadWorker : public Napi::AsyncWorker {
         result.Set("threadsBatch", Napi::Number::New(env, llama_n_threads_batch(core.ctx)));
         result.Set("vocabSize", Napi::Number::New(env, core.nVocab));
         result.Set("gpuLayers", Napi::Number::New(env, core.gpuLayers));
+        result.Set("kvCacheType", Napi::String::New(env, core.kvTypeName));
+        result.Set("flashAttention", Napi::String::New(env, core.flashAttentionName));
         deferred.Resolve(result);
     }
 

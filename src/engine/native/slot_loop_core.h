@@ -135,6 +135,9 @@ struct LoopCore {
     int32_t gpuLayers = 0;
     int32_t nice = 0;  // the loop thread's (and so its compute threads') nice value; 0: unchanged
     enum llama_flash_attn_type flashAttention = LLAMA_FLASH_ATTN_TYPE_AUTO;
+    enum ggml_type kvType = GGML_TYPE_F16;  // K and V alike (llama-server's -ctk/-ctv)
+    std::string kvTypeName = "f16";
+    std::string flashAttentionName = "auto";  // as asked: llama.cpp resolves auto (and turns it on for a quantized V)
 
     llama_model* model = nullptr;
     llama_context* ctx = nullptr;
@@ -256,12 +259,17 @@ struct LoopCore {
         ctxParams.kv_unified = false;  // each slot owns n_ctx / n_seq_max cells, as node-llama-cpp's sequences
         ctxParams.no_perf = true;
         ctxParams.flash_attn_type = flashAttention;
+        ctxParams.type_k = kvType;
+        ctxParams.type_v = kvType;
         // Logits are read for at most one position per slot per decode (a prompt's last token or a slot's
         // next token). Without this llama.cpp sizes the output buffer and the worst-case graph for
         // n_batch outputs: n_batch x n_vocab floats (512 x 151936 x 4 B = 311 MB) that are never read.
         ctxParams.n_outputs_max = static_cast<uint32_t>(slotCount);
         ctx = llama_init_from_model(model, ctxParams);
-        if (ctx == nullptr) return "failed to create the generation context";
+        if (ctx == nullptr) {
+            return kvType == GGML_TYPE_F16 ? "failed to create the generation context"
+                : "failed to create the generation context with a " + kvTypeName + " KV cache (quantized blocks are 32 wide: the model's heads must be a multiple of 32)";
+        }
         llama_set_n_threads(ctx, threads, threads);
         // llama.cpp may pad n_ctx; a slot never holds more than was asked for.
         contextPerSlot = std::min(contextPerSlot, static_cast<int32_t>(llama_n_ctx(ctx) / static_cast<uint32_t>(slotCount)));
