@@ -205,6 +205,7 @@ export class ChatEngine {
       contextMemoryMiB: Math.round((estimate.cpuRam + estimate.gpuVram) / 2 ** 20),
       contextMemoryPerSlotMiB: Math.round((estimate.cpuRam + estimate.gpuVram) / slots / 2 ** 20),
       threads: this.backend.threads,
+      ...(this.backend instanceof SlotLoopBackend ? { threadsActive: this.backend.loopThreads().active, threadsGoverned: this.backend.loopThreads().governed } : {}),
       kvCacheType,
       flashAttention,
       ...(this.backend instanceof SlotLoopBackend ? { nice: this.options.settings.nice } : {}),

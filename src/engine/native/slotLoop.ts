@@ -38,6 +38,9 @@ export type SlotLoopOptions = {
   promptCacheMinTokens?: number;
 };
 
+/** The decode's threads now: `governed` when they follow the machine's load (thread_governor.h, Linux). */
+export type LoopThreads = { active: number; max: number; changes: number; governed: boolean };
+
 /** The prompt cache's counters (prompt_cache_napi.h), cumulative since start. */
 export type PromptCacheNativeStats = {
   hits: Record<PromptCacheTier, number>;
@@ -102,6 +105,7 @@ interface NativeSlotLoop {
   slotTokens(slot: number): Uint32Array;
   commonPrefixes(prompt: Uint32Array): Int32Array;
   slotStates(): { busy: boolean; cachedTokens: number; tokensDecoded: number }[];
+  threads(): LoopThreads;
   dispose(): Promise<void>;
   cacheTask(kind: CacheTaskKind, slot: number, path: string, byteBudget: number): number;
   takeCacheTask(id: number): CacheTaskResult | null;
@@ -199,6 +203,11 @@ export class SlotLoopBackend implements GenerationBackend {
 
   sharedPrefixes(prompt: readonly number[]): readonly number[] {
     return this.#disposed ? new Array<number>(this.slotCount).fill(0) : Array.from(this.#native.commonPrefixes(Uint32Array.from(prompt)));
+  }
+
+  /** How many threads the last decode ran on, and how often the governor changed it. */
+  loopThreads(): LoopThreads {
+    return this.#disposed ? { active: 0, max: this.threads, changes: 0, governed: false } : this.#native.threads();
   }
 
   slotStates(): SlotState[] {

@@ -12,6 +12,7 @@
 //   slotTokens(slot): Uint32Array                     tokens in the slot's KV cache as of its last idle moment
 //   commonPrefixes(prompt: Uint32Array): Int32Array   per slot, the leading prompt tokens its cache holds
 //   slotStates(): { busy, cachedTokens, tokensDecoded }[]
+//   threads(): { active, max, changes, governed }       threads of the last decode (thread_governor.h)
 //   cacheTask / takeCacheTask / cacheImport / cacheStats   the prompt cache (prompt_cache_napi.h)
 //   dispose(): Promise<void>
 // onStep(events) receives, once per step, an array of per-slot events:
@@ -27,6 +28,7 @@
 #include <cstring>
 
 #include "ggml-backend.h"
+#include "llama_backends.h"
 #include "prompt_cache_napi.h"
 #include "slot_loop_core.h"
 
@@ -151,6 +153,7 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
                                InstanceMethod("slotTokens", &SlotLoop::SlotTokens),
                                InstanceMethod("commonPrefixes", &SlotLoop::CommonPrefixes),
                                InstanceMethod("slotStates", &SlotLoop::SlotStates),
+                               InstanceMethod("threads", &SlotLoop::Threads),
                                InstanceMethod("dispose", &SlotLoop::Dispose),
                                InstanceMethod("cacheTask", &SlotLoop::CacheTask),
                                InstanceMethod("takeCacheTask", &SlotLoop::TakeCacheTask),
@@ -411,6 +414,18 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
             state.Set("tokensDecoded", Napi::Number::New(env, static_cast<double>(slot.tokensDecoded.load())));
             result.Set(static_cast<uint32_t>(i), state);
         }
+        return result;
+    }
+
+    // threads(): { active, max, changes, governed } — what the last decode ran on (thread_governor.h).
+    Napi::Value Threads(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        requireCore(env);
+        auto result = Napi::Object::New(env);
+        result.Set("active", Napi::Number::New(env, core->threadsActive.load()));
+        result.Set("max", Napi::Number::New(env, core->threads));
+        result.Set("changes", Napi::Number::New(env, core->threadChanges.load()));
+        result.Set("governed", Napi::Boolean::New(env, loaded && core->governor.enabled()));
         return result;
     }
 };

@@ -34,7 +34,7 @@
 #include <vector>
 
 #include "llama.h"
-#include "llama_backends.h"
+#include "cpu_threadpool.h"
 #include "prompt_cache.h"
 #include "slot_sampler.h"
 
@@ -113,11 +113,9 @@ struct Slot {
     void freeSamplers() { sampler.free(); }
 };
 
-// Lowers the calling thread's CPU priority to `nice` (Linux: nice is per thread, and threads it creates
-// later inherit it, which covers ggml's compute threads and an OpenMP build's team, both started from
-// the loop thread). Raising the nice value needs no privilege. The effect: when an embedding, an HTTP
-// request or a health probe needs a core, the kernel runs it ahead of the spinning decode threads;
-// with nothing else runnable the decode gets the cores as before. Elsewhere it does nothing.
+// Lowers the calling thread's CPU priority to `nice` (Linux: nice is per thread and inherited by threads it
+// creates later, such as an OpenMP build's team). Raising the nice value needs no privilege; lowering it again
+// does, so a loop at LLM_NICE 19 stays there. Elsewhere it does nothing.
 inline void lowerThreadPriority(int32_t nice) {
 #if defined(__linux__)
     if (nice > 0) setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), nice);
@@ -133,7 +131,9 @@ struct LoopCore {
     int32_t contextPerSlot = 2048;
     int32_t batchSize = 512;
     int32_t gpuLayers = 0;
-    int32_t nice = 0;  // the loop thread's (and so its compute threads') nice value; 0: unchanged
+    int32_t nice = 0;  // the loop thread's nice value (LLM_NICE); 0: unchanged
+    // The pool's helper threads always yield to the rest of the process and to other programs (thread_governor.h).
+    static constexpr int32_t kHelperNice = 19;
     enum llama_flash_attn_type flashAttention = LLAMA_FLASH_ATTN_TYPE_AUTO;
     enum ggml_type kvType = GGML_TYPE_F16;  // K and V alike (llama-server's -ctk/-ctv)
     std::string kvTypeName = "f16";
@@ -147,6 +147,9 @@ struct LoopCore {
     llama_batch batch{};
     bool batchAllocated = false;
     bora::CpuThreadpool threadpool;
+    bora::ThreadGovernor governor;
+    std::atomic<int32_t> threadsActive{1};  // what the last decode ran on (JS reads it for status)
+    std::atomic<int32_t> threadChanges{0};
     std::vector<std::unique_ptr<Slot>> slots;
 
     std::thread thread;
@@ -320,8 +323,10 @@ struct LoopCore {
 
     void run() {
         lowerThreadPriority(nice);
-        // After the priority, on this thread, so the pool's threads inherit it (llama.cpp's polling default).
-        threadpool.attach(ctx, threads, 50);
+        // This thread computes at its own priority; the helpers are made at kHelperNice (llama.cpp's polling default).
+        threadpool.attach(ctx, threads, 50, std::max(nice, kHelperNice));
+        governor.start(threads, threadpool.helpers());
+        threadsActive.store(threads);
         llama_memory_t memory = llama_get_memory(ctx);
         for (;;) {
             std::deque<Command> pendingCommands;
@@ -340,7 +345,9 @@ struct LoopCore {
                 for (auto& slot : slots) {
                     if (slot->phase != SlotPhase::Idle && slot->endJob.load() == slot->job->id) finish(*slot, "ended", "", *step);
                 }
-                if (anyActive()) decodeStep(memory, *step);
+                const bool decoding = anyActive();
+                followLoad(decoding);
+                if (decoding) decodeStep(memory, *step);
             } catch (const std::exception& e) {
                 failActive(memory, std::string("the generation step failed: ") + e.what(), *step);
             } catch (...) {
@@ -349,6 +356,15 @@ struct LoopCore {
             if (step->events.empty() || !deliver) delete step;
             else deliver(step);
         }
+    }
+
+    // The thread count of the next decode, as the governor reads the machine's load.
+    void followLoad(bool decoding) {
+        const int32_t n = governor.beforeStep(decoding);
+        if (n == threadsActive.load()) return;
+        llama_set_n_threads(ctx, n, n);
+        threadsActive.store(n);
+        threadChanges.store(governor.changes());
     }
 
     void failActive(llama_memory_t memory, const std::string& error, StepEvents& step) noexcept {

@@ -25,6 +25,7 @@ export const statusRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
       model: chat.model,
       gpu_layers: chat.gpuLayers,
       threads: chat.threads,
+      ...(chat.threadsActive === undefined ? {} : { threads_active: chat.threadsActive }),
       context_per_slot: chat.contextPerSlot,
       kv_cache_type: chat.kvCacheType,
       flash_attention: chat.flashAttention,

@@ -14,6 +14,7 @@ export const StatusResponseSchema = Type.Object({
     model: Type.String(),
     gpu_layers: Type.Integer({ description: "Layers offloaded to the GPU" }),
     threads: Type.Integer(),
+    threads_active: Type.Optional(Type.Integer({ description: "Threads the last decode ran on: fewer than `threads` while other work or other programs need the cores (native engine, Linux)" })),
     context_per_slot: Type.Integer(),
     kv_cache_type: Type.String({ description: "KV cache element type the slots run with (LLM_KV_CACHE_TYPE): f16, q8_0, q4_0" }),
     flash_attention: Type.String({ description: "Flash attention as set (LLM_FLASH_ATTENTION): auto, on, off" }),

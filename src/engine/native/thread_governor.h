@@ -1,0 +1,150 @@
+// How many threads the slot loop decodes with, step by step, following the machine's load (Linux).
+//
+// ggml's threads meet at a barrier after every operation: when another program (a compile, a test run, the
+// app's backend) takes a core, the descheduled helper holds up every step, and a decode on 2 threads beside
+// two busy processes fell to 3% of its idle speed. The loop's own thread keeps the priority it was given
+// (LLM_NICE, default 0: a fair share against every other program); the helpers run at nice 19, so anything
+// else (an embedding, the HTTP thread, another program) takes their core first; and this governor watches
+// how long the helpers wait for a core (the kernel's schedstat run delay): past a quarter of the time, the
+// next steps decode on one thread fewer, which then runs without waiting for anyone. Every second or so it
+// tries one more again, and keeps it when the helpers get their core.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#if defined(__linux__)
+#include <dirent.h>
+#include <sys/types.h>
+#endif
+
+namespace bora {
+
+#if defined(__linux__)
+using ThreadId = pid_t;
+
+// Thread ids of this process, ascending.
+inline std::vector<ThreadId> processThreads() {
+    std::vector<ThreadId> out;
+    DIR* dir = opendir("/proc/self/task");
+    if (dir == nullptr) return out;
+    while (dirent* entry = readdir(dir)) {
+        if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
+        out.push_back(static_cast<ThreadId>(std::strtol(entry->d_name, nullptr, 10)));
+    }
+    closedir(dir);
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+// Nanoseconds a thread of this process has spent runnable but waiting for a CPU; -1 when unknown.
+inline int64_t runDelayNs(ThreadId tid) {
+    char path[64];
+    std::snprintf(path, sizeof(path), "/proc/self/task/%d/schedstat", static_cast<int>(tid));
+    FILE* file = std::fopen(path, "r");
+    if (file == nullptr) return -1;
+    unsigned long long onCpu = 0, waiting = 0;
+    const int read = std::fscanf(file, "%llu %llu", &onCpu, &waiting);
+    std::fclose(file);
+    return read == 2 ? static_cast<int64_t>(waiting) : -1;
+}
+#else
+using ThreadId = int;
+inline std::vector<ThreadId> processThreads() { return {}; }
+inline int64_t runDelayNs(ThreadId) { return -1; }
+#endif
+
+class ThreadGovernor {
+   public:
+    using Clock = std::chrono::steady_clock;
+    static constexpr double kBackOffAbove = 0.25;   // helpers waiting this share of a window: one thread fewer
+    static constexpr auto kWindow = std::chrono::milliseconds(100);
+    static constexpr auto kFirstRetry = std::chrono::seconds(1);
+    static constexpr auto kLongestRetry = std::chrono::seconds(8);
+
+    // `helpers`: the pool's threads besides the decoding one, in the order ggml numbers them (creation order).
+    void start(int32_t maxThreads, std::vector<ThreadId> helpers) {
+        max_ = std::max(1, maxThreads);
+        active_ = max_;
+        helpers_ = std::move(helpers);
+        enabled_ = max_ > 1 && static_cast<int32_t>(helpers_.size()) >= max_ - 1 && runDelayNs(helpers_.front()) >= 0;
+        windowOpen_ = false;
+    }
+
+    bool enabled() const { return enabled_; }
+    int32_t active() const { return active_; }
+    int32_t changes() const { return changes_; }
+
+    // The loop calls this before each decode step; `decoding` false (idle loop) closes the window, so a pause
+    // never counts as waiting. Returns the threads for the next decode.
+    int32_t beforeStep(bool decoding) {
+        if (!enabled_) return active_;
+        const auto now = Clock::now();
+        if (!decoding) {
+            windowOpen_ = false;
+            return active_;
+        }
+        if (!windowOpen_) {
+            openWindow(now);
+            return active_;
+        }
+        if (now - windowStart_ < kWindow) return active_;
+        const double waited = waitedShare(now);
+        if (active_ > 1 && waited > kBackOffAbove) {
+            active_--;
+            changes_++;
+            // A probe that failed waits twice as long before the next one.
+            retryAfter_ = probing_ ? std::min<Clock::duration>(retryAfter_ * 2, kLongestRetry) : Clock::duration(kFirstRetry);
+            nextProbe_ = now + retryAfter_;
+            probing_ = false;
+        } else if (active_ < max_ && now >= nextProbe_) {
+            active_++;
+            changes_++;
+            probing_ = true;
+        } else {
+            probing_ = false;
+            if (active_ == max_) retryAfter_ = kFirstRetry;
+        }
+        openWindow(now);
+        return active_;
+    }
+
+   private:
+    void openWindow(Clock::time_point now) {
+        windowStart_ = now;
+        windowDelayNs_ = activeHelpersDelay();
+        windowOpen_ = true;
+    }
+
+    int64_t activeHelpersDelay() const {
+        int64_t sum = 0;
+        for (int32_t i = 0; i < active_ - 1 && i < static_cast<int32_t>(helpers_.size()); i++) sum += std::max<int64_t>(0, runDelayNs(helpers_[static_cast<size_t>(i)]));
+        return sum;
+    }
+
+    double waitedShare(Clock::time_point now) const {
+        if (active_ <= 1) return 0.0;
+        const double wallNs = static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(now - windowStart_).count());
+        const double delay = static_cast<double>(activeHelpersDelay() - windowDelayNs_);
+        return wallNs <= 0 ? 0.0 : delay / (wallNs * static_cast<double>(active_ - 1));
+    }
+
+    int32_t max_ = 1;
+    int32_t active_ = 1;
+    std::vector<ThreadId> helpers_;
+    bool enabled_ = false;
+    bool windowOpen_ = false;
+    bool probing_ = false;
+    Clock::time_point windowStart_{};
+    int64_t windowDelayNs_ = 0;
+    Clock::time_point nextProbe_{};
+    Clock::duration retryAfter_ = kFirstRetry;
+    int32_t changes_ = 0;
+};
+
+}  // namespace bora
