@@ -56,7 +56,7 @@ export const EnvSchema = Type.Object({
   PROMPT_CACHE_MIN_TOKENS: Type.Integer({ minimum: 1, maximum: 1_048_576, default: 32, description: "Shortest prompt prefix worth copying between slots, restoring or saving" }),
   PROMPT_CACHE_DIR: Type.String({ default: "", description: "Where prompt prefixes are kept across restarts (empty: <MODELS_DIR>/.cache/prompt-cache)" }),
   PROMPT_CACHE_DISK_MIB: Type.Integer({ minimum: 0, maximum: 1_048_576, default: 4096, description: "Disk for prompt prefixes kept across restarts, per model and context (MiB; 0: not persisted)" }),
-  PROMPT_CACHE_SAVE_INTERVAL_S: Type.Integer({ minimum: 0, maximum: 86_400, default: 300, description: "Also persist the prompt cache this often, not only at shutdown (0: only at shutdown)" }),
+  PROMPT_CACHE_SAVE_INTERVAL_S: Type.Integer({ minimum: 0, maximum: 86_400, default: 10, description: "How often new prompt prefixes are written to disk (each once, as they appear), so a stop has little left to write (0: only at shutdown)" }),
   SLOT_SAVE_PATH: Type.String({ default: "", description: "Directory for llama-server's POST /slots/{id}?action=save|restore files (empty: the slot actions are off, as in llama-server)" }),
   DRAIN_TIMEOUT_MS: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400_000, description: "On SIGTERM, how long running requests may finish; default LLM_REQUEST_TIMEOUT_MS" })),
 });

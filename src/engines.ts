@@ -33,7 +33,9 @@ const loaders: { [K in ModelKind]: EngineLoader<K> } = {
     });
     // llamaBuild: "prebuilt" (node-llama-cpp's binaries) or "localBuild" (`npm run build:llama-native`).
     log.info({ backend: runtime.backend, llamaBuild: runtime.llama.buildType, ...chat.describe(), file: model.path }, "chat model loaded");
-    if (chat.promptCacheLoad !== null) log.info({ ...chat.promptCacheLoad, ms: Math.round(chat.promptCacheLoad.ms), dir: config.chat.promptCache.dir }, "prompt cache loaded from disk");
+    void chat.promptCacheLoaded.then((loaded) => {
+      if (loaded !== null && config.chat.promptCache.hostMiB > 0 && config.chat.promptCache.diskMiB > 0) log.info({ ...loaded, ms: Math.round(loaded.ms), dir: config.chat.promptCache.dir }, "prompt cache loaded from disk");
+    });
     return chat;
   },
   embedding: async (runtime, model, config, log) => {

@@ -42,7 +42,7 @@ t.test("f16 then q8_0: status, the saved state's size, the prompt cache's key", 
   const q8 = await withService("q8_0", async (service) => {
     const status = (await service.app.inject({ method: "GET", url: "/api/status" })).json<Status>();
     t.match(status.chat, { kv_cache_type: "q8_0" }, "the loop runs with q8_0");
-    t.equal(service.engines.chat.promptCacheLoad?.entries ?? 0, 0, "nothing restored: the f16 prefixes are under another key");
+    t.equal((await service.engines.chat.promptCacheLoaded)?.entries ?? 0, 0, "nothing restored: the f16 prefixes are under another key");
     const answer = await postJson(service.app, "/api/llm/generate", body);
     t.equal(answer.statusCode, 200, "generates");
     t.ok(answer.json<Usage>().usage.cached_prompt_tokens <= 2, "the first request is cold (at most the warm-up's first tokens)");
@@ -52,7 +52,7 @@ t.test("f16 then q8_0: status, the saved state's size, the prompt cache's key", 
   const ratio = q8.n_written / f16.n_written;
   t.ok(ratio > 0.4 && ratio < 0.65, `a q8_0 slot's state is about half an f16 one's (${q8.n_written} / ${f16.n_written} bytes = ${ratio.toFixed(2)})`);
   await withService("f16", async (service) => {
-    t.ok((service.engines.chat.promptCacheLoad?.entries ?? 0) > 0, "under f16 again, the f16 prefixes are restored");
+    t.ok(((await service.engines.chat.promptCacheLoaded)?.entries ?? 0) > 0, "under f16 again, the f16 prefixes are restored");
     const answer = (await postJson(service.app, "/api/llm/generate", body)).json<Usage>();
     t.ok(answer.usage.cached_prompt_tokens > 20, `and the first request is warm (${answer.usage.cached_prompt_tokens} tokens cached)`);
   });

@@ -56,6 +56,8 @@ t.test("SIGTERM persists the prompt cache; the next process's first request is w
   await writeFile(path.join(dir, `${prefix}-foreign.promptcache`), encodeEntry({ ...key, modelSha256: "f".repeat(64) }, entry));
 
   ({ proc, base } = await start(t, env));
+  // The cache loads after /ready turns 200 (the service serves meanwhile); this request waits for it.
+  await proc.waitForLine(/prompt cache loaded from disk/, 60_000);
   const after = await askHttp(base);
   t.ok(after.usage.cached_prompt_tokens > 80, `warm after the restart: ${after.usage.cached_prompt_tokens} of ${after.usage.prompt_tokens} cached`);
   t.equal(after.text, first.text, "the same answer");

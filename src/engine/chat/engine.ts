@@ -101,14 +101,12 @@ export class ChatEngine {
         });
         if ("backend" in loaded) {
           const engine = new ChatEngine(llama, vocab, loaded.backend, options, { kind: "native", requested, fallbackReason: null }, performance.now() - started);
-          {
-            try {
-              await engine.#openPromptCache(loaded.backend, { ...settings.promptCache, ...(options.warn ? { warn: options.warn } : {}) });
-            } catch (error) {
-              await engine.dispose();
-              throw error;
-            }
-          }
+          // In the background: /ready does not wait for prefixes that can be read while the service serves.
+          engine.promptCacheLoaded = engine.#openPromptCache(loaded.backend, { ...settings.promptCache, ...(options.warn ? { warn: options.warn } : {}) })
+            .catch((error: unknown) => {
+              options.warn?.("prompt cache not loaded from disk", { reason: error instanceof Error ? error.message : String(error) });
+              return null;
+            });
           return engine;
         }
         fallbackReason = loaded.unavailable;
@@ -137,7 +135,7 @@ export class ChatEngine {
   }
 
   /** Reads the persisted prompt prefixes of this model and context into host memory (before ready). */
-  async #openPromptCache(backend: SlotLoopBackend, options: PromptCacheOptions): Promise<void> {
+  async #openPromptCache(backend: SlotLoopBackend, options: PromptCacheOptions): Promise<{ entries: number; tokens: number; ms: number }> {
     const build = nativeAddonBuildInfo("slot_loop");
     const store = new PromptCacheStore(backend, {
       modelSha256: options.hostMiB > 0 && options.diskMiB > 0 ? await modelSha256(this.options.modelPath, options.dir) : "",
@@ -151,14 +149,20 @@ export class ChatEngine {
     this.promptCacheStore = store;
     const loaded = await store.load();
     this.promptCacheLoad = loaded;
+    return loaded;
   }
 
-  /** What the start loaded from disk (entries, tokens, ms), for the start log. */
+  /** What the start loaded from disk (entries, tokens, ms) once it has, for the start log. */
   promptCacheLoad: { entries: number; tokens: number; ms: number } | null = null;
+  /** Settles when the prompt cache's files are read (null: nothing persisted, or it failed and said so). */
+  promptCacheLoaded: Promise<{ entries: number; tokens: number; ms: number } | null> = Promise.resolve(null);
 
   /** Counters of every prompt-cache tier (null on the node-llama-cpp path). */
   promptCacheStats(): PromptCacheSnapshot | null {
-    return this.promptCacheStore?.snapshot() ?? null;
+    if (this.promptCacheStore !== null) return this.promptCacheStore.snapshot();
+    // The store opens in the background (it hashes the model file first): the loop's own counters meanwhile.
+    const native = this.backend instanceof SlotLoopBackend ? this.backend.cacheStats() : null;
+    return native === null ? null : { ...native, diskBytes: 0, diskFiles: 0, loadedFromDisk: 0, lastSaveMs: null, filesWritten: 0 };
   }
 
   /** Writes the most reused prompt prefixes to disk now (also done at shutdown and on the interval). */
@@ -400,7 +404,8 @@ export class ChatEngine {
   async dispose(): Promise<void> {
     this.closed = true;
     this.scheduler.rejectWaiting(shuttingDown);
-    // After the drain: the most reused prefixes go to disk so the next start is warm.
+    // After the drain: what was not written yet goes to disk (entries are saved as they appear).
+    await this.promptCacheLoaded;
     await this.promptCacheStore?.close();
     await this.backend.dispose();
     if (this.model !== this.options.vocab) await this.model.dispose();

@@ -42,9 +42,11 @@ export interface PromptCacheHost {
   cacheTask(kind: "snapshot", slot: number, path: string, byteBudget: number): Promise<CacheTaskResult>;
   cacheImport(entry: PromptCacheEntryData): boolean;
   cacheStats(): PromptCacheNativeStats | null;
+  /** Tokens decoded on every slot since start: when it moved, an idle slot may hold something new to save. */
+  decodedTokens(): number;
 }
 
-export type PromptCacheSnapshot = PromptCacheNativeStats & { diskBytes: number; diskFiles: number; loadedFromDisk: number; lastSaveMs: number | null };
+export type PromptCacheSnapshot = PromptCacheNativeStats & { diskBytes: number; diskFiles: number; loadedFromDisk: number; lastSaveMs: number | null; filesWritten: number };
 
 export function keyHash(key: PromptCacheKey): string {
   return createHash("sha256").update(JSON.stringify([key.modelSha256, key.llamaCpp, key.slots, key.contextPerSlot, key.kvType, key.flashAttention])).digest("hex").slice(0, 16);
@@ -121,6 +123,9 @@ export class PromptCacheStore {
   #loadedFromDisk = 0;
   #lastSaveMs: number | null = null;
   #savedAtChange = -1;
+  #savedAtDecoded = -1;
+  #filesWritten = 0;
+  #loading: Promise<{ entries: number; tokens: number; ms: number }> | null = null;
   #timer: NodeJS.Timeout | null = null;
   #saving: Promise<void> | null = null;
   #closed = false;
@@ -137,8 +142,16 @@ export class PromptCacheStore {
     return this.options.hostMiB > 0 && this.options.diskMiB > 0;
   }
 
-  /** Reads this key's files into the host cache (before the service turns ready); starts the interval. */
-  async load(): Promise<{ entries: number; tokens: number; ms: number }> {
+  /**
+   * Reads this key's files into the host cache, one at a time (the service serves meanwhile: a request before
+   * its prefix is read is only colder), then starts saving as entries appear.
+   */
+  load(): Promise<{ entries: number; tokens: number; ms: number }> {
+    this.#loading ??= this.#load();
+    return this.#loading;
+  }
+
+  async #load(): Promise<{ entries: number; tokens: number; ms: number }> {
     const started = performance.now();
     let entries = 0;
     let tokens = 0;
@@ -165,6 +178,7 @@ export class PromptCacheStore {
       this.#loadedFromDisk = entries;
       await this.#measureDisk();
       this.#savedAtChange = this.host.cacheStats()?.changes ?? -1;
+      this.#savedAtDecoded = this.host.decodedTokens();
       if (this.options.saveIntervalS > 0) {
         this.#timer = setInterval(() => void this.save(), this.options.saveIntervalS * 1000);
         this.#timer.unref();
@@ -185,6 +199,7 @@ export class PromptCacheStore {
 
   /** The last save (at shutdown, after the drain), then no more timers. */
   async close(): Promise<void> {
+    await this.#loading;
     if (this.#timer !== null) clearInterval(this.#timer);
     this.#timer = null;
     await this.#saving;
@@ -195,35 +210,45 @@ export class PromptCacheStore {
   snapshot(): PromptCacheSnapshot | null {
     const stats = this.host.cacheStats();
     if (stats === null) return null;
-    return { ...stats, diskBytes: this.#diskBytes, diskFiles: this.#diskFiles, loadedFromDisk: this.#loadedFromDisk, lastSaveMs: this.#lastSaveMs };
+    return { ...stats, diskBytes: this.#diskBytes, diskFiles: this.#diskFiles, loadedFromDisk: this.#loadedFromDisk, lastSaveMs: this.#lastSaveMs, filesWritten: this.#filesWritten };
   }
 
   async #save(): Promise<void> {
     const started = performance.now();
     try {
       const changes = this.host.cacheStats()?.changes ?? 0;
+      const decoded = this.host.decodedTokens();
+      if (changes === this.#savedAtChange && decoded === this.#savedAtDecoded) return;
       const budget = this.options.diskMiB * 2 ** 20;
       const snapshot = await this.host.cacheTask("snapshot", 0, "", budget);
       // The snapshot itself may have saved idle slots: compare after it.
       const after = this.host.cacheStats()?.changes ?? changes;
-      if (after === this.#savedAtChange) return;
       await mkdir(this.options.dir, { recursive: true });
       const keep = new Set<string>();
+      let written = 0;
       for (const entry of snapshot.entries) {
-        const bytes = encodeEntry(this.key, entry);
-        if (bytes.length > budget) continue;
         const name = `${this.prefix}-${createHash("sha256").update(Buffer.from(entry.tokens.buffer, entry.tokens.byteOffset, entry.tokens.byteLength)).digest("hex").slice(0, 24)}${FILE_SUFFIX}`;
+        // An entry handed over without its state has its file already: saved as it appeared, not again.
+        if (entry.state === null) {
+          keep.add(name);
+          continue;
+        }
+        const bytes = encodeEntry(this.key, { ...entry, state: entry.state });
+        if (bytes.length > budget) continue;
         keep.add(name);
         const file = path.join(this.options.dir, name);
         // Write then rename: a crash mid-write leaves the old file or none, never half of one.
         const temporary = `${file}.${process.pid}.tmp`;
         await writeFile(temporary, bytes);
         await rename(temporary, file);
+        written++;
       }
+      this.#filesWritten += written;
       for (const name of await this.#ownFiles()) {
         if (!keep.has(name)) await rm(path.join(this.options.dir, name), { force: true });
       }
       this.#savedAtChange = after;
+      this.#savedAtDecoded = decoded;
       this.#lastSaveMs = performance.now() - started;
       await this.#measureDisk();
     } catch (error) {

@@ -39,6 +39,7 @@ struct PromptCacheEntry {
     uint64_t lastUse = 0;
     uint32_t hits = 0;
     bool fromDisk = false;  // loaded at start and not used since (a hit counts for the disk tier)
+    bool persisted = false;  // its file is written (or it was read from one): a snapshot hands over its tokens only
 };
 
 /** What the loop exposes of its slots to the cache (all calls on the loop thread). */
@@ -61,7 +62,7 @@ struct CacheTask {
     int64_t tokens = 0;
     int64_t bytes = 0;
     double ms = 0.0;
-    std::vector<PromptCacheEntry> entries;  // Snapshot: most valuable first
+    std::vector<PromptCacheEntry> entries;  // Snapshot: most valuable first; `state` only for entries not persisted yet
 };
 
 struct PromptCacheStats {
@@ -135,8 +136,10 @@ class PromptCache {
         const bool useOther = otherLen >= minTokens && otherLen > ownKeep;
         const size_t finalKeep = useOther ? otherLen : ownKeep;
 
-        // Save what the slot holds before it is lost, when most of it would be.
-        if (limitBytes > 0 && own.size() >= minTokens && finalKeep * 2 < own.size()) saveSequence(ctx, seq, own);
+        // Save what the slot holds before it is lost, when most of it would be: another source replaces the
+        // whole sequence; otherwise what survives is the prefix it shares with the prompt.
+        const size_t ownSurvives = useOther ? 0 : ownKeep;
+        if (limitBytes > 0 && own.size() >= minTokens && ownSurvives * 2 < own.size()) saveSequence(ctx, seq, own);
 
         const auto started = std::chrono::steady_clock::now();
         size_t keep = ownKeep;
@@ -222,7 +225,13 @@ class PromptCache {
                 const size_t size = entry->state.size() + entry->tokens.size() * sizeof(llama_token);
                 if (total + size > task.byteBudget) continue;
                 total += size;
-                task.entries.push_back(*entry);
+                // Files are written as entries appear (save as you go): one already on disk is named, not copied.
+                PromptCacheEntry out;
+                out.tokens = entry->tokens;
+                out.hits = entry->hits;
+                if (!entry->persisted) out.state = entry->state;
+                entry->persisted = true;
+                task.entries.push_back(std::move(out));
             }
             task.ms = elapsedMs();
             return;
@@ -281,6 +290,7 @@ class PromptCache {
         entry->state = std::move(state);
         entry->hits = hits;
         entry->fromDisk = true;
+        entry->persisted = true;
         std::lock_guard<std::mutex> lock(mutex);
         return insertLocked(entry);
     }
@@ -339,13 +349,22 @@ class PromptCache {
         insertLocked(entry);
     }
 
-    // Holds `mutex`. Shorter entries the new one extends are dropped (it answers everything they did).
+    // An old entry the new one makes (nearly) redundant: the new one holds all of it, or all but a short tail
+    // (the question and answer of another turn on the same system prompt: kept, the same prefix would be
+    // stored once per question and crowd out other prompts).
+    static bool supersedes(const PromptCacheEntry& newer, const PromptCacheEntry& old) {
+        const size_t shared = commonPrefix(old.tokens, newer.tokens);
+        const size_t tail = old.tokens.size() - shared;
+        return tail == 0 || (shared >= newer.tokens.size() / 2 && tail <= std::max<size_t>(32, old.tokens.size() / 8));
+    }
+
+    // Holds `mutex`. Entries the new one supersedes are dropped.
     bool insertLocked(const std::shared_ptr<PromptCacheEntry>& entry) {
         const size_t size = entrySize(*entry);
         if (size > limitBytes) return false;
         for (auto it = entries.begin(); it != entries.end();) {
             const auto& old = *it;
-            if (old->tokens.size() <= entry->tokens.size() && std::equal(old->tokens.begin(), old->tokens.end(), entry->tokens.begin())) {
+            if (supersedes(*entry, *old)) {
                 entry->hits = std::max(entry->hits, old->hits);
                 bytes -= entrySize(*old);
                 it = entries.erase(it);

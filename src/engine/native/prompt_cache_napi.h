@@ -51,9 +51,10 @@ inline Napi::Value cacheTaskToJs(Napi::Env env, const CacheTask& task) {
         auto object = Napi::Object::New(env);
         auto tokens = Napi::Uint32Array::New(env, entry.tokens.size());
         for (size_t k = 0; k < entry.tokens.size(); k++) tokens[k] = static_cast<uint32_t>(entry.tokens[k]);
-        auto state = Napi::Buffer<uint8_t>::Copy(env, entry.state.data(), entry.state.size());
         object.Set("tokens", tokens);
-        object.Set("state", state);
+        // Null: the entry's file is on disk already.
+        if (entry.state.empty()) object.Set("state", env.Null());
+        else object.Set("state", Napi::Buffer<uint8_t>::Copy(env, entry.state.data(), entry.state.size()));
         object.Set("hits", Napi::Number::New(env, entry.hits));
         entries.Set(static_cast<uint32_t>(i), object);
     }

@@ -58,7 +58,9 @@ export type PromptCacheNativeStats = {
 };
 export type PromptCacheTier = "slot" | "copy" | "host" | "disk";
 export type PromptCacheEntryData = { tokens: Uint32Array; state: Uint8Array; hits: number };
-export type CacheTaskResult = { error?: string; tokens: number; bytes: number; ms: number; entries: PromptCacheEntryData[] };
+/** A snapshot's entry: `state` null when its file is on disk already (the store writes each entry once). */
+export type PromptCacheSnapshotEntry = { tokens: Uint32Array; state: Uint8Array | null; hits: number };
+export type CacheTaskResult = { error?: string; tokens: number; bytes: number; ms: number; entries: PromptCacheSnapshotEntry[] };
 export type CacheTaskKind = "snapshot" | "save" | "restore" | "erase";
 
 type NativeLoadInfo = {
@@ -203,6 +205,10 @@ export class SlotLoopBackend implements GenerationBackend {
 
   sharedPrefixes(prompt: readonly number[]): readonly number[] {
     return this.#disposed ? new Array<number>(this.slotCount).fill(0) : Array.from(this.#native.commonPrefixes(Uint32Array.from(prompt)));
+  }
+
+  decodedTokens(): number {
+    return this.slotStates().reduce((sum, s) => sum + s.tokensDecoded, 0);
   }
 
   /** How many threads the last decode ran on, and how often the governor changed it. */
