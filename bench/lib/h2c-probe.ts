@@ -9,6 +9,7 @@ const vector = Array.from({ length: 384 }, (_, i) => Math.sin(i) / 20);
 const routes = async (app: FastifyInstance) => {
   app.post("/api/llm/embed", async () => ({ embeddings: [vector], dim: 384, model: "probe" }));
 };
-const app = mode === "h2c" ? Fastify({ http2: true }) : Fastify();
-await app.register(routes as never);
+// The two instance types differ only in their server; the probe uses what both have.
+const app = (mode === "h2c" ? Fastify({ http2: true }) : Fastify()) as unknown as FastifyInstance;
+await app.register(routes);
 await app.listen({ port, host: "127.0.0.1" });
