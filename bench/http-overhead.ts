@@ -9,7 +9,7 @@
 // baseline for both). Then tracing on (OTLP to a local receiver) against off, and HTTP/2 without TLS
 // (h2c) against HTTP/1.1 on a bare Fastify server for concurrent calls on one client.
 //
-//   npm run bench:overhead [-- --rounds=5 --calls=40]
+//   npm run bench:overhead [-- --rounds=5 --calls=40]      (needs Debian's python3-httpx and python3-h2)
 //   BENCH_CHAT_MODEL=models/.cache/test-qwen3-tiny.gguf BENCH_EMBED_MODEL=models/.cache/test-minilm-tiny.gguf npm run bench:overhead -- --rounds=2 --calls=10
 //     (checks the harness in a minute; with tiny models the compute is ~1 ms, so the HTTP cost stands out)
 import { execFileSync, spawn } from "node:child_process";
