@@ -10,6 +10,8 @@ import { accessFrom } from "./http/access.js";
 import { buildApp } from "./http/app.js";
 import { createLogger } from "./logging.js";
 import { ServiceState } from "./service.js";
+import { traceEngines } from "./telemetry/engineSpans.js";
+import { startTracing } from "./telemetry/tracing.js";
 
 /** After a drain: time for closing the port and freeing the models before close-with-grace gives up. */
 const SHUTDOWN_MARGIN_MS = 30_000;
@@ -27,9 +29,11 @@ async function main(): Promise<void> {
   }
   const log = createLogger(config);
   const state = new ServiceState();
+  const tracing = await startTracing(log);
+  if (tracing) state.whenEngines(traceEngines);
   const app = await buildApp({
     state, bodyLimitBytes: config.bodyLimitBytes, logger: log,
-    access: accessFrom(config), responseStore: config.responseStore,
+    access: accessFrom(config), responseStore: config.responseStore, tracing,
   });
   if (config.apiKeys.length === 0) log.warn("LLM_API_KEY is not set: the APIs need no key (set it wherever the port is reachable by others)");
   let engines: LoadedEngines | null = null;
@@ -50,6 +54,8 @@ async function main(): Promise<void> {
     await drain(state, { timeoutMs: err ? 0 : config.drainTimeoutMs, log });
     await app.close();
     if (engines) await disposeEngines(engines);
+    // The last spans (the drain's requests) leave before the process does.
+    await tracing?.shutdown().catch((error: unknown) => log.warn({ err: error }, "tracing: could not flush the last spans"));
     log.info("stopped");
   });
 

@@ -8,6 +8,7 @@ import path from "node:path";
 import { DockerfileParser, type Dockerfile } from "dockerfile-ast";
 import { Ajv2019 } from "ajv/dist/2019.js";
 import { Deployment } from "kubernetes-models/apps/v1/Deployment";
+import { Ingress } from "kubernetes-models/networking.k8s.io/v1/Ingress";
 import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget";
 import { Service } from "kubernetes-models/v1/Service";
@@ -22,6 +23,7 @@ import { ServiceState } from "../src/service.js";
 import { neededLibraries } from "./helpers/elf.js";
 import { renderKustomization, type Manifest } from "./helpers/kustomize.js";
 import { nginxConfigFile } from "./helpers/nginx.js";
+import { SESSION_HEADER } from "../src/client/index.js";
 import { startTestService } from "./helpers/service.js";
 
 const read = (file: string) => readFileSync(path.join(projectRoot, file), "utf8");
@@ -92,6 +94,7 @@ t.test("docker-compose.yml: valid compose, the seed's services, a scale-out prof
   const { backend, llm, "llm-lb": lb } = compose.services;
   t.ok(backend && llm && lb, "backend, llm and llm-lb services");
   t.equal(backend!.environment!["LLM_SERVICE_URL"], "${LLM_SERVICE_URL:-http://llm:8001}", "the seed's LLM_SERVICE_URL by default");
+  t.equal(backend!.depends_on?.["llm"]?.condition, "service_healthy", "the backend starts once the LLM service is ready (/ready), not merely started");
   t.match(backend!.environment!["LLM_SERVICE_URL"]!, `:${defaultPort}}`);
   t.same(llm!.deploy?.resources?.reservations?.devices, [{ driver: "nvidia", count: 1, capabilities: ["gpu"] }], "the seed's NVIDIA reservation");
   t.equal(typeof llm!.build === "object" && llm!.build.dockerfile, "Dockerfile.cuda");
@@ -103,6 +106,7 @@ t.test("docker-compose.yml: valid compose, the seed's services, a scale-out prof
 
   t.same(lb!.profiles, ["scale-out"]);
   t.equal(lb!.depends_on?.["llm"]?.condition, "service_healthy", "nginx starts once a replica is ready (it resolves llm at start)");
+  t.same(lb!.healthcheck!.test.filter((a) => a.includes("/ready")).length, 1, "the balancer is healthy when a replica behind it is ready");
   const mount = lb!.volumes!.find((v) => v.includes("nginx"))!;
   const [source, target] = mount.split(":");
   t.equal(path.resolve(projectRoot, source!), nginxConfigFile, "the mounted nginx config is deploy/nginx/nginx.conf");
@@ -112,6 +116,9 @@ t.test("docker-compose.yml: valid compose, the seed's services, a scale-out prof
   const listen = /listen (\d+);/.exec(nginx)![1];
   t.ok(lb!.ports!.includes(`${listen}:${listen}`), "llm-lb publishes nginx's listen port");
   t.match(nginx, /least_conn;/);
+  t.match(nginx, /hash \$http_x_session_id consistent;/, "a conversation's key picks its replica");
+  t.match(nginx, /map \$http_x_session_id \$bora_upstream \{\s*""\s+bora_llm;\s*default\s+bora_llm_session;\s*\}/, "no key: least_conn (an empty hash key would be round robin)");
+  t.match(nginx, /proxy_pass http:\/\/\$bora_upstream;/);
   t.match(nginx, /proxy_next_upstream error timeout;/);
   t.notMatch(nginx, /non_idempotent/, "a POST that reached a replica is never re-sent");
   t.match(nginx, /proxy_buffering off;/);
@@ -126,6 +133,7 @@ function validateManifest(doc: Manifest): void {
   const models: Record<string, new (data: never) => { validate(): void }> = {
     "apps/v1/Deployment": Deployment, "v1/Service": Service,
     "autoscaling/v2/HorizontalPodAutoscaler": HorizontalPodAutoscaler, "policy/v1/PodDisruptionBudget": PodDisruptionBudget,
+    "networking.k8s.io/v1/Ingress": Ingress,
   };
   const Model = models[`${doc.apiVersion}/${doc.kind}`];
   if (Model === undefined) throw new Error(`no model for ${doc.apiVersion} ${doc.kind}`);
@@ -143,7 +151,7 @@ t.test("Kubernetes: every overlay renders to valid manifests with the probes, dr
   for (const overlay of overlays) {
     t.test(overlay, async (t) => {
       const docs = renderKustomization(path.join(k8sDir, "overlays", overlay));
-      t.same(docs.map((d) => d.kind).sort(), ["Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]);
+      t.same(docs.map((d) => d.kind).sort(), ["Deployment", "HorizontalPodAutoscaler", "Ingress", "Ingress", "PodDisruptionBudget", "Service"]);
       for (const doc of docs) t.doesNotThrow(() => validateManifest(doc), `${doc.kind}/${doc.metadata.name} validates`);
 
       const deployment = docs.find((d) => d.kind === "Deployment")!;
@@ -203,6 +211,27 @@ t.test("Kubernetes: every overlay renders to valid manifests with the probes, dr
       const labels = (deployment["spec"] as { selector: { matchLabels: Record<string, string> } }).selector.matchLabels;
       t.same((pdb["spec"] as { selector: { matchLabels: Record<string, string> } }).selector.matchLabels, labels);
       t.same((service["spec"] as { selector: Record<string, string> }).selector, labels);
+
+      // Ingresses (ingress-nginx): both onto the Service's named port; the header-selected one hashes the
+      // conversation key the typed client sends and nginx.conf hashes, the main one balances the rest.
+      type IngressDoc = { metadata: { name: string; annotations: Record<string, string> }; spec: { rules: { host?: string; http: { paths: { path: string; backend: { service: { name: string; port: { name?: string; number?: number } } } }[] } }[] } };
+      const ingresses = docs.filter((d) => d.kind === "Ingress") as unknown as IngressDoc[];
+      const annotation = (i: IngressDoc, key: string) => i.metadata.annotations[`nginx.ingress.kubernetes.io/${key}`];
+      for (const ingress of ingresses) {
+        const backends = ingress.spec.rules.flatMap((r) => r.http.paths.map((p) => p.backend.service));
+        t.same(backends, [{ name: service.metadata.name, port: { name: "http" } }], `${ingress.metadata.name} routes to the Service's http port`);
+      }
+      const [main, session] = [ingresses.find((i) => annotation(i, "canary") === undefined)!, ingresses.find((i) => annotation(i, "canary") === "true")!];
+      t.ok(main && session, "a main Ingress and a header-selected one");
+      t.same(main.spec.rules.map((r) => [r.host, r.http.paths.map((p) => p.path)]), session.spec.rules.map((r) => [r.host, r.http.paths.map((p) => p.path)]), "on the same host and paths");
+      t.equal(annotation(session, "canary-by-header")!.toLowerCase(), SESSION_HEADER, "selected by the typed client's session header");
+      t.equal(annotation(session, "canary-by-header-pattern"), ".+", "for any non-empty value");
+      t.equal(annotation(session, "upstream-hash-by"), `$http_${SESSION_HEADER.replace(/-/g, "_")}`, "hashing that key");
+      t.match(readFileSync(nginxConfigFile, "utf8"), new RegExp(`hash \\$http_${SESSION_HEADER.replace(/-/g, "_")} consistent;`), "the key nginx.conf hashes");
+      t.equal(annotation(main, "upstream-hash-by"), undefined, "the main Ingress does not hash");
+      t.equal(annotation(main, "proxy-next-upstream"), "error timeout", "a POST that reached a pod is never re-sent");
+      t.equal(annotation(main, "proxy-buffering"), "off", "streams are not buffered");
+      t.ok(Number(annotation(main, "proxy-read-timeout")) > requestTimeoutMs / 1000, "the ingress waits longer than the longest generation");
     });
   }
 

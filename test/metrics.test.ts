@@ -36,7 +36,7 @@ t.test("counters and histograms hold exactly the requests made", async (t) => {
   t.equal(before("bora_model_info", { model: chatName, kind: "chat", default: "true" }), 1);
 
   const decodes: number[] = [];
-  const stopListening = service.engines.embed.onBatch((texts) => decodes.push(texts));
+  const stopListening = service.engines.embed.onBatch((texts) => { decodes.push(texts); });
   t.teardown(stopListening);
   const message = [{ role: "user", content: "hola" }];
   const results: { tokens_generated: number; usage: { prompt_tokens: number } }[] = [];

@@ -6,8 +6,11 @@
 // - no generation that had started on the killed replica was re-sent to the survivor (nginx's X-Upstream
 //   lists every replica a request was sent to; each replica's /metrics counts the generations it ran),
 // - and a POST whose connect is refused (the dead replica) is retried on the next one.
+// The second test: conversations routed by X-Session-Id keep their replica (prompt cache share measured
+// against least_conn and round robin), and a replica killed mid-conversation loses no turn.
 import t from "tap";
 import { ensureTestModels } from "../scripts/make-test-models.js";
+import { LlmClient, SESSION_HEADER, type GenerateResponse } from "../src/client/index.js";
 import { findNginx, startNginx, type NginxProcess } from "./helpers/nginx.js";
 import { startServiceProcess, type ServiceProcess } from "./helpers/process.js";
 
@@ -199,4 +202,161 @@ t.test("two replicas behind nginx: balance, a replica killed mid-run, no generat
   ];
   t.same(retried.filter((o) => !o.ok), [], "both succeeded");
   t.ok(retried.some((o) => o.upstreams.join(" ") === `${victim} ${survivor}`), "a refused connect was retried on the survivor");
+});
+
+// ------------------------------------------------------------------------------------------ affinity
+// 8 conversations of 6 turns through nginx, each turn's history growing on the last, as the app's backend
+// sends them: with an X-Session-Id (the typed client's sessionId) and without. The measurements (cached
+// prompt share, TTFT p50) go to the test's comments; docs/operating.md has a run's numbers.
+
+const CONVERSATIONS = 8;
+const TURNS = 6;
+const ANSWER_TOKENS = 6;
+
+/** A system prompt of ~400 tokens that no other conversation (or run) shares. */
+function systemPrompt(run: string, conversation: number): string {
+  const words = Array.from({ length: 64 }, (_, i) => `tema${(conversation * 7919 + i * 104729) % 100_003}`);
+  return `Eres Mentor Bora (${run}, conversación ${conversation}). Temas de hoy: ${words.join(" ")}.`;
+}
+
+type Turn = { session: string; turn: number; upstreams: string[]; ttftMs: number | null; promptTokens: number; cachedTokens: number; ok: boolean; error?: string };
+
+const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+
+/** The typed client over fetch, remembering which replica(s) nginx sent each session's requests to. */
+function recordingClient(base: string, seen: Map<string, string[][]>, retries: { n: number }) {
+  const recordingFetch: typeof fetch = async (input, init) => {
+    const session = new Headers(init?.headers).get(SESSION_HEADER) ?? "";
+    const list = seen.get(session) ?? [];
+    seen.set(session, list);
+    const response = await fetch(input, init);
+    list.push(upstreamsOf(response));
+    return response;
+  };
+  return new LlmClient({ baseUrl: base, fetch: recordingFetch, retry: { attempts: 4, baseDelayMs: 50 }, onRetry: () => { retries.n++; } });
+}
+
+async function converse(client: LlmClient, run: string, conversation: number, options: { session: boolean; stream: boolean; beforeTurn?: (turn: number) => Promise<void> }): Promise<Turn[]> {
+  const session = `${run}-${conversation}`;
+  const messages: { role: "system" | "user" | "assistant"; content: string }[] = [{ role: "system", content: systemPrompt(run, conversation) }];
+  const turns: Turn[] = [];
+  for (let turn = 0; turn < TURNS; turn++) {
+    await options.beforeTurn?.(turn);
+    messages.push({ role: "user", content: `Pregunta ${turn + 1}: ¿qué más sabes del tema ${turn + 1}?` });
+    const request = { messages: [...messages], max_new_tokens: ANSWER_TOKENS, temperature: 0, ignore_eos: true };
+    const call = options.session ? { sessionId: session } : {};
+    const sent = performance.now();
+    let ttftMs: number | null = null;
+    try {
+      let response: GenerateResponse | undefined;
+      if (options.stream) {
+        for await (const event of client.stream(request, call)) {
+          if (event.type === "delta" && ttftMs === null) ttftMs = performance.now() - sent;
+          if (event.type === "done") response = event.response;
+        }
+      } else {
+        response = await client.generate(request, call);
+      }
+      messages.push({ role: "assistant", content: response!.answer });
+      turns.push({ session, turn, upstreams: [], ttftMs, promptTokens: response!.usage.prompt_tokens, cachedTokens: response!.usage.cached_prompt_tokens, ok: response!.tokens_generated === ANSWER_TOKENS });
+    } catch (error) {
+      turns.push({ session, turn, upstreams: [], ttftMs, promptTokens: 0, cachedTokens: 0, ok: false, error: (error as Error).message });
+      messages.push({ role: "assistant", content: "…" });
+    }
+  }
+  return turns;
+}
+
+function summary(turns: readonly Turn[]) {
+  // The first turn of a conversation is cold everywhere: the share counts turns 2..6, where affinity matters.
+  const later = turns.filter((t) => t.turn > 0 && t.ok);
+  const prompt = later.reduce((s, t) => s + t.promptTokens, 0);
+  const cached = later.reduce((s, t) => s + t.cachedTokens, 0);
+  return {
+    cachedShare: prompt === 0 ? 0 : cached / prompt,
+    uncachedPerTurn: later.length === 0 ? NaN : (prompt - cached) / later.length,
+    ttftP50Ms: median(later.map((t) => t.ttftMs).filter((x): x is number => x !== null)),
+  };
+}
+
+t.test("conversations keep their replica (X-Session-Id): cached prompt share and TTFT; a replica killed midway", { skip }, async (t) => {
+  const models = await ensureTestModels();
+  // A slot for every conversation a replica may get (the hash need not split 8 keys 4/4), as a deployment
+  // sizes LLM_PARALLEL for its concurrent conversations.
+  const env = { LLM_MODEL: models.chat, EMBED_MODEL: models.embed, LLM_CONTEXT_SIZE: "1024", LLM_PARALLEL: String(CONVERSATIONS), MODEL_DOWNLOAD: "false", LLM_THREADS: "1" };
+  const replicas: ServiceProcess[] = [startServiceProcess(env), startServiceProcess(env)];
+  let nginx: NginxProcess | null = null;
+  t.teardown(async () => {
+    for (const r of replicas) r.child.kill("SIGKILL");
+    await nginx?.stop();
+  });
+  const addresses = await Promise.all(replicas.map(async (r) => /http:\/\/([^"]+)/.exec(await r.waitForLine(/Server listening at/))![1]!));
+  await Promise.all(replicas.map((r) => r.waitForLine(/"msg":"ready"/, 120_000)));
+  nginx = await startNginx(nginxBinary!, addresses);
+  const base = `http://127.0.0.1:${nginx.port}`;
+
+  const measure = async (run: string, through: string, session: boolean) => {
+    const upstreams = new Map<string, string[][]>();
+    const client = recordingClient(through, upstreams, { n: 0 });
+    const turns = (await Promise.all(Array.from({ length: CONVERSATIONS }, (_, i) => converse(client, run, i, { session, stream: true })))).flat();
+    t.same(turns.filter((x) => !x.ok), [], `${run}: every turn answered`);
+    return { turns, upstreams, ...summary(turns) };
+  };
+  const roundRobinNginx = await startNginx(nginxBinary!, addresses, { roundRobin: true });
+  t.teardown(() => roundRobinNginx.stop());
+  // Unmeasured: each replica's first requests pay for JIT and lazy setup, whichever run came first.
+  await Promise.all(Array.from({ length: 8 }, (_, i) => fetch(`${base}/api/llm/generate`, {
+    method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ messages: [{ role: "system", content: systemPrompt("warm-up", i) }, { role: "user", content: "hola" }], max_new_tokens: ANSWER_TOKENS }),
+  }).then((r) => r.arrayBuffer())));
+  const withKey = await measure("affinity", base, true);
+  const leastConn = await measure("least-conn", base, false);
+  const roundRobin = await measure("round-robin", `http://127.0.0.1:${roundRobinNginx.port}`, false);
+  for (const [session, list] of withKey.upstreams) t.equal(new Set(list.flat()).size, 1, `${session}: all ${list.length} turns on one replica`);
+  const split = addresses.map((a) => [...withKey.upstreams.values()].filter((list) => list[0]![0] === a).length);
+  t.ok(split.every((n) => n > 0), `the sessions are spread over both replicas (${split.join("/")})`);
+  const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
+  const line = (name: string, r: ReturnType<typeof summary>) => `${name}: cached ${pct(r.cachedShare)}, uncached ${r.uncachedPerTurn.toFixed(0)} tokens/turn, TTFT p50 ${r.ttftP50Ms.toFixed(1)} ms`;
+  t.comment(`turns 2-${TURNS} of ${CONVERSATIONS} conversations (keys split ${split.join("/")}): ${line("X-Session-Id", withKey)}; ` +
+    `${line("no key (least_conn)", leastConn)}; ${line("round robin", roundRobin)}`);
+  t.ok(withKey.cachedShare > 0.9, `with affinity nearly every later prompt token is cached (${pct(withKey.cachedShare)})`);
+  // Counts, not times: each turn's new tokens (question + answer) are uncached either way; a turn sent to the
+  // other replica also re-reads the turns it missed there.
+  t.ok(withKey.uncachedPerTurn < 0.75 * roundRobin.uncachedPerTurn, "fewer prompt tokens to process per turn than round robin");
+
+  // A replica killed while turn 4 of every conversation runs. What "loses no request" can honestly mean:
+  // a request nginx could not connect anywhere with is retried by nginx; a generation cut on the dead
+  // replica comes back as 502 (plain) and the typed client sends it again (the user saw nothing of it);
+  // a stream that had already delivered tokens would be reported to the caller, never replayed (the first
+  // test above). Here plain generations: every turn of every conversation must be answered.
+  const upstreams = new Map<string, string[][]>();
+  const retries = { n: 0 };
+  const client = recordingClient(base, upstreams, retries);
+  // Turn 4 starts together in every conversation; the replica holding more of them is killed once it is
+  // generating.
+  let arrived = 0;
+  let release!: () => void;
+  const barrier = new Promise<void>((resolve) => { release = resolve; });
+  const beforeTurn = async (turn: number) => {
+    if (turn !== 3) return;
+    if (++arrived === CONVERSATIONS) release();
+    await barrier;
+  };
+  let victim = "";
+  let survivor = "";
+  const killed = barrier.then(async () => {
+    const held = addresses.map((a) => [...upstreams.values()].filter((list) => list[0]?.[0] === a).length);
+    const index = held[0]! >= held[1]! ? 0 : 1;
+    [victim, survivor] = [addresses[index]!, addresses[1 - index]!];
+    for (let i = 0; i < 400 && await slotsInUse(victim) === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    replicas[index]!.child.kill("SIGKILL");
+    await replicas[index]!.exited;
+  });
+  const turns = (await Promise.all(Array.from({ length: CONVERSATIONS }, (_, i) => converse(client, "kill", i, { session: true, stream: false, beforeTurn })))).flat();
+  await killed;
+  t.same(turns.filter((x) => !x.ok), [], `all ${turns.length} turns answered though a replica died during turn 4`);
+  t.ok(retries.n >= 1, `the kill cut generations, which the typed client sent again (${retries.n} retries)`);
+  const moved = [...upstreams.values()].filter((list) => list.flat().includes(victim));
+  t.ok(moved.length >= 1, `${moved.length} conversations were on the killed replica`);
+  for (const list of moved) t.equal(list.at(-1)!.at(-1), survivor, `and finished on the survivor: ${JSON.stringify(list)}`);
 });

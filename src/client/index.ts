@@ -16,8 +16,15 @@ export type StreamEvent =
   | { type: "reasoning"; text: string }
   | { type: "done"; response: GenerateResponse };
 
-/** Per call: cancel it, or give it the id that follows it into the service's log (x-request-id, kept across retries). */
-export type CallOptions = { signal?: AbortSignal; requestId?: string };
+/**
+ * Per call: cancel it; give it the id that follows it into the service's log (x-request-id, kept across
+ * retries); name the conversation it belongs to (`sessionId`, sent as X-Session-Id), so a load balancer
+ * sends every turn to the replica that holds its prompt prefix (deploy/nginx/nginx.conf hashes on it).
+ */
+export type CallOptions = { signal?: AbortSignal; requestId?: string; sessionId?: string };
+
+/** The header deploy/nginx/nginx.conf (and the Kubernetes ingress) route a conversation by. */
+export const SESSION_HEADER = "x-session-id";
 
 export type RetryInfo = {
   /** The attempt that failed (1 = the first). */
@@ -171,10 +178,10 @@ export class LlmClient {
   }
 
   /** The whole answer at once. */
-  async generate(request: GenerateInput, { signal, requestId }: CallOptions = {}): Promise<GenerateResponse> {
+  async generate(request: GenerateInput, { signal, requestId, sessionId }: CallOptions = {}): Promise<GenerateResponse> {
     try {
       return await this.withRetries(signal, async (attemptSignal) => {
-        const response = await this.post("/api/llm/generate", { ...request, stream: false }, attemptSignal, requestId);
+        const response = await this.post("/api/llm/generate", { ...request, stream: false }, attemptSignal, requestId, sessionId);
         return await response.json() as GenerateResponse;
       });
     } catch (error) {
@@ -183,10 +190,10 @@ export class LlmClient {
   }
 
   /** Vectors in input order, L2-normalised. */
-  async embed(texts: readonly string[], { signal, requestId, model }: CallOptions & { model?: string } = {}): Promise<EmbedResponse> {
+  async embed(texts: readonly string[], { signal, requestId, sessionId, model }: CallOptions & { model?: string } = {}): Promise<EmbedResponse> {
     try {
       return await this.withRetries(signal, async (attemptSignal) => {
-        const response = await this.post("/api/llm/embed", { texts, ...(model ? { model } : {}) }, attemptSignal, requestId);
+        const response = await this.post("/api/llm/embed", { texts, ...(model ? { model } : {}) }, attemptSignal, requestId, sessionId);
         return await response.json() as EmbedResponse;
       });
     } catch (error) {
@@ -199,7 +206,7 @@ export class LlmClient {
    * response. Retried like generate until the first token arrives, never after; with a fallback, a
    * failure before the first token yields the fallback's answer as one delta and a done.
    */
-  async *stream(request: GenerateInput, { signal, requestId }: CallOptions = {}): AsyncGenerator<StreamEvent> {
+  async *stream(request: GenerateInput, { signal, requestId, sessionId }: CallOptions = {}): AsyncGenerator<StreamEvent> {
     let delivered = "";
     let producedTokens = false;
     // Stops the attempt when the caller leaves the loop early (break, return, throw).
@@ -214,7 +221,7 @@ export class LlmClient {
     // that has already pushed a token is final: its failure becomes a LlmStreamInterruptedError.
     const run = this.withRetries(combined, async (attemptSignal, timeout) => {
       let sawDone = false;
-      const response = await this.post("/api/llm/generate", { ...request, stream: true }, attemptSignal, requestId);
+      const response = await this.post("/api/llm/generate", { ...request, stream: true }, attemptSignal, requestId, sessionId);
       timeout.restart();
       try {
         for await (const event of readSse(response.body!)) {
@@ -267,7 +274,7 @@ export class LlmClient {
     yield { type: "done", response };
   }
 
-  private async post(path: string, body: unknown, signal: AbortSignal, requestId: string | undefined): Promise<Response> {
+  private async post(path: string, body: unknown, signal: AbortSignal, requestId: string | undefined, sessionId: string | undefined): Promise<Response> {
     let response: Response;
     try {
       response = await this.fetchImpl(`${this.baseUrl}${path}`, {
@@ -277,6 +284,7 @@ export class LlmClient {
           ...(this.options.apiKey ? { authorization: `Bearer ${this.options.apiKey}` } : {}),
           ...this.options.headers,
           ...(requestId ? { "x-request-id": requestId } : {}),
+          ...(sessionId ? { [SESSION_HEADER]: sessionId } : {}),
         },
         body: JSON.stringify(body),
         signal,

@@ -5,7 +5,7 @@
 // normalisation and token limit of its own manifest entry.
 import type { Llama, LlamaEmbeddingContext, LlamaModel } from "node-llama-cpp";
 import { EngineError, invalidRequest } from "./errors.js";
-import { TokenBatchQueue } from "./tokenBatchQueue.js";
+import { TokenBatchQueue, type BatchListener } from "./tokenBatchQueue.js";
 import { NativeBatchEmbedder, type NativePooling } from "./native/batchEmbedder.js";
 
 /** What the engine needs from an embedding implementation: tokens in, pooled vectors out. */
@@ -112,8 +112,8 @@ export class EmbedEngine {
     return name === this.modelName || this.aliases.includes(name);
   }
 
-  /** Called for every decode batch with its text and token counts (metrics: batch sizes). */
-  onBatch(listener: (texts: number, tokens: number) => void): () => void {
+  /** Called for every decode batch with its text and token counts (metrics: batch sizes); may return a callback for its end (tracing). */
+  onBatch(listener: BatchListener): () => void {
     return this.queue.onBatch(listener);
   }
 

@@ -9,7 +9,7 @@
 // (llama.cpp applies a softmax there). `scoreKind` says which; `toProbability` maps a logit the way
 // node-llama-cpp's LlamaRankingContext and TEI (raw_scores: false) do.
 import { EngineError, invalidRequest } from "./errors.js";
-import { TokenBatchQueue } from "./tokenBatchQueue.js";
+import { TokenBatchQueue, type BatchListener } from "./tokenBatchQueue.js";
 import { NativeBatchEmbedder, type NativeSpecialTokens } from "./native/batchEmbedder.js";
 
 export type RerankEngineOptions = {
@@ -169,8 +169,8 @@ export class RerankEngine {
     return name === this.modelName || this.aliases.includes(name);
   }
 
-  /** Called for every decode batch with its pair and token counts (metrics). */
-  onBatch(listener: (pairs: number, tokens: number) => void): () => void {
+  /** Called for every decode batch with its pair and token counts (metrics); may return a callback for its end (tracing). */
+  onBatch(listener: BatchListener): () => void {
     return this.queue.onBatch(listener);
   }
 

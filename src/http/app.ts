@@ -5,6 +5,7 @@ import swaggerUi from "@fastify/swagger-ui";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import type { ServiceState } from "../service.js";
+import type { Tracing } from "../telemetry/tracing.js";
 import { DEFAULT_ACCESS, installAccess, type AccessOptions } from "./access.js";
 import { clientErrorHandler, installErrorHandling } from "./errors.js";
 import { installMetrics } from "./metrics.js";
@@ -29,6 +30,8 @@ export type AppOptions = {
   access?: AccessOptions;
   /** Bounds of the Responses API's store (RESPONSES_STORE_MAX_ITEMS / _BYTES); default DEFAULT_RESPONSE_STORE. */
   responseStore?: ResponseStoreOptions;
+  /** OpenTelemetry, when the OTEL_* variables turned it on (src/telemetry/tracing.ts); absent: no tracing code runs. */
+  tracing?: Tracing | null;
 };
 
 /** An incoming x-request-id is kept when it is a plausible id (it ends up in every log line). */
@@ -38,7 +41,7 @@ export function requestIdFor(header: string | string[] | undefined): string {
   return typeof header === "string" && REQUEST_ID.test(header) ? header : randomUUID();
 }
 
-export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT_ACCESS, responseStore }: AppOptions): Promise<FastifyInstance> {
+export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT_ACCESS, responseStore, tracing }: AppOptions): Promise<FastifyInstance> {
   const app = Fastify({
     ...(logger === false ? { logger: false } : { loggerInstance: logger as FastifyBaseLogger }),
     bodyLimit: bodyLimitBytes,
@@ -55,6 +58,8 @@ export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT
     },
   });
 
+  // First, so that every later hook and route is inside the request span.
+  if (tracing) await app.register(tracing.plugin);
   app.decorate("drainDeadline", state.drainDeadline);
   // Every endpoint takes JSON: any other body type is a 415, not a string that fails validation.
   app.removeContentTypeParser("text/plain");

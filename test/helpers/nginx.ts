@@ -30,11 +30,16 @@ function replaceOnce(text: string, pattern: RegExp, replacement: (match: RegExpE
   return text.slice(0, match.index) + replacement(match) + text.slice(match.index + match[0].length);
 }
 
-/** deploy/nginx/nginx.conf with `server llm:8001 ...;` -> one line per replica, `listen 8080` -> loopback. */
-export function renderNginxConfig(replicas: readonly string[], listenPort: number): string {
+/** deploy/nginx/nginx.conf with each upstream's `server llm:8001 ...;` -> one line per replica, `listen 8080` -> loopback. */
+export function renderNginxConfig(replicas: readonly string[], listenPort: number, options: NginxOptions = {}): string {
   let text = readFileSync(nginxConfigFile, "utf8");
-  text = replaceOnce(text, upstreamServerLine,
-    (m) => replicas.map((address) => `${m[1]}server ${address}${m[2] ?? ""};`).join("\n"), "upstream `server llm:8001` line");
+  // For comparison only: nginx's default balancing (round robin) where the file says least_conn.
+  if (options.roundRobin) text = replaceOnce(text, /^\s*least_conn;\s*$/m, () => "", "`least_conn;` line");
+  const upstreams = [...text.matchAll(/^\s*upstream\s+\S+\s*\{/gm)].length;
+  const servers = [...text.matchAll(new RegExp(upstreamServerLine.source, "gm"))].length;
+  if (upstreams === 0 || servers !== upstreams) throw new Error(`${nginxConfigFile}: expected one \`server llm:8001\` line per upstream (${upstreams} upstreams, ${servers} lines)`);
+  text = text.replace(new RegExp(upstreamServerLine.source, "gm"),
+    (_line, indent: string, options: string | undefined) => replicas.map((address) => `${indent}server ${address}${options ?? ""};`).join("\n"));
   text = replaceOnce(text, listenLine, (m) => `${m[1]}listen 127.0.0.1:${listenPort};`, "`listen 8080;` line");
   return text;
 }
@@ -50,10 +55,12 @@ export function freePort(): Promise<number> {
   });
 }
 
+export type NginxOptions = { roundRobin?: boolean };
+
 export type NginxProcess = { child: ChildProcess; port: number; output: () => string; stop: () => Promise<void> };
 
 /** Starts nginx in the foreground in a private prefix directory; resolves once its port accepts connections. */
-export async function startNginx(binary: string, replicas: readonly string[]): Promise<NginxProcess> {
+export async function startNginx(binary: string, replicas: readonly string[], options: NginxOptions = {}): Promise<NginxProcess> {
   const port = await freePort();
   const prefix = mkdtempSync(path.join(os.tmpdir(), "bora-nginx-"));
   // Workers drop to nobody when the master runs as root: they need the temp directories.
@@ -62,7 +69,7 @@ export async function startNginx(binary: string, replicas: readonly string[]): P
     mkdirSync(path.join(prefix, dir));
     chmodSync(path.join(prefix, dir), 0o777);
   }
-  writeFileSync(path.join(prefix, "bora.conf"), renderNginxConfig(replicas, port));
+  writeFileSync(path.join(prefix, "bora.conf"), renderNginxConfig(replicas, port, options));
   // The main context the official image (and Debian) put around conf.d files; paths kept in the prefix.
   writeFileSync(path.join(prefix, "nginx.conf"), [
     "daemon off;",

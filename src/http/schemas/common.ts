@@ -60,6 +60,16 @@ export const LlamaServerSamplingDefaults = {
   min_p: Type.Number({ minimum: 0, maximum: 1, default: 0.05, description: "Drop tokens below min_p times the top probability (0: off; llama-server's default, 0.05)" }),
 };
 
+/**
+ * OpenAI's per-conversation hints, accepted so that clients sending them are not refused. They do not route:
+ * the load balancer routes by the X-Session-Id header (docs/operating.md), and prompt prefixes are reused by
+ * every slot whatever the key.
+ */
+export const ConversationHints = {
+  user: Type.Optional(Type.String({ description: "An end-user id (OpenAI): accepted, not used" })),
+  prompt_cache_key: Type.Optional(Type.String({ description: "OpenAI's cache key: accepted; a load balancer in front routes a conversation by the X-Session-Id header instead" })),
+};
+
 export const ErrorBodySchema = Type.Object({
   error: Type.Object({
     code: Type.String({ description: "Machine-readable kind, e.g. validation_error, context_length_exceeded" }),

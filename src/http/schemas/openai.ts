@@ -1,7 +1,7 @@
 // The OpenAI-compatible API's wire types: what the official client and LangChain send and expect.
 // Unknown fields are accepted and ignored, as OpenAI-compatible servers do (clients send many).
 import { Type, type Static } from "@sinclair/typebox";
-import { LlamaServerSamplingDefaults, PromptFields, SamplingControls, UsageSchema } from "./common.js";
+import { ConversationHints, LlamaServerSamplingDefaults, PromptFields, SamplingControls, UsageSchema } from "./common.js";
 import { ChatLogprobsControls, ChatLogprobsSchema } from "./logprobs.js";
 import { ToolCallDeltaSchema, ToolCallSchema, ToolRequestFields } from "./tools.js";
 
@@ -32,6 +32,7 @@ export const ChatCompletionBodySchema = Type.Object({
   ...LlamaServerSamplingDefaults,
   ...ChatLogprobsControls,
   ...ToolRequestFields,
+  ...ConversationHints,
 }, { $id: "ChatCompletionRequest" });
 export type ChatCompletionBody = Static<typeof ChatCompletionBodySchema>;
 

@@ -3,7 +3,7 @@
 // (useResponsesApi) send and expect. Only function tools and text parts exist here; unknown fields
 // are accepted and ignored, as on the Chat Completions route.
 import { Type, type Static } from "@sinclair/typebox";
-import { SamplingControls } from "./common.js";
+import { ConversationHints, SamplingControls } from "./common.js";
 
 // ---- input -------------------------------------------------------------------------------------
 
@@ -119,7 +119,7 @@ export const ResponseCreateBodySchema = Type.Object({
   metadata: Type.Optional(Type.Union([MetadataSchema, Type.Null()])),
   background: Type.Optional(Type.Union([Type.Literal(false), Type.Null()], { description: "Background responses are not served" })),
   truncation: Type.Optional(Type.Union([Type.Literal("disabled"), Type.Null()], { description: "Only 'disabled': a history longer than the context is a 400" })),
-  user: Type.Optional(Type.String()),
+  ...ConversationHints,
   ...SamplingControls,
 }, { $id: "ResponseCreateRequest" });
 export type ResponseCreateBody = Static<typeof ResponseCreateBodySchema>;
