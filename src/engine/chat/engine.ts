@@ -8,7 +8,7 @@ import { SlotLoopBackend, type CacheTaskResult } from "../native/slotLoop.js";
 import { nativeAddonBuildInfo } from "../native/addonBuild.js";
 import { modelSha256, PromptCacheStore, type PromptCacheOptions, type PromptCacheSnapshot } from "./promptCache.js";
 import { NodeLlamaCppBackend } from "./nodeLlamaCppBackend.js";
-import { GenerationOutput, type ContentTransformer, type GeneratedToken } from "./output.js";
+import { GenerationOutput, type GeneratedToken } from "./output.js";
 import { PromptBuilder, type RenderedPrompt } from "./prompt.js";
 import { SlotScheduler } from "./scheduler.js";
 import { ToolCallParser } from "./toolCalls.js";
@@ -309,11 +309,6 @@ export class ChatEngine {
     return this.run(await this.prepare(request));
   }
 
-  /** The content stream's further stage: the tool-call parser when the request offers tools. */
-  protected contentTransformer(request: GenerateRequest): ContentTransformer | undefined {
-    return toolCallParserFor(request);
-  }
-
   /**
    * Generates on a taken slot. An abort (deadline, client gone, shutdown) asks the backend to end the job,
    * which the native loop does at its next step; when the loop is slow to get there (a long prompt chunk, a
@@ -325,7 +320,8 @@ export class ChatEngine {
     signal: AbortSignal, deadline: AbortSignal, stillRunning: (done: Promise<unknown>) => void): Promise<Omit<GenerationResult, "slot">> {
     const { prompt } = prepared;
     const logprobsTop = request.logprobs === undefined ? undefined : Math.max(0, Math.min(MAX_LOGPROBS_TOP, Math.floor(request.logprobs.top)));
-    const content = prepared.chat ? this.contentTransformer(request) : undefined;
+    // The content stream's further stage: the tool-call parser when the request offers tools.
+    const content = prepared.chat ? toolCallParserFor(request) : undefined;
     const output = new GenerationOutput({
       stop: request.stop,
       splitThinking: prepared.chat,

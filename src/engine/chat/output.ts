@@ -335,9 +335,11 @@ export class GenerationOutput {
 
   /** The backend ended the stream (length limit, or after an end token): flush what was held back. */
   finish(): GenerationDelta[] {
-    if (this.ended === "stop") return this.content.finish().concat(this.drainLogprobs());
-    const tail = this.ended === "end" ? [] : this.release(this.utf8.end(), true);
-    return tail.concat(this.content.finish(), this.drainLogprobs());
+    const tail = this.ended === "stop" || this.ended === "end" ? [] : this.release(this.utf8.end(), true);
+    const deltas = tail.concat(this.content.finish());
+    // Tokens whose text was never released (a thought when thinking is off) carry no delta: dropped.
+    this.pendingLogprobs = [];
+    return deltas;
   }
 
   summary(): OutputSummary {
@@ -402,9 +404,4 @@ export class GenerationOutput {
     return { ...delta, logprobs };
   }
 
-  private drainLogprobs(): GenerationDelta[] {
-    // Tokens whose text was never released (e.g. a thought when thinking is off) carry no delta.
-    this.pendingLogprobs = [];
-    return [];
-  }
 }
