@@ -14,6 +14,7 @@ import { loadConfig, projectRoot } from "../src/config.ts";
 import { ChatEngine } from "../src/engine/chat.ts";
 import { EmbedEngine } from "../src/engine/embed.ts";
 import { ModelTokenizer } from "../src/engine/tokenizer.ts";
+import { readModelGguf } from "../src/engine/registry.ts";
 import { loadRuntime } from "../src/engine/runtime.ts";
 
 type Sample = { stage: string; rssMB: number; anonMB: number; hwmMB: number; heapMB: number; externalMB: number };
@@ -51,7 +52,7 @@ async function main(): Promise<void> {
   await again.dispose();
   sample("  ... disposed again");
   const chat = await ChatEngine.load(runtime.llama, {
-    modelPath: chatFile, modelName: "chat", threads: runtime.cpu.threads, settings: config.chat,
+    modelPath: chatFile, modelName: "chat", threads: runtime.cpu.threads, settings: config.chat, gguf: await readModelGguf(runtime.llama, chatFile),
     onFallback: (reason) => console.error(`chat engine fallback: ${reason}`),
   });
   sample(`chat engine (${chat.describe().engine}; ${config.chat.parallel} slots x ${config.chat.contextSize}, batch ${config.chat.batchSize})`);

@@ -9,6 +9,7 @@ import { checkPrompts, promptsOf } from "./engine/prompts.js";
 import { RerankEngine } from "./engine/rerank.js";
 import { ModelRegistry, readIdentity, type EngineOf, type ModelIdentity, type ModelKind, type ServedModel } from "./engine/registry.js";
 import { loadRuntime, type Runtime } from "./engine/runtime.js";
+import { ModelTokenizer } from "./engine/tokenizer.js";
 import type { Engines } from "./service.js";
 
 export type LoadedEngines = Engines & { runtime: Runtime };
@@ -28,8 +29,7 @@ const loaders: { [K in ModelKind]: EngineLoader<K> } = {
       settings: config.chat,
       onFallback: (reason) => log.warn({ engine: "node-llama-cpp", reason }, "native slot loop unavailable; generating through node-llama-cpp"),
       warn: (message, details) => log.warn(details, message),
-      // The registry's tokenizer has the vocabulary loaded already: one copy, owned by the tokenizer.
-      vocab: model.tokenizer.model,
+      gguf: model.gguf,
     });
     // llamaBuild: "prebuilt" (node-llama-cpp's binaries) or "localBuild" (`npm run build:llama-native`).
     log.info({ backend: runtime.backend, llamaBuild: runtime.llama.buildType, ...chat.describe(), file: model.path }, "chat model loaded");
@@ -107,18 +107,24 @@ export async function loadEngines(config: Config, log: Logger): Promise<LoadedEn
       const prompts = promptsOf(file.entry);
       const promptProblem = checkPrompts(file.name, prompts);
       if (promptProblem !== null) throw new ModelFileError(`models.json: ${promptProblem}`);
-      const identity = await readIdentity(runtime.llama, file, spec.kind, spec.extraAliases, prompts);
       const rssBefore = process.memoryUsage.rss();
+      // An encoder (embedding, rerank) gets a vocabulary-only tokenizer of its own ([CLS] … [SEP], as the
+      // embedder reads it); the chat model's tokenizer is its engine's own vocabulary, loaded with the weights.
+      const ownTokenizer = spec.kind === "chat" ? null : await ModelTokenizer.load(runtime.llama, file.path, "embedding");
       let engine: EngineOf[ModelKind];
+      let identity: ModelIdentity;
+      let tokenizer: ModelTokenizer;
       try {
+        identity = await readIdentity(runtime.llama, file, spec.extraAliases, prompts, ownTokenizer?.llamaModel ?? undefined);
         engine = await (loaders[spec.kind] as EngineLoader<ModelKind>)(runtime, { ...identity, entry: file.entry }, config, log);
+        tokenizer = ownTokenizer ?? ModelTokenizer.over((engine as ChatEngine).vocabulary, "chat");
       } catch (error) {
-        await identity.tokenizer.dispose();
+        await ownTokenizer?.dispose();
         throw error;
       }
       // Weights are memory-mapped: the RSS growth counts what the load touched; the estimate is what they take once read.
       const memory = { weightsBytes: identity.details.weightsBytes, rssGrowthBytes: Math.max(0, process.memoryUsage.rss() - rssBefore) };
-      loaded.push({ ...identity, kind: spec.kind, isDefault: false, memory, engine } as ServedModel);
+      loaded.push({ ...identity, tokenizer, kind: spec.kind, isDefault: false, memory, engine } as ServedModel);
       log.info({ kind: spec.kind, model: identity.name, weightsMiB: mib(memory.weightsBytes), rssGrowthMiB: mib(memory.rssGrowthBytes), fileMiB: mib(identity.details.fileBytes) }, "model memory");
     }
     const models = new ModelRegistry(loaded);

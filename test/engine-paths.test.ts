@@ -12,6 +12,7 @@ import type { ChatEngineSettings } from "../src/engine/chat/settings.js";
 import { EngineError } from "../src/engine/errors.js";
 import { bundledLlamaCppTag } from "../src/engine/native/addonBuild.js";
 import { SlotLoopBackend } from "../src/engine/native/slotLoop.js";
+import { readModelGguf } from "../src/engine/registry.js";
 import { loadRuntime } from "../src/engine/runtime.js";
 import { postJson, startTestService } from "./helpers/service.js";
 import { everyEventIsWholeUtf8, readSse } from "./helpers/sse.js";
@@ -29,7 +30,7 @@ async function load(engine: ChatEngineKind, modelPath: string, extra: { threads?
   const chat = await ChatEngine.load(runtime.llama, {
     // One thread: these tests check behaviour, not speed, and on a shared machine two spinning ggml
     // threads per step make each token cost a scheduler time slice.
-    modelPath, modelName: "test", threads: extra.threads ?? 1, onFallback: (r) => fallbacks.push(r),
+    modelPath, modelName: "test", threads: extra.threads ?? 1, onFallback: (r) => fallbacks.push(r), gguf: await readModelGguf(runtime.llama, modelPath),
     settings: {
       contextSize: 1024, parallel: 4, batchSize: 512, gpuLayers: 0, nice: 0, kvCacheType: "f16", flashAttention: "auto",
       queueSize: 8, requestTimeoutMs: 120_000, engine, slotSavePath: "",

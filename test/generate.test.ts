@@ -70,7 +70,7 @@ t.test("greedy and seeded sampling are reproducible", async (t) => {
 
 t.test("Spanish and Bora text round-trips through the tokenizer", async (t) => {
   const text = "¿Qué significa 'ímihí'? Ñandú, pingüino, acción — «comillas» 🦙";
-  t.equal(chat.model.detokenize(chat.model.tokenize(text, false)), text);
+  t.equal(chat.vocabulary.detokenize(chat.vocabulary.tokenize(text, false)), text);
   const body = await generate({ messages: [{ role: "user", content: text }], max_new_tokens: 3 });
   t.equal(body.usage.prompt_tokens, chat.tokenizePrompt([{ role: "user", content: text }], false).length);
 });

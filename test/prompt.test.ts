@@ -8,7 +8,7 @@ import { startTestService } from "./helpers/service.js";
 const service = await startTestService();
 t.teardown(() => service.close());
 const { chat } = service.engines;
-const model = chat.model;
+const model = chat.vocabulary;
 
 const messages: ChatMessage[] = [
   { role: "system", content: "Eres Mentor Bora, un tutor de español." },
@@ -34,7 +34,7 @@ t.test("thinking on: the generation prompt is left open for the model to think",
 });
 
 t.test("thinking off: the same tokens as the GGUF's own Jinja chat template", async (t) => {
-  const template = model.fileInfo.metadata.tokenizer.chat_template;
+  const template = service.engines.models.chat.details.chatTemplate;
   t.type(template, "string");
   // (With thinking on, node-llama-cpp's Jinja wrapper renders an open assistant message, and Qwen3's
   // template gives the last assistant message an empty think block; transformers'

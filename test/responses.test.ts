@@ -79,7 +79,7 @@ t.test("reasoning: effort low and above turns Qwen3's thinking on; the thought i
   t.same(reasoning.content, [{ type: "reasoning_text", text: SCRIPTED_OUTPUT.reasoning }]);
   t.equal(r.output_text, SCRIPTED_OUTPUT.answer);
   t.equal(r.usage!.output_tokens, SCRIPTED_OUTPUT.thinkingTokens.length);
-  t.equal(r.usage!.output_tokens_details.reasoning_tokens, service.engines.chat.model.tokenize(SCRIPTED_OUTPUT.reasoning).length);
+  t.equal(r.usage!.output_tokens_details.reasoning_tokens, service.engines.chat.vocabulary.tokenize(SCRIPTED_OUTPUT.reasoning).length);
   t.same(r.reasoning, { effort: "medium", summary: null });
   for (const effort of ["none", "minimal"] as const) {
     const off = await client.responses.create({ model, input: question, temperature: 0, reasoning: { effort } });

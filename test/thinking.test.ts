@@ -26,7 +26,7 @@ t.test("thinking off (default): the answer alone, counted token by token", async
   t.equal(body.finish_reason, "stop");
   // Answer tokens plus the end token: what the model generated, not a re-tokenization of the text.
   t.equal(body.tokens_generated, SCRIPTED_OUTPUT.answerTokens.length);
-  t.not(body.tokens_generated, service.engines.chat.model.tokenize(body.answer, false).length);
+  t.not(body.tokens_generated, service.engines.chat.vocabulary.tokenize(body.answer, false).length);
 });
 
 t.test("thinking on: reasoning apart, never inside the answer", async (t) => {

@@ -21,7 +21,7 @@ t.test("tokenize: the chat model's ids, special tokens parsed, pieces as text or
   const content = "<|im_start|>user\nHola 🦙<|im_end|>";
   const plain = await (await post("/tokenize", { content })).json() as { tokens: number[]; model: string };
   t.equal(plain.model, service.engines.models.chat.name);
-  t.same(plain.tokens, service.engines.chat.model.tokenize(content, true), "the model's own tokenization");
+  t.same(plain.tokens, service.engines.chat.vocabulary.tokenize(content, true), "the model's own tokenization");
   t.equal(plain.tokens[0], 151644, "<|im_start|> is one special token");
   const literal = await (await post("/tokenize", { content, parse_special: false })).json() as { tokens: number[] };
   t.ok(literal.tokens.length > plain.tokens.length, "parse_special: false spells it out");
@@ -47,7 +47,7 @@ t.test("tokenize with the embedding model: add_special counts what the embedder 
 });
 
 t.test("detokenize: round trip for both models; bad ids are a 400 naming the position", async (t) => {
-  const ids = service.engines.chat.model.tokenize("¿Qué significa 'ímihí'?", false);
+  const ids = service.engines.chat.vocabulary.tokenize("¿Qué significa 'ímihí'?", false);
   const back = await (await post("/detokenize", { tokens: ids })).json() as { content: string };
   t.equal(back.content, "¿Qué significa 'ímihí'?");
   const embedIds = await (await post("/tokenize", { content: "hola mundo", model: embedModel })).json() as { tokens: number[] };

@@ -48,7 +48,7 @@ t.test("auto: the call in message.tool_calls, content null, finish_reason tool_c
   // The prompt is the tool template's: the tokens the engine counted are those of renderToolPrompt.
   const prompt = renderToolPrompt(messages.map((m) => ({ role: m.role as "system" | "user", content: m.content as string })),
     { tools: tools.map((x) => ({ name: x.function.name, description: "description" in x.function ? x.function.description : undefined, parameters: x.function.parameters })), enableThinking: false })!;
-  t.equal(c.usage!.prompt_tokens, prompt.tokenize(service.engines.chat.model.tokenizer).length);
+  t.equal(c.usage!.prompt_tokens, prompt.tokenize(service.engines.chat.vocabulary.tokenizer).length);
 });
 
 t.test("streaming: delta.tool_calls as OpenAI sends them, reassembled equal to the plain answer", async (t) => {
@@ -130,7 +130,7 @@ t.test("a full round trip: the call and its tool result go back, as the template
     { role: "tool", content: '{"temp_c": 21, "sky": "despejado"}', toolCallId: call.id },
   ], { tools: tools.map((x) => ({ name: x.function.name, description: "description" in x.function ? x.function.description : undefined, parameters: x.function.parameters })), enableThinking: false })!;
   t.match(expectedPrompt.toString(), /<tool_response>\n\{"temp_c": 21, "sky": "despejado"\}\n<\/tool_response>/);
-  t.equal(second.usage!.prompt_tokens, expectedPrompt.tokenize(service.engines.chat.model.tokenizer).length);
+  t.equal(second.usage!.prompt_tokens, expectedPrompt.tokenize(service.engines.chat.vocabulary.tokenizer).length);
   t.ok((second.usage!.prompt_tokens_details?.cached_tokens ?? 0) > 0, "the first request's prompt is reused from the slot");
 });
 

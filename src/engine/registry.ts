@@ -5,14 +5,14 @@
 // is a new entry in `EngineOf`, an engine file and a route.
 import { createHash } from "node:crypto";
 import { statSync } from "node:fs";
-import { GgufFileType, type Llama, type LlamaModel } from "node-llama-cpp";
+import { GgufFileType, GgufInsights, readGgufFileInfo, type GgufFileInfo, type Llama, type LlamaModel } from "node-llama-cpp";
 import type { ChatEngine } from "./chat.js";
 import type { EmbedEngine } from "./embed.js";
 import { EngineError } from "./errors.js";
 import { normaliseModelName, type ResolvedModelFile } from "./modelFiles.js";
 import type { RerankEngine } from "./rerank.js";
 import type { ModelPrompts } from "./prompts.js";
-import { ModelTokenizer } from "./tokenizer.js";
+import type { ModelTokenizer } from "./tokenizer.js";
 
 /** The engine behind each kind of model. */
 export type EngineOf = { chat: ChatEngine; embedding: EmbedEngine; rerank: RerankEngine };
@@ -64,8 +64,11 @@ export type ServedModelOf<K extends ModelKind> = {
 };
 export type ServedModel = { [K in ModelKind]: ServedModelOf<K> }[ModelKind];
 
-/** A model's names and GGUF facts, read before its engine loads. */
-export type ModelIdentity = Omit<ServedModelOf<ModelKind>, "kind" | "isDefault" | "memory" | "engine">;
+/** A model's names and GGUF facts, read before its engine loads (the chat model's tokenizer comes with its engine). */
+export type ModelIdentity = Omit<ServedModelOf<ModelKind>, "kind" | "isDefault" | "memory" | "engine" | "tokenizer"> & {
+  /** The GGUF header (tokenizer arrays left out where read here) and node-llama-cpp's insights from it. */
+  gguf: { fileInfo: GgufFileInfo; insights: GgufInsights };
+};
 
 export const KIND_LABEL: Record<ModelKind, string> = { chat: "chat", embedding: "embedding", rerank: "rerank" };
 const withArticle = (kind: ModelKind) => `${kind === "embedding" ? "an" : "a"} ${KIND_LABEL[kind]}`;
@@ -161,26 +164,28 @@ export class ModelRegistry {
   }
 }
 
-/** A model file's names, GGUF details and tokenizer (the engine is loaded by the caller). */
+/** The tokenizer arrays (151,936 strings for Qwen): the chat engine's own vocabulary answers for them. */
+const TOKENIZER_ARRAYS = ["tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.scores"];
+
+/**
+ * A model file's names and GGUF details (the engine and tokenizer are loaded by the caller). `source`: a model
+ * already loaded from the file (a vocabulary-only tokenizer), whose header is reused rather than read again.
+ */
 export async function readIdentity(
-  llama: Llama, file: ResolvedModelFile, kind: ModelKind, extraAliases: readonly string[], prompts: ModelPrompts,
+  llama: Llama, file: ResolvedModelFile, extraAliases: readonly string[], prompts: ModelPrompts, source?: LlamaModel,
 ): Promise<ModelIdentity> {
   const aliases = [...new Set([...file.aliases, ...extraAliases])].filter((a) => a !== file.name);
-  // A reranker reads [CLS] query [SEP] document [SEP]: its special tokens are an encoder's, as an embedder's.
-  // The details come from the tokenizer's vocabulary-only model, which has read the file's metadata already
-  // (reading it again cost ~0.5 s and tens of MiB at every start).
-  const tokenizer = await ModelTokenizer.load(llama, file.path, kind === "chat" ? "chat" : "embedding");
-  try {
-    return { name: file.name, aliases, path: file.path, details: await readDetails(tokenizer.model, file), tokenizer, prompts };
-  } catch (error) {
-    await tokenizer.dispose();
-    throw error;
-  }
+  const gguf = source ? { fileInfo: source.fileInfo, insights: source.fileInsights } : await readModelGguf(llama, file.path);
+  return { name: file.name, aliases, path: file.path, details: await readDetails(gguf.fileInfo, gguf.insights, file), prompts, gguf };
 }
 
-async function readDetails(model: LlamaModel, file: ResolvedModelFile): Promise<ModelDetails> {
-  const info = model.fileInfo;
-  const insights = model.fileInsights;
+/** A GGUF's header (tokenizer arrays left out) and node-llama-cpp's insights from it, without loading the model. */
+export async function readModelGguf(llama: Llama, modelPath: string): Promise<{ fileInfo: GgufFileInfo; insights: GgufInsights }> {
+  const fileInfo = await readGgufFileInfo(modelPath, { logWarnings: false, ignoreKeys: TOKENIZER_ARRAYS });
+  return { fileInfo, insights: await GgufInsights.from(fileInfo, llama) };
+}
+
+async function readDetails(info: GgufFileInfo, insights: GgufInsights, file: ResolvedModelFile): Promise<ModelDetails> {
   const metadata = info.metadata as unknown as Record<string, Record<string, unknown> | undefined>;
   const general = metadata.general ?? {};
   const architecture = typeof general.architecture === "string" ? general.architecture : "unknown";

@@ -1,7 +1,7 @@
 // The chat engine: one interface over two generation backends. Admission and slot choice live in
 // scheduler.ts, prompts and grammars in prompt.ts, text post-processing in output.ts; the backend
 // (native slot loop, or node-llama-cpp's context sequences) only decodes and samples tokens.
-import { GgmlType, type Llama, type LlamaModel, type Token } from "node-llama-cpp";
+import { GgmlType, type GgufFileInfo, type GgufInsights, type Llama, type LlamaModel, type Token } from "node-llama-cpp";
 import { EngineError, invalidRequest } from "../errors.js";
 import type { BackendKind, BackendToken, GenerationBackend, SamplingParams, SlotState } from "./backend.js";
 import { SlotLoopBackend, type CacheTaskResult } from "../native/slotLoop.js";
@@ -14,6 +14,7 @@ import { SlotScheduler } from "./scheduler.js";
 import { ToolCallParser } from "./toolCalls.js";
 import { toolCallParserFor } from "./tools.js";
 import type { ChatEngineSettings } from "./settings.js";
+import { llamaModelVocabulary, type Vocabulary } from "../vocabulary.js";
 import type { ChatMessage, GenerateRequest, GenerationResult, TokenLogprob } from "./types.js";
 
 export const DEFAULT_MAX_TOKENS = 4096;
@@ -34,12 +35,8 @@ export type ChatEngineOptions = {
   onFallback?: (reason: string) => void;
   /** The prompt cache's warnings (a skipped file, a failed write; never user text). */
   warn?: (message: string, details: Record<string, unknown>) => void;
-  /**
-   * The model's vocabulary, already loaded by its owner (the registry's tokenizer): the native path uses it
-   * instead of loading the vocabulary a second time (~80 MiB and a second for a 151k-token vocabulary) and
-   * leaves disposing it to its owner.
-   */
-  vocab?: LlamaModel;
+  /** The file's GGUF header (tokenizer arrays left out) and node-llama-cpp's insights from it: the chat template, GPU layers, memory estimates. */
+  gguf: { fileInfo: GgufFileInfo; insights: GgufInsights };
 };
 
 export type PreparedGeneration = {
@@ -68,8 +65,10 @@ export class ChatEngine {
 
   private constructor(
     llama: Llama,
-    /** node-llama-cpp's model: the tokenizer and chat template (vocabulary only on the native path). */
-    readonly model: LlamaModel,
+    /** The model's vocabulary: the slot loop's own on the native path, node-llama-cpp's model on the fallback. */
+    readonly vocabulary: Vocabulary,
+    /** node-llama-cpp's full model on the fallback path (disposed with the engine), else null. */
+    private readonly fallbackModel: LlamaModel | null,
     private readonly backend: GenerationBackend & { contextSize: number },
     private readonly options: ChatEngineOptions,
     selection: EngineSelection,
@@ -79,7 +78,7 @@ export class ChatEngine {
     this.contextSize = backend.contextSize;
     this.loadMs = loadMs;
     this.selection = selection;
-    this.prompts = new PromptBuilder(llama, model);
+    this.prompts = new PromptBuilder(llama, vocabulary, options.gguf.fileInfo, options.modelPath);
     this.scheduler = new SlotScheduler(backend.slotCount, options.settings.queueSize, (prompt) => backend.sharedPrefixes(prompt));
   }
 
@@ -89,10 +88,9 @@ export class ChatEngine {
     const requested = settings.engine;
     let fallbackReason: string | null = null;
     if (requested === "native") {
-      // Vocabulary only: node-llama-cpp keeps the tokenizer and chat template, the addon loads the weights, once.
-      const vocab = options.vocab ?? await llama.loadModel({ modelPath: options.modelPath, vocabOnly: true });
+      // The addon loads the weights and the vocabulary once; node-llama-cpp renders the chat template over it.
       try {
-        const { gpuLayers } = await vocab.fileInsights.configurationResolver.resolveModelGpuLayersV2(settings.gpuLayers);
+        const { gpuLayers } = await options.gguf.insights.configurationResolver.resolveModelGpuLayersV2(settings.gpuLayers);
         const loaded = await SlotLoopBackend.tryLoad({
           modelPath: options.modelPath, threads: options.threads, slots: settings.parallel,
           contextSize: settings.contextSize, batchSize: settings.batchSize, gpuLayers,
@@ -100,7 +98,7 @@ export class ChatEngine {
           promptCacheKiB: settings.promptCache.hostMiB * 1024, promptCacheMinTokens: settings.promptCache.minTokens,
         });
         if ("backend" in loaded) {
-          const engine = new ChatEngine(llama, vocab, loaded.backend, options, { kind: "native", requested, fallbackReason: null }, performance.now() - started);
+          const engine = new ChatEngine(llama, loaded.backend.vocabulary, null, loaded.backend, options, { kind: "native", requested, fallbackReason: null }, performance.now() - started);
           // In the background: /ready does not wait for prefixes that can be read while the service serves.
           engine.promptCacheLoaded = engine.#openPromptCache(loaded.backend, { ...settings.promptCache, ...(options.warn ? { warn: options.warn } : {}) })
             .catch((error: unknown) => {
@@ -113,7 +111,6 @@ export class ChatEngine {
       } catch (error) {
         fallbackReason = error instanceof Error ? error.message : String(error);
       }
-      if (options.vocab === undefined) await vocab.dispose();
       options.onFallback?.(fallbackReason ?? "unknown");
     }
     const model = await llama.loadModel({ modelPath: options.modelPath, gpuLayers: settings.gpuLayers });
@@ -122,7 +119,7 @@ export class ChatEngine {
         contextSize: settings.contextSize, slots: settings.parallel, batchSize: settings.batchSize, threads: options.threads,
         kvCacheType: settings.kvCacheType, flashAttention: settings.flashAttention,
       });
-      return new ChatEngine(llama, model, backend, options, { kind: "node-llama-cpp", requested, fallbackReason }, performance.now() - started);
+      return new ChatEngine(llama, llamaModelVocabulary(model), model, backend, options, { kind: "node-llama-cpp", requested, fallbackReason }, performance.now() - started);
     } catch (error) {
       await model.dispose();
       throw error;
@@ -194,15 +191,16 @@ export class ChatEngine {
     const kvCacheType = this.backend instanceof SlotLoopBackend ? this.backend.kvCacheType : this.options.settings.kvCacheType;
     const flashAttention = this.backend instanceof SlotLoopBackend ? this.backend.flashAttention : this.options.settings.flashAttention;
     const kvGgmlType = GgmlType[kvCacheType.toUpperCase() as keyof typeof GgmlType];
-    const estimate = this.model.fileInsights.estimateContextResourceRequirements({
-      contextSize: this.contextSize, sequences: slots, batchSize: this.options.settings.batchSize, modelGpuLayers: this.model.gpuLayers,
+    const gpuLayers = this.backend instanceof SlotLoopBackend ? this.backend.gpuLayers : this.fallbackModel?.gpuLayers ?? 0;
+    const estimate = this.options.gguf.insights.estimateContextResourceRequirements({
+      contextSize: this.contextSize, sequences: slots, batchSize: this.options.settings.batchSize, modelGpuLayers: gpuLayers,
       kvCacheKeyType: kvGgmlType, kvCacheValueType: kvGgmlType, flashAttention: flashAttention !== "off",
     });
     return {
       model: this.modelName,
       engine: this.selection.kind,
       ...(this.selection.fallbackReason !== null ? { engineFallbackReason: this.selection.fallbackReason } : {}),
-      gpuLayers: this.backend instanceof SlotLoopBackend ? this.backend.gpuLayers : this.model.gpuLayers,
+      gpuLayers,
       slots,
       contextPerSlot: this.contextSize,
       contextTotal: this.contextSize * slots,
@@ -375,7 +373,7 @@ export class ChatEngine {
   }
 
   private checkLogitBias(bias: GenerateRequest["logitBias"]): void {
-    const size = this.model.fileInfo.metadata.tokenizer.ggml.tokens.length;
+    const size = this.vocabulary.size;
     const wrong = bias?.find((b) => !Number.isInteger(b.id) || b.id < 0 || b.id >= size);
     if (wrong !== undefined) throw invalidRequest(`logit_bias names token ${wrong.id}, not a token id of this model (0..${size - 1}).`, "logit_bias");
   }
@@ -404,7 +402,7 @@ export class ChatEngine {
     await this.promptCacheLoaded;
     await this.promptCacheStore?.close();
     await this.backend.dispose();
-    if (this.model !== this.options.vocab) await this.model.dispose();
+    await this.fallbackModel?.dispose();
   }
 }
 

@@ -16,6 +16,7 @@ import type { BackendJob, BackendOutcome, BackendToken, GenerationBackend, SlotS
 import { commonPrefixLength } from "./backend.js";
 import { endOfGenerationTokens } from "./prompt.js";
 import type { FlashAttention, KvCacheType } from "./settings.js";
+import { llamaModelVocabulary } from "../vocabulary.js";
 
 export type NodeLlamaCppBackendOptions = {
   contextSize: number;
@@ -42,7 +43,7 @@ export class NodeLlamaCppBackend implements GenerationBackend {
     this.busy = this.sequences.map(() => false);
     this.decoded = this.sequences.map(() => 0);
     this.noEndTokens = new TokenBias(model.tokenizer);
-    for (const token of endOfGenerationTokens(model)) this.noEndTokens.set(token, "never");
+    for (const token of endOfGenerationTokens(llamaModelVocabulary(model))) this.noEndTokens.set(token, "never");
   }
 
   /** Creates the context on an already loaded (full-weights) model. */
@@ -138,7 +139,7 @@ export class NodeLlamaCppBackend implements GenerationBackend {
     if (s.logitBias.length === 0) return s.ignoreEos ? this.noEndTokens : undefined;
     const bias = new TokenBias(this.model.tokenizer);
     for (const { id, bias: value } of s.logitBias) bias.set(id as Token, value === -Infinity ? "never" : value);
-    if (s.ignoreEos) for (const token of endOfGenerationTokens(this.model)) bias.set(token, "never");
+    if (s.ignoreEos) for (const token of endOfGenerationTokens(llamaModelVocabulary(this.model))) bias.set(token, "never");
     return bias;
   }
 

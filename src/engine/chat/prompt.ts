@@ -1,17 +1,20 @@
 // The prompt a request is answered from, and the grammar that constrains the answer. Both backends
 // take these from here: prompt rendering is ONE function (renderPrompt) and grammar selection ONE
 // function (selectGrammar), so tool prompts and tool grammars plug in at exactly one place each.
+import path from "node:path";
 import {
+  GeneralChatWrapper,
   LlamaText,
   QwenChatWrapper,
   SpecialTokensText,
   resolveChatWrapper,
   type ChatHistoryItem,
   type ChatWrapper,
+  type GgufFileInfo,
   type Llama,
-  type LlamaModel,
   type Token,
 } from "node-llama-cpp";
+import type { Vocabulary } from "../vocabulary.js";
 import { EngineError, invalidRequest } from "../errors.js";
 import { toGrammarSchema, withoutTrailingNewlines } from "../jsonSchemaGrammar.js";
 import { checkTools, renderToolPrompt, toolCallGrammarText } from "./tools.js";
@@ -27,9 +30,9 @@ export type RenderedPrompt = {
 export type PromptSpecialTokens = { bos: Token | null; eos: Token | null; addBos: boolean; addEos: boolean };
 
 /** The GGUF's add_bos_token / add_eos_token as llama.cpp reads them (its defaults included). */
-export function promptSpecialTokens(model: LlamaModel): PromptSpecialTokens {
-  const { bos, eos } = model.tokens;
-  return { bos, eos, addBos: model.tokens.shouldPrependBosToken, addEos: model.tokens.shouldAppendEosToken };
+export function promptSpecialTokens(vocabulary: Vocabulary): PromptSpecialTokens {
+  const { bos, eos } = vocabulary.tokens;
+  return { bos, eos, addBos: vocabulary.tokens.shouldPrependBosToken, addEos: vocabulary.tokens.shouldAppendEosToken };
 }
 
 /**
@@ -48,8 +51,8 @@ export function withSpecialTokens(tokens: readonly Token[], special: PromptSpeci
 }
 
 /** The GGUF's own chat template, or null when it has none. */
-export function embeddedChatTemplate(model: LlamaModel): string | null {
-  const template = (model.fileInfo.metadata.tokenizer as { chat_template?: unknown }).chat_template;
+export function embeddedChatTemplate(fileInfo: GgufFileInfo): string | null {
+  const template = (fileInfo.metadata.tokenizer as { chat_template?: unknown } | undefined)?.chat_template;
   return typeof template === "string" && template.length > 0 ? template : null;
 }
 
@@ -60,7 +63,7 @@ export function embeddedChatTemplate(model: LlamaModel): string | null {
  * llama.cpp does. Either way a message's own text is never read as special tokens (llama-server would turn
  * a `</s>` typed in a message into EOS).
  */
-export function chatmlFallbackTokens(model: LlamaModel, messages: readonly ChatMessage[]): Token[] {
+export function chatmlFallbackTokens(model: Vocabulary, messages: readonly ChatMessage[]): Token[] {
   const isSpecial = (text: string) => {
     const found = model.tokenize(text, true);
     return found.length === 1 && model.isSpecialToken(found[0]);
@@ -83,8 +86,8 @@ export class PromptBuilder {
   private readonly special: PromptSpecialTokens;
   private readonly grammarCache = new Map<string, Promise<string>>();
 
-  constructor(private readonly llama: Llama, private readonly model: LlamaModel) {
-    this.wrappers = embeddedChatTemplate(model) === null ? null : resolveWrappers(model);
+  constructor(private readonly llama: Llama, private readonly model: Vocabulary, fileInfo: GgufFileInfo, modelPath: string) {
+    this.wrappers = embeddedChatTemplate(fileInfo) === null ? null : resolveWrappers(llama, model, fileInfo, modelPath);
     this.special = promptSpecialTokens(model);
   }
 
@@ -205,8 +208,12 @@ export function toChatHistory(messages: readonly ChatMessage[]): ChatHistoryItem
  * node-llama-cpp's QwenChatWrapper does exactly that with `thoughts: "discourage"`. Other models get
  * whatever node-llama-cpp resolves from their GGUF (thinking then has no effect on the prompt).
  */
-function resolveWrappers(model: LlamaModel): { thinking: ChatWrapper; noThinking: ChatWrapper } {
-  const resolved = resolveChatWrapper(model);
+function resolveWrappers(llama: Llama, model: Vocabulary, fileInfo: GgufFileInfo, modelPath: string): { thinking: ChatWrapper; noThinking: ChatWrapper } {
+  // As resolveChatWrapper(model) does for a LlamaModel, from the file's metadata and our vocabulary.
+  const resolved = resolveChatWrapper({
+    fileInfo, architecture: fileInfo.metadata?.general?.architecture, tokenizer: model.tokenizer, bosString: model.tokens.bosString,
+    filename: path.basename(modelPath), llama,
+  }) ?? new GeneralChatWrapper();
   if (resolved instanceof QwenChatWrapper) {
     return {
       thinking: new QwenChatWrapper({ variation: resolved.variation, thoughts: "auto" }),
@@ -217,7 +224,7 @@ function resolveWrappers(model: LlamaModel): { thinking: ChatWrapper; noThinking
 }
 
 /** The chat template's end-of-turn tokens (e.g. `<|im_end|>`), which are not always the GGUF's EOS. */
-export function endOfGenerationTokens(model: LlamaModel): Token[] {
+export function endOfGenerationTokens(model: Vocabulary): Token[] {
   const tokens = ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"].flatMap((text) => {
     const found = model.tokenize(text, true);
     return found.length === 1 && model.isSpecialToken(found[0]) ? found : [];

@@ -10,6 +10,7 @@ import { createRequire } from "node:module";
 import type { BackendJob, BackendOutcome, BackendToken, GenerationBackend, SlotState } from "../chat/backend.js";
 import { invalidRequest } from "../errors.js";
 import type { FlashAttention, KvCacheType } from "../chat/settings.js";
+import { NativeVocabulary, type NativeVocabularySource } from "../vocabulary.js";
 import { findNativeAddon, nativeAddonUnavailableReason } from "./addonBuild.js";
 
 const require = createRequire(import.meta.url);
@@ -99,7 +100,7 @@ type NativeJobParams = {
   logprobsTop?: number;
 };
 
-interface NativeSlotLoop {
+interface NativeSlotLoop extends NativeVocabularySource {
   load(): Promise<NativeLoadInfo>;
   start(slot: number, jobId: number, prompt: Uint32Array, params: NativeJobParams): void;
   end(slot: number, jobId: number): void;
@@ -152,6 +153,7 @@ export class SlotLoopBackend implements GenerationBackend {
   #draining = new Map<number, { id: number; done: Promise<void>; resolve: () => void }>();
   #nextJobId = 1;
   #disposed = false;
+  #vocabulary: NativeVocabulary | undefined;
 
   private constructor(native: NativeSlotLoop, info: NativeLoadInfo, addonFile: string) {
     this.#native = native;
@@ -205,6 +207,12 @@ export class SlotLoopBackend implements GenerationBackend {
 
   sharedPrefixes(prompt: readonly number[]): readonly number[] {
     return this.#disposed ? new Array<number>(this.slotCount).fill(0) : Array.from(this.#native.commonPrefixes(Uint32Array.from(prompt)));
+  }
+
+  /** The loaded model's vocabulary (tokenizer endpoints, prompt rendering): no second vocabulary load. */
+  get vocabulary(): NativeVocabulary {
+    this.#vocabulary ??= new NativeVocabulary(this.#native);
+    return this.#vocabulary;
   }
 
   decodedTokens(): number {

@@ -13,6 +13,7 @@
 //   commonPrefixes(prompt: Uint32Array): Int32Array   per slot, the leading prompt tokens its cache holds
 //   slotStates(): { busy, cachedTokens, tokensDecoded }[]
 //   threads(): { active, max, changes, governed }       threads of the last decode (thread_governor.h)
+//   vocabInfo() / tokenize / detokenize / tokenText / tokenAttributes / isEog   the model's vocabulary (vocabulary.ts)
 //   cacheTask / takeCacheTask / cacheImport / cacheStats   the prompt cache (prompt_cache_napi.h)
 //   dispose(): Promise<void>
 // onStep(events) receives, once per step, an array of per-slot events:
@@ -154,6 +155,12 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
                                InstanceMethod("commonPrefixes", &SlotLoop::CommonPrefixes),
                                InstanceMethod("slotStates", &SlotLoop::SlotStates),
                                InstanceMethod("threads", &SlotLoop::Threads),
+                               InstanceMethod("vocabInfo", &SlotLoop::VocabInfo),
+                               InstanceMethod("tokenize", &SlotLoop::Tokenize),
+                               InstanceMethod("detokenize", &SlotLoop::Detokenize),
+                               InstanceMethod("tokenText", &SlotLoop::TokenText),
+                               InstanceMethod("tokenAttributes", &SlotLoop::TokenAttributes),
+                               InstanceMethod("isEog", &SlotLoop::IsEog),
                                InstanceMethod("dispose", &SlotLoop::Dispose),
                                InstanceMethod("cacheTask", &SlotLoop::CacheTask),
                                InstanceMethod("takeCacheTask", &SlotLoop::TakeCacheTask),
@@ -415,6 +422,115 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
             result.Set(static_cast<uint32_t>(i), state);
         }
         return result;
+    }
+
+    // ---- the model's vocabulary, for the tokenizer endpoints and prompt rendering (no second vocabulary load).
+    // llama.cpp's tokenizer only reads the vocabulary, so these run on the JS thread while the loop decodes,
+    // as llama-server tokenizes on its HTTP threads.
+
+    const llama_vocab* vocabArg(Napi::Env env) {
+        requireCore(env);
+        if (!loaded) throw Napi::Error::New(env, "the slot loop is not running");
+        return core->vocab;
+    }
+
+    llama_token tokenArg(const Napi::CallbackInfo& info, size_t index) {
+        if (info.Length() <= index || !info[index].IsNumber()) throw Napi::TypeError::New(info.Env(), "token id expected");
+        const int64_t id = info[index].As<Napi::Number>().Int64Value();
+        if (id < 0 || id >= core->nVocab) throw Napi::RangeError::New(info.Env(), "token id outside the vocabulary");
+        return static_cast<llama_token>(id);
+    }
+
+    // vocabInfo(): { size, bos, eos, eot, sep, nl, addBos, addEos, type } (-1: none; bos/eos only when they are
+    // control tokens, the others only when defined, as node-llama-cpp reads them).
+    Napi::Value VocabInfo(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        const llama_vocab* vocab = vocabArg(env);
+        const auto control = [&](llama_token t) {
+            if (t < 0) return -1;
+            const auto attr = llama_vocab_get_attr(vocab, t);
+            return (attr & LLAMA_TOKEN_ATTR_CONTROL) || (attr & LLAMA_TOKEN_ATTR_UNDEFINED) ? static_cast<int32_t>(t) : -1;
+        };
+        const auto defined = [&](llama_token t) {
+            if (t < 0 || t == LLAMA_TOKEN_NULL) return -1;
+            const auto attr = llama_vocab_get_attr(vocab, t);
+            return (attr & LLAMA_TOKEN_ATTR_UNDEFINED) || (attr & LLAMA_TOKEN_ATTR_UNKNOWN) ? -1 : static_cast<int32_t>(t);
+        };
+        auto result = Napi::Object::New(env);
+        result.Set("size", Napi::Number::New(env, core->nVocab));
+        result.Set("bos", Napi::Number::New(env, control(llama_vocab_bos(vocab))));
+        result.Set("eos", Napi::Number::New(env, control(llama_vocab_eos(vocab))));
+        result.Set("eot", Napi::Number::New(env, defined(llama_vocab_eot(vocab))));
+        result.Set("sep", Napi::Number::New(env, defined(llama_vocab_sep(vocab))));
+        result.Set("nl", Napi::Number::New(env, defined(llama_vocab_nl(vocab))));
+        result.Set("addBos", Napi::Boolean::New(env, llama_vocab_get_add_bos(vocab)));
+        result.Set("addEos", Napi::Boolean::New(env, llama_vocab_get_add_eos(vocab)));
+        result.Set("type", Napi::Number::New(env, static_cast<int32_t>(llama_vocab_type(vocab))));
+        return result;
+    }
+
+    // tokenize(text, addSpecial, parseSpecial): Uint32Array — llama_tokenize.
+    Napi::Value Tokenize(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        const llama_vocab* vocab = vocabArg(env);
+        if (info.Length() < 3 || !info[0].IsString()) throw Napi::TypeError::New(env, "tokenize(text, addSpecial, parseSpecial) expected");
+        const std::string text = info[0].As<Napi::String>().Utf8Value();
+        const bool addSpecial = info[1].ToBoolean().Value();
+        const bool parseSpecial = info[2].ToBoolean().Value();
+        if (text.size() > static_cast<size_t>(INT32_MAX) / 2) throw Napi::RangeError::New(env, "text too long to tokenize");
+        std::vector<llama_token> tokens(text.size() + 2);
+        int32_t n = llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), tokens.data(), static_cast<int32_t>(tokens.size()), addSpecial, parseSpecial);
+        if (n < 0) {
+            tokens.resize(static_cast<size_t>(-n));
+            n = llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), tokens.data(), static_cast<int32_t>(tokens.size()), addSpecial, parseSpecial);
+        }
+        if (n < 0) throw Napi::Error::New(env, "tokenization failed");
+        auto result = Napi::Uint32Array::New(env, static_cast<size_t>(n));
+        for (int32_t i = 0; i < n; i++) result[static_cast<size_t>(i)] = static_cast<uint32_t>(tokens[static_cast<size_t>(i)]);
+        return result;
+    }
+
+    // detokenize(ids: Uint32Array, unparseSpecial): string — llama_detokenize (special tokens spelled out when asked).
+    Napi::Value Detokenize(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        const llama_vocab* vocab = vocabArg(env);
+        if (info.Length() < 2 || !info[0].IsTypedArray()) throw Napi::TypeError::New(env, "detokenize(ids: Uint32Array, unparseSpecial) expected");
+        const auto ids = info[0].As<Napi::Uint32Array>();
+        std::vector<llama_token> tokens(ids.ElementLength());
+        for (size_t i = 0; i < tokens.size(); i++) {
+            if (ids[i] >= static_cast<uint32_t>(core->nVocab)) throw Napi::RangeError::New(env, "token id outside the vocabulary");
+            tokens[i] = static_cast<llama_token>(ids[i]);
+        }
+        const bool special = info[1].ToBoolean().Value();
+        std::string text(tokens.size() * 8 + 16, '\0');
+        int32_t n = llama_detokenize(vocab, tokens.data(), static_cast<int32_t>(tokens.size()), text.data(), static_cast<int32_t>(text.size()), false, special);
+        if (n < 0) {
+            text.resize(static_cast<size_t>(-n));
+            n = llama_detokenize(vocab, tokens.data(), static_cast<int32_t>(tokens.size()), text.data(), static_cast<int32_t>(text.size()), false, special);
+        }
+        if (n < 0) throw Napi::Error::New(env, "detokenization failed");
+        text.resize(static_cast<size_t>(n));
+        return Napi::String::New(env, text);
+    }
+
+    // tokenText(id): the vocabulary's own text of a token (llama_vocab_get_text: a byte-level BPE piece as stored).
+    Napi::Value TokenText(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        const llama_vocab* vocab = vocabArg(env);
+        const char* text = llama_vocab_get_text(vocab, tokenArg(info, 0));
+        return Napi::String::New(env, text == nullptr ? "" : text);
+    }
+
+    Napi::Value TokenAttributes(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        const llama_vocab* vocab = vocabArg(env);
+        return Napi::Number::New(env, static_cast<int32_t>(llama_vocab_get_attr(vocab, tokenArg(info, 0))));
+    }
+
+    Napi::Value IsEog(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        const llama_vocab* vocab = vocabArg(env);
+        return Napi::Boolean::New(env, llama_vocab_is_eog(vocab, tokenArg(info, 0)));
     }
 
     // threads(): { active, max, changes, governed } — what the last decode ran on (thread_governor.h).

@@ -105,7 +105,7 @@ export const responsesRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState; s
     input_tokens: r.promptTokens,
     input_tokens_details: { cached_tokens: r.cachedPromptTokens, cache_write_tokens: r.promptTokens - r.cachedPromptTokens },
     output_tokens: r.tokensGenerated,
-    output_tokens_details: { reasoning_tokens: r.reasoning ? chat.model.tokenize(r.reasoning).length : 0 },
+    output_tokens_details: { reasoning_tokens: r.reasoning ? chat.vocabulary.tokenize(r.reasoning).length : 0 },
     total_tokens: r.promptTokens + r.tokensGenerated,
   });
 
