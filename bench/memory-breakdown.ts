@@ -1,5 +1,5 @@
 // Where the service's memory goes, stage by stage: the same loading steps as src/engines.ts (runtime,
-// the vocabulary-only models of the tokenizer endpoints, chat engine, embedder, warm-up), with RSS and
+// the chat engine, the embedding tokenizer's vocabulary-only model, the embedder, warm-up), with RSS and
 // anonymous memory (/proc/self/smaps_rollup) and the V8 heap after each. Prints a table of deltas.
 //
 //   npx tsx bench/memory-breakdown.ts [chat.gguf] [embed.gguf]     (default: the test suite's tiny models)
@@ -42,20 +42,16 @@ async function main(): Promise<void> {
   const config = loadConfig({ ...process.env, LLM_GPU: process.env["LLM_GPU"] ?? "cpu" });
   const runtime = await loadRuntime(config.gpu, config.threads);
   sample("getLlama (libllama + ggml loaded)");
-  const chatVocab = await ModelTokenizer.load(runtime.llama, chatFile, "chat");
-  sample("tokenizer endpoints: chat vocabulary-only model");
-  const embedVocab = await ModelTokenizer.load(runtime.llama, embedFile, "embedding");
-  sample("tokenizer endpoints: embedding vocabulary-only model");
-  // The native chat engine loads the chat vocabulary once more (chat/engine.ts): what a second copy costs.
-  const again = await runtime.llama.loadModel({ modelPath: chatFile, vocabOnly: true });
-  sample("a second chat vocabulary-only model (as the native chat engine loads)");
-  await again.dispose();
-  sample("  ... disposed again");
+  const gguf = await readModelGguf(runtime.llama, chatFile);
+  sample("the chat model's GGUF header (tokenizer arrays left out) and insights");
+  // The chat tokenizer endpoints use the engine's own vocabulary (vocabulary.ts): no vocabulary-only model.
   const chat = await ChatEngine.load(runtime.llama, {
-    modelPath: chatFile, modelName: "chat", threads: runtime.cpu.threads, settings: config.chat, gguf: await readModelGguf(runtime.llama, chatFile),
+    modelPath: chatFile, modelName: "chat", threads: runtime.cpu.threads, settings: config.chat, gguf,
     onFallback: (reason) => console.error(`chat engine fallback: ${reason}`),
   });
   sample(`chat engine (${chat.describe().engine}; ${config.chat.parallel} slots x ${config.chat.contextSize}, batch ${config.chat.batchSize})`);
+  const embedVocab = await ModelTokenizer.load(runtime.llama, embedFile, "embedding");
+  sample("tokenizer endpoints: embedding vocabulary-only model");
   const embed = await EmbedEngine.load(runtime.llama, {
     modelPath: embedFile, modelName: "embed", aliases: [], threads: runtime.cpu.threads, batchTokens: config.embedBatchTokens,
     batchSequences: config.embedBatchSequences, gpuLayers: config.gpuLayers, truncate: true, maxTexts: config.embedMaxTexts,
@@ -72,7 +68,7 @@ async function main(): Promise<void> {
     return `| ${s.stage} | ${d((x) => x.rssMB).toFixed(1)} | ${d((x) => x.anonMB).toFixed(1)} | ${d((x) => x.heapMB).toFixed(1)} | ${s.rssMB.toFixed(0)} | ${s.anonMB.toFixed(0)} | ${s.hwmMB.toFixed(0)} |`;
   });
   console.log(["| stage | +RSS MB | +anon MB | +V8 heap MB | RSS MB | anon MB | VmHWM MB |", "|---|---:|---:|---:|---:|---:|---:|", ...rows].join("\n"));
-  await Promise.allSettled([chat.dispose(), embed.dispose(), chatVocab.dispose(), embedVocab.dispose()]);
+  await Promise.allSettled([chat.dispose(), embed.dispose(), embedVocab.dispose()]);
   await runtime.llama.dispose();
 }
 
