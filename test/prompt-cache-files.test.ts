@@ -4,7 +4,7 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import t from "tap";
-import { decodeEntry, encodeEntry, type PromptCacheKey } from "../src/engine/chat/promptCache.js";
+import { decodeEntry, encodeEntry, type PromptCacheKey } from "../src/engine/chat/promptCacheStore.js";
 import type { ChatMessage } from "../src/engine/chat/types.js";
 import { ask, question, SAMPLINGS, systemA } from "./helpers/prompt-cache.js";
 import { pino } from "pino";

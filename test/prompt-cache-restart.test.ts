@@ -6,7 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import t from "tap";
 import { ensureTestModels } from "../scripts/make-test-models.js";
-import { decodeEntry, encodeEntry, type PromptCacheKey } from "../src/engine/chat/promptCache.js";
+import { decodeEntry, encodeEntry, type PromptCacheKey } from "../src/engine/chat/promptCacheStore.js";
 import { startServiceProcess, type ServiceProcess } from "./helpers/process.js";
 import { systemA, question } from "./helpers/prompt-cache.js";
 

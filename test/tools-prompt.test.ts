@@ -5,7 +5,7 @@ import t from "tap";
 import { Template } from "@huggingface/jinja";
 import { ensureTestModels } from "../scripts/make-test-models.js";
 import { loadRuntime } from "../src/engine/runtime.js";
-import { pythonJson, renderToolPrompt, toolCallGrammarText, checkTools, wrapToolCallGrammar } from "../src/engine/chat/tools.js";
+import { pythonJson, renderToolPrompt, toolCallGrammarText, checkTools, wrapToolCallGrammar } from "../src/engine/chat/toolPrompt.js";
 import type { ChatMessage, ToolDefinition } from "../src/engine/chat/types.js";
 import { EngineError } from "../src/engine/errors.js";
 

@@ -7,7 +7,7 @@ import OpenAI from "openai";
 import { ChatOpenAI } from "@langchain/openai";
 import { AIMessage, HumanMessage, ToolMessage } from "@langchain/core/messages";
 import { SCRIPTED_TOOL_OUTPUT, ensureScriptedToolsModel } from "../scripts/make-test-models.js";
-import { renderToolPrompt } from "../src/engine/chat/tools.js";
+import { renderToolPrompt } from "../src/engine/chat/toolPrompt.js";
 import { postJson, startTestService } from "./helpers/service.js";
 import { readSse } from "./helpers/sse.js";
 

@@ -1,7 +1,7 @@
 // /metrics for the prompt cache: hits, misses and reused tokens by tier (slot, copy from another slot,
 // host memory, disk), bytes held per tier, restore time. Read from the engine when scraped.
 import { Counter, Gauge, type Registry } from "prom-client";
-import { PROMPT_CACHE_TIERS } from "../engine/chat/promptCache.js";
+import { PROMPT_CACHE_TIERS } from "../engine/chat/promptCacheStore.js";
 import type { ServiceState } from "../service.js";
 
 export function installPromptCacheMetrics(registry: Registry, state: ServiceState): void {

@@ -6,13 +6,13 @@ import { EngineError, invalidRequest } from "../errors.js";
 import type { BackendKind, BackendToken, GenerationBackend, SamplingParams, SlotState } from "./backend.js";
 import { SlotLoopBackend, type CacheTaskResult } from "../native/slotLoop.js";
 import { nativeAddonBuildInfo } from "../native/addonBuild.js";
-import { modelSha256, PromptCacheStore, type PromptCacheOptions, type PromptCacheSnapshot } from "./promptCache.js";
+import { modelSha256, PromptCacheStore, type PromptCacheOptions, type PromptCacheSnapshot } from "./promptCacheStore.js";
 import { NodeLlamaCppBackend } from "./nodeLlamaCppBackend.js";
 import { GenerationOutput, type GeneratedToken } from "./output.js";
 import { PromptBuilder, type RenderedPrompt } from "./prompt.js";
 import { SlotScheduler } from "./scheduler.js";
-import { ToolCallParser } from "./toolCalls.js";
-import { toolCallParserFor } from "./tools.js";
+import { ToolCallParser } from "./toolCallParser.js";
+import { toolCallParserFor } from "./toolPrompt.js";
 import type { ChatEngineSettings } from "./settings.js";
 import { llamaModelVocabulary, type Vocabulary } from "../vocabulary.js";
 import type { ChatMessage, GenerateRequest, GenerationResult, TokenLogprob } from "./types.js";
@@ -162,8 +162,10 @@ export class ChatEngine {
     return native === null ? null : { ...native, diskBytes: 0, diskFiles: 0, loadedFromDisk: 0, lastSaveMs: null, filesWritten: 0 };
   }
 
-  /** Writes the most reused prompt prefixes to disk now (also done at shutdown and on the interval). */
+  /** Writes the prompt prefixes not on disk yet now (also done at shutdown and every PROMPT_CACHE_SAVE_INTERVAL_S). */
   async persistPromptCache(): Promise<void> {
+    // The store opens in the background (it hashes the model file first): a save asked for meanwhile waits for it.
+    await this.promptCacheLoaded;
     await this.promptCacheStore?.save();
   }
 
@@ -179,7 +181,8 @@ export class ChatEngine {
       throw new EngineError("slot_busy", `Slot ${slot} is processing a request; retry when it is idle.`, 409, "id_slot", 1);
     }
     try {
-      return await this.backend.cacheTask(action, slot, file);
+      const kind = ({ save: "slotSave", restore: "slotRestore", erase: "slotErase" } as const)[action];
+      return await this.backend.cacheTask(kind, slot, file);
     } finally {
       this.scheduler.release(slot);
     }

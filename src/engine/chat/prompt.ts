@@ -17,7 +17,7 @@ import {
 import type { Vocabulary } from "../vocabulary.js";
 import { EngineError, invalidRequest } from "../errors.js";
 import { toGrammarSchema, withoutTrailingNewlines } from "../jsonSchemaGrammar.js";
-import { checkTools, renderToolPrompt, toolCallGrammarText } from "./tools.js";
+import { checkTools, renderToolPrompt, toolCallGrammarText } from "./toolPrompt.js";
 import type { ChatMessage, GenerateRequest, ResponseFormat } from "./types.js";
 
 export type RenderedPrompt = {

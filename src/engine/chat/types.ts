@@ -1,13 +1,12 @@
 // The chat engine's request and result types: the one boundary every API adapter (seed, OpenAI,
 // Ollama) and every generation backend (native slot loop, node-llama-cpp) agrees on.
 //
-// Module ownership inside src/engine/chat/ (so parallel work does not collide):
-//   types.ts    this file: the contract
-//   output.ts   pure text post-processing of the generated text: stop strings (also across token
-//               boundaries), the <think> split, <tool_call> extraction; no node-llama-cpp import
-//   tools.ts    tool definitions -> prompt (the model's own template) and -> grammar (GBNF) for
-//               tool_choice "required" / a named function
-//   the engine and its backends (scheduler, native slot loop, node-llama-cpp fallback)
+// Module ownership inside src/engine/chat/:
+//   types.ts           this file: the contract
+//   output.ts          pure text post-processing: stop strings (across token boundaries too), the <think> split
+//   toolPrompt.ts      tool definitions -> the prompt (the model's own template) and -> the grammar (GBNF)
+//   toolCallParser.ts  the answer's <tool_call> blocks -> tool calls, streamed
+//   prompt.ts, scheduler.ts, engine.ts, the backends, promptCacheStore.ts, settings.ts
 
 export type ChatRole = "system" | "user" | "assistant" | "tool";
 

@@ -17,7 +17,7 @@ inline const char* cacheTierName(int32_t tier) {
     return tier >= 0 && tier < kCacheTiers ? names[tier] : "none";
 }
 
-/** cacheTask(kind: "snapshot"|"save"|"restore"|"erase", slot, path, byteBudget) arguments -> a task. */
+/** cacheTask(kind: "snapshot"|"slotSave"|"slotRestore"|"slotErase", slot, path, byteBudget) arguments -> a task. */
 inline std::unique_ptr<CacheTask> cacheTaskFromJs(const Napi::CallbackInfo& info, uint32_t id, int32_t slotCount) {
     Napi::Env env = info.Env();
     if (info.Length() < 4 || !info[0].IsString() || !info[1].IsNumber() || !info[2].IsString() || !info[3].IsNumber()) {
@@ -27,9 +27,9 @@ inline std::unique_ptr<CacheTask> cacheTaskFromJs(const Napi::CallbackInfo& info
     task->id = id;
     const std::string kind = info[0].As<Napi::String>().Utf8Value();
     if (kind == "snapshot") task->kind = CacheTask::Snapshot;
-    else if (kind == "save") task->kind = CacheTask::SlotSave;
-    else if (kind == "restore") task->kind = CacheTask::SlotRestore;
-    else if (kind == "erase") task->kind = CacheTask::SlotErase;
+    else if (kind == "slotSave") task->kind = CacheTask::SlotSave;
+    else if (kind == "slotRestore") task->kind = CacheTask::SlotRestore;
+    else if (kind == "slotErase") task->kind = CacheTask::SlotErase;
     else throw Napi::RangeError::New(env, "unknown cache task " + kind);
     task->slot = info[1].As<Napi::Number>().Int32Value();
     if (task->kind != CacheTask::Snapshot && (task->slot < 0 || task->slot >= slotCount)) throw Napi::RangeError::New(env, "no such slot");

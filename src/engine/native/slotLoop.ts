@@ -62,7 +62,8 @@ export type PromptCacheEntryData = { tokens: Uint32Array; state: Uint8Array; hit
 /** A snapshot's entry: `state` null when its file is on disk already (the store writes each entry once). */
 export type PromptCacheSnapshotEntry = { tokens: Uint32Array; state: Uint8Array | null; hits: number };
 export type CacheTaskResult = { error?: string; tokens: number; bytes: number; ms: number; entries: PromptCacheSnapshotEntry[] };
-export type CacheTaskKind = "snapshot" | "save" | "restore" | "erase";
+/** "snapshot": the prompt cache's persistence; the others: llama-server's slot actions (POST /slots/{id}?action=). */
+export type CacheTaskKind = "snapshot" | "slotSave" | "slotRestore" | "slotErase";
 
 type NativeLoadInfo = {
   slots: number; contextSize: number; batchSize: number; threads: number; threadsBatch: number; vocabSize: number; gpuLayers: number;
@@ -275,8 +276,8 @@ export class SlotLoopBackend implements GenerationBackend {
 
   /**
    * Prompt-cache work on the loop thread, between steps: "snapshot" (idle slots into the host cache, then
-   * the most reused entries within `byteBudget`), or a slot's "save" / "restore" (a llama.cpp sequence
-   * state file at `path`) / "erase".
+   * the most reused entries within `byteBudget`), or a slot action: "slotSave" / "slotRestore" (a llama.cpp
+   * sequence state file at `path`) / "slotErase".
    */
   cacheTask(kind: CacheTaskKind, slot: number, path = "", byteBudget = 0): Promise<CacheTaskResult> {
     if (this.#disposed) return Promise.reject(new Error("the slot loop is disposed"));

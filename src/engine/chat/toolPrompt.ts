@@ -15,7 +15,7 @@
 import { LlamaText, SpecialTokensText, type Llama, type LlamaGrammar } from "node-llama-cpp";
 import { EngineError, invalidRequest } from "../errors.js";
 import { toGrammarSchema } from "../jsonSchemaGrammar.js";
-import { TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ToolCallParser } from "./toolCalls.js";
+import { TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ToolCallParser } from "./toolCallParser.js";
 import type { ChatMessage, GenerateRequest, ToolChoice, ToolDefinition } from "./types.js";
 
 const IM_START = new SpecialTokensText("<|im_start|>");

@@ -2,7 +2,7 @@
 // by character, and split at every one and every pair of points; the deltas must always reassemble
 // to the same content and calls.
 import t from "tap";
-import { ToolCallParser, TOOL_CALL_OPEN, newToolCallId, partialTagLength } from "../src/engine/chat/toolCalls.js";
+import { ToolCallParser, TOOL_CALL_OPEN, newToolCallId, partialTagLength } from "../src/engine/chat/toolCallParser.js";
 import type { GenerationDelta, ToolCall } from "../src/engine/chat/types.js";
 
 type Outcome = { content: string; calls: { name: string; arguments: string }[]; wantsMore: boolean };

@@ -22,7 +22,7 @@
 //   been announced and cannot be taken back: its arguments stay exactly what the model wrote (a
 //   missing "arguments" is "{}"; text that is not JSON stays as written, as OpenAI's and vLLM's
 //   `arguments` may: clients parse it defensively). tool_choice "required" or a named function
-//   constrains the output with a grammar (tools.ts), so there the arguments always parse.
+//   constrains the output with a grammar (toolPrompt.ts), so there the arguments always parse.
 // - A call whose JSON object is complete but whose `</tool_call>` is missing (the model went on or
 //   ended) is accepted as a call; text after the object then continues as content.
 // - `parallel: false` keeps the first call; later calls are parsed and dropped (and `wantsMore`
