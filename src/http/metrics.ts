@@ -106,7 +106,7 @@ export function installMetrics(app: FastifyInstance, state: ServiceState): void 
     duration.observe({ route }, reply.elapsedTime / 1000);
   });
 
-  app.get("/metrics", { schema: { summary: "Prometheus metrics", tags: ["operations"] } }, async (_request, reply) => {
+  app.get("/metrics", { config: { access: "metrics" }, schema: { summary: "Prometheus metrics", tags: ["operations"] } }, async (_request, reply) => {
     reply.type(registry.contentType);
     return registry.metrics();
   });
