@@ -29,7 +29,7 @@ async function main(): Promise<void> {
   const state = new ServiceState();
   const app = await buildApp({
     state, bodyLimitBytes: config.bodyLimitBytes, logger: log,
-    access: accessFrom(config), responseStore: config.responseStore,
+    access: accessFrom(config), responseStore: config.responseStore, retrievalTimeoutMs: config.retrievalTimeoutMs,
   });
   if (config.apiKeys.length === 0) log.warn("LLM_API_KEY is not set: the APIs need no key (set it wherever the port is reachable by others)");
   let engines: LoadedEngines | null = null;
