@@ -13,10 +13,11 @@ import { useApiErrors, type ErrorStyle } from "../errors.js";
 import { modelOf } from "../models.js";
 import { serveRetrieval } from "../retrieval.js";
 import { rankResults, type RankedResult } from "../rerankResults.js";
+import { Type } from "@sinclair/typebox";
 import { ErrorBodySchema } from "../schemas/common.js";
 import { OpenAIErrorSchema } from "../schemas/openai.js";
 import {
-  RerankBodySchema, RerankResponseSchema, SeedRerankBodySchema, SeedRerankResponseSchema, TeiRerankResponseSchema,
+  RerankBodySchema, RerankResponseSchema, SeedRerankBodySchema, SeedRerankResponseSchema, TeiErrorSchema, TeiRerankResponseSchema,
   type RerankBody, type RerankResponse, type SeedRerankResponse, type TeiRerankResponse,
 } from "../schemas/rerank.js";
 
@@ -73,8 +74,9 @@ export const rerankRoutes: FastifyPluginAsyncTypebox = async (app) => {
     }));
   };
 
-  // TEI's 413/422 bodies ({error, error_type}) are left out of the schema: a 413 may also be Fastify's body limit, in OpenAI's shape.
-  const errors = { 400: OpenAIErrorSchema, 404: OpenAIErrorSchema, 429: OpenAIErrorSchema, 503: OpenAIErrorSchema, 504: OpenAIErrorSchema };
+  // /rerank answers TEI's bodies ({error, error_type}) to a TEI request, OpenAI's to the others: either, at every status.
+  const errorOf = (url: string) => url === "/rerank" ? Type.Union([OpenAIErrorSchema, TeiErrorSchema]) : OpenAIErrorSchema;
+  const errorsOf = (url: string) => Object.fromEntries([400, 404, 413, 422, 429, 503, 504].map((status) => [status, errorOf(url)]));
   const description = "The shape llama-server, Jina and Cohere share: `documents` as texts or {text}, `top_n`, `return_documents`; " +
     "`results` best first with `relevance_score` = sigmoid of the model's logit (0..1, Cohere's and Jina's convention; " +
     "`raw_scores: true` gives the logit, as llama-server returns it). On /rerank a body with `texts` is TEI's request and gets TEI's bare array.";
@@ -85,7 +87,7 @@ export const rerankRoutes: FastifyPluginAsyncTypebox = async (app) => {
         description,
         tags: ["rerank"],
         body: RerankBodySchema,
-        response: { 200: url === "/rerank" ? { anyOf: [RerankResponseSchema, TeiRerankResponseSchema] } : RerankResponseSchema, ...errors },
+        response: { 200: url === "/rerank" ? { anyOf: [RerankResponseSchema, TeiRerankResponseSchema] } : RerankResponseSchema, ...errorsOf(url) },
       },
       config,
     }, async (request, reply) => {
