@@ -97,8 +97,9 @@ t.test("a bulk request whose client leaves frees the embedder: its waiting texts
   t.equal(decodes.texts.at(-1), 1, "which holds the query alone");
   t.ok(decodedAtDrop < bulkTexts.length / 2, `${decodedAtDrop} of ${bulkTexts.length} texts decoded before the drop stopped the work`);
   t.same(embedder.queueStats(), { ...embedder.queueStats(), requests: 0, inputs: 0, tokens: 0 }, "nothing left queued");
+  const next = [latency, await queryLatency("¿sigue ahí? 2"), await queryLatency("¿sigue ahí? 3")];
   const target = 1.5 * idleMs + decodeMs;
-  t.ok(latency <= target, `the next query ${latency.toFixed(2)} ms <= ${target.toFixed(2)} ms`);
+  t.ok(median(next) <= target, `the next queries: median ${median(next).toFixed(2)} ms <= ${target.toFixed(2)} ms (the first ${latency.toFixed(2)} ms)`);
 });
 
 t.test("past their deadline, embed, rerank and tokenize answer 504 in each API's shape, and drop their work", async (t) => {
@@ -122,7 +123,9 @@ t.test("past their deadline, embed, rerank and tokenize answer 504 in each API's
     t.ok(shaped(res.json()), `${url}: the API's error shape: ${res.body.slice(0, 160)}`);
     await until(() => embedder.queueStats().requests === 0 && service.engines.models.defaultOf("rerank")!.engine.queueStats().requests === 0, 5_000);
   }
-  t.ok(await queryLatency("después") <= 1.5 * idleMs + decodeMs * 2, "the embedder is free again");
+  const after: number[] = [];
+  for (let i = 0; i < 5; i++) after.push(await queryLatency(`después ${i}`));
+  t.ok(median(after) <= 1.5 * idleMs + decodeMs, `the embedder is free again: a query takes ${median(after).toFixed(2)} ms`);
 });
 
 t.test("a flood beyond the queue's bound: 200s and 429s with Retry-After, nothing else; the queue never passes its bound", async (t) => {

@@ -29,6 +29,11 @@ export function retrievalSignal(reply: FastifyReply): AbortSignal {
   const client = clientDisconnectSignal(reply);
   const timeoutMs = reply.server.retrievalTimeoutMs;
   const onClient = () => controller.abort(client.reason);
+  // A response closed already (the client left while its body was read) fires no 'close' again: no timer to leak.
+  if (reply.raw.closed) {
+    controller.abort(client.aborted ? client.reason : new EngineError("cancelled", "The client disconnected.", 499));
+    return controller.signal;
+  }
   if (client.aborted) onClient();
   else client.addEventListener("abort", onClient, { once: true });
   const timer = setTimeout(() => controller.abort(deadlineError(timeoutMs)), Math.max(0, timeoutMs - reply.elapsedTime));
