@@ -180,11 +180,6 @@ export class ModelRegistry {
     return found;
   }
 
-  /** "'Qwen3-1.7B-Q4_K_M' (also 'qwen3:1.7b', …); …" for messages that list what is served. */
-  describeServed(kind?: ModelKind, q = "'"): string {
-    return describeNames(this.models.filter((m) => kind === undefined || m.kind === kind), q);
-  }
-
   async dispose(): Promise<void> {
     await Promise.allSettled(this.models.flatMap((m) => [m.engine.dispose(), m.tokenizer.dispose()]));
   }
