@@ -5,7 +5,7 @@
 //
 //   npm run bench -- [--mode=paired|sequential] [--pairs=N] [--drift-factor=X] [--runs=N] [--engine=native|node-llama-cpp]
 //                    [--quick] [--only=decode,aggregate,ttft,late,health,embed,tiny] [--threads=N] [--quiet-wait=SECONDS] [--no-readme]
-//   Opt-in, paired mode only: --only=cache-restart,cache-busy,cache-many,rerank,embed-multilingual (lib/args.ts).
+//   Opt-in, paired mode only: --only=cache-restart,cache-busy,cache-many,rerank,embed-multilingual,bulk-query (lib/args.ts).
 //
 // Paired mode (the default; lib/paired.ts, rows in lib/rows.ts): each group's servers (ours and llama-server's)
 // are loaded at once and only one works at a time, in short alternating blocks A B, B A, ...; each row's

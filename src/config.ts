@@ -42,6 +42,9 @@ export const EnvSchema = Type.Object({
   EMBED_MAX_TEXTS: Type.Integer({ minimum: 1, maximum: 100_000, default: 2048, description: "Texts allowed in one embed request" }),
   EMBED_BATCH_TOKENS: Type.Integer({ minimum: 64, maximum: 65536, default: 512, description: "Tokens packed into one embedding decode; never limits a text (a longer text is decoded alone)" }),
   EMBED_BATCH_SEQUENCES: Type.Integer({ minimum: 1, maximum: 256, default: 32, description: "Texts per embedding decode" }),
+  RETRIEVAL_QUEUE_TEXTS: Type.Integer({ minimum: 1, maximum: 10_000_000, default: 8192, description: "Per embedding or rerank model: texts (rerank pairs) admitted and not yet answered, over all requests; a request that would pass it gets 429 with Retry-After (an idle model always admits one request). Must hold EMBED_MAX_TEXTS and RERANK_MAX_DOCUMENTS" }),
+  RETRIEVAL_QUEUE_TOKENS: Type.Integer({ minimum: 1, maximum: 1_073_741_824, default: 2_097_152, description: "Per embedding or rerank model: tokens of the texts admitted and not yet answered (4 bytes each while queued); beyond it: 429 with Retry-After" }),
+  RETRIEVAL_TIMEOUT_MS: Type.Optional(Type.Integer({ minimum: 100, maximum: 86_400_000, description: "Deadline of an embedding, rerank or tokenize request, waiting included (504 after; its texts still waiting are dropped); default LLM_REQUEST_TIMEOUT_MS" })),
   EMBED_NATIVE: Type.Boolean({ default: true, description: "Use the batched native embedder when it is built (false: node-llama-cpp's embedding context)" }),
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, maximum: 1_073_741_824, default: 8 * 1024 * 1024, description: "Largest request body accepted; larger: 413" }),
   WARMUP: Type.Boolean({ default: true, description: "Run one short generation before /ready turns ready" }),
@@ -84,6 +87,9 @@ export type Config = Readonly<{
   embedBatchTokens: number;
   embedBatchSequences: number;
   embedNative: boolean;
+  /** Per embedding or rerank model: what its queue admits (texts or pairs, and their tokens). */
+  retrievalQueue: Readonly<{ maxInputs: number; maxTokens: number }>;
+  retrievalTimeoutMs: number;
   bodyLimitBytes: number;
   warmup: boolean;
   logLevel: Env["LOG_LEVEL"];
@@ -141,7 +147,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`Invalid configuration:\n${[...new Set(lines)].join("\n")}`);
   }
   const e = withDefaults as Env;
-  const conflicts = settingConflicts(e);
+  const conflicts = [...settingConflicts(e), ...retrievalConflicts(e)];
   if (conflicts.length > 0) throw new ConfigError(`Invalid configuration (settings that cannot work together):\n${conflicts.map((c) => `  ${c}`).join("\n")}`);
   const corsOrigins = parseCorsOrigins(e.CORS_ORIGINS);
   return Object.freeze({
@@ -185,6 +191,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     embedBatchTokens: e.EMBED_BATCH_TOKENS,
     embedBatchSequences: e.EMBED_BATCH_SEQUENCES,
     embedNative: e.EMBED_NATIVE,
+    retrievalQueue: Object.freeze({ maxInputs: e.RETRIEVAL_QUEUE_TEXTS, maxTokens: e.RETRIEVAL_QUEUE_TOKENS }),
+    retrievalTimeoutMs: e.RETRIEVAL_TIMEOUT_MS ?? e.LLM_REQUEST_TIMEOUT_MS,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
     warmup: e.WARMUP,
     logLevel: e.LOG_LEVEL,
@@ -225,6 +233,20 @@ export function settingConflicts(e: Pick<Env, "LLM_PARALLEL" | "LLM_BATCH_SIZE" 
     const working = Math.max(batchMin, Math.max(slots, 2 ** Math.floor(Math.log2(total))));
     conflicts.push(`LLM_BATCH_SIZE=${batch} is above the whole context (LLM_CONTEXT_SIZE=${perSlot} x LLM_PARALLEL=${slots} = ${total} tokens): ` +
       `a decode never holds more tokens than the context; set LLM_BATCH_SIZE=${working} (or LLM_CONTEXT_SIZE=${Math.ceil(batch / slots)}).`);
+  }
+  return conflicts;
+}
+
+/** A request larger than its model's queue would only ever run on an idle model: under load it would get 429s forever. */
+export function retrievalConflicts(e: Pick<Env, "RETRIEVAL_QUEUE_TEXTS" | "EMBED_MAX_TEXTS" | "RERANK_MAX_DOCUMENTS" | "RERANK_MODELS">): string[] {
+  const conflicts: string[] = [];
+  if (e.RETRIEVAL_QUEUE_TEXTS < e.EMBED_MAX_TEXTS) {
+    conflicts.push(`RETRIEVAL_QUEUE_TEXTS=${e.RETRIEVAL_QUEUE_TEXTS} is below EMBED_MAX_TEXTS=${e.EMBED_MAX_TEXTS}: the largest embed request would not fit the queue beside any other; ` +
+      `set RETRIEVAL_QUEUE_TEXTS=${e.EMBED_MAX_TEXTS * 4} (or EMBED_MAX_TEXTS=${e.RETRIEVAL_QUEUE_TEXTS}).`);
+  }
+  if (e.RERANK_MODELS.trim() !== "" && e.RETRIEVAL_QUEUE_TEXTS < e.RERANK_MAX_DOCUMENTS) {
+    conflicts.push(`RETRIEVAL_QUEUE_TEXTS=${e.RETRIEVAL_QUEUE_TEXTS} is below RERANK_MAX_DOCUMENTS=${e.RERANK_MAX_DOCUMENTS}: the largest rerank request would not fit the queue beside any other; ` +
+      `set RETRIEVAL_QUEUE_TEXTS=${e.RERANK_MAX_DOCUMENTS * 4} (or RERANK_MAX_DOCUMENTS=${e.RETRIEVAL_QUEUE_TEXTS}).`);
   }
   return conflicts;
 }

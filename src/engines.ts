@@ -55,6 +55,7 @@ const loaders: { [K in ModelKind]: EngineLoader<K> } = {
       ...(pooling === undefined ? {} : { pooling }),
       ...(model.entry?.normalize === undefined ? {} : { normalize: model.entry.normalize }),
       maxTexts: config.embedMaxTexts,
+      queue: config.retrievalQueue,
       preferNative: config.embedNative,
       onFallback: (reason) => log.warn({ model: model.name, reason }, "batched native embedder unavailable; using node-llama-cpp's embedding context"),
     });
@@ -72,6 +73,7 @@ const loaders: { [K in ModelKind]: EngineLoader<K> } = {
       gpuLayers: typeof config.gpuLayers === "number" ? config.gpuLayers : undefined,
       maxTokens: model.entry?.maxTokens,
       maxDocuments: config.rerankMaxDocuments,
+      queue: config.retrievalQueue,
       // Each API says whether a long document is cut (the routes pass it per request); refusing is the safe default.
       truncate: false,
     });

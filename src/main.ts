@@ -33,7 +33,7 @@ async function main(): Promise<void> {
   if (tracing) state.whenEngines(traceEngines);
   const app = await buildApp({
     state, bodyLimitBytes: config.bodyLimitBytes, logger: log,
-    access: accessFrom(config), responseStore: config.responseStore, tracing,
+    access: accessFrom(config), responseStore: config.responseStore, tracing, retrievalTimeoutMs: config.retrievalTimeoutMs,
   });
   if (config.apiKeys.length === 0) log.warn("LLM_API_KEY is not set: the APIs need no key (set it wherever the port is reachable by others)");
   let engines: LoadedEngines | null = null;

@@ -75,3 +75,14 @@ t.test("access, CORS, drain and log settings", async (t) => {
     t.throws(() => loadConfig({ [key]: value }), new RegExp(`${key}=.*${value.replace(/[/*.]/g, "\\$&")}`), `${key}=${value} is refused`);
   }
 });
+
+t.test("retrieval queue and deadline settings; a queue smaller than the largest request is refused", async (t) => {
+  const defaults = loadConfig({});
+  t.same(defaults.retrievalQueue, { maxInputs: 8192, maxTokens: 2_097_152 });
+  t.equal(defaults.retrievalTimeoutMs, defaults.chat.requestTimeoutMs, "the retrieval deadline follows LLM_REQUEST_TIMEOUT_MS");
+  t.equal(loadConfig({ RETRIEVAL_TIMEOUT_MS: "2500", LLM_REQUEST_TIMEOUT_MS: "60000" }).retrievalTimeoutMs, 2500);
+  t.throws(() => loadConfig({ RETRIEVAL_QUEUE_TEXTS: "100" }), /RETRIEVAL_QUEUE_TEXTS=100 is below EMBED_MAX_TEXTS=2048.*set RETRIEVAL_QUEUE_TEXTS=8192/);
+  t.same(loadConfig({ RETRIEVAL_QUEUE_TEXTS: "100", EMBED_MAX_TEXTS: "100" }).retrievalQueue.maxInputs, 100, "fine when it holds the largest request");
+  t.throws(() => loadConfig({ RETRIEVAL_QUEUE_TEXTS: "2048", RERANK_MODELS: "r.gguf", RERANK_MAX_DOCUMENTS: "4000" }), /below RERANK_MAX_DOCUMENTS=4000/);
+  t.throws(() => loadConfig({ RETRIEVAL_TIMEOUT_MS: "5" }), /RETRIEVAL_TIMEOUT_MS/);
+});

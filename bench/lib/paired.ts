@@ -269,12 +269,14 @@ export function pairedRow(spec: RowSpec, record: MetricRecord, driftFactor: numb
   const failed = { ours: failedSide("ours"), llama: failedSide("llama") };
   const ratio = summary.ratio;
   const sign = spec.better === "higher" ? "≥" : "≤";
+  // 1.0 as before; 0.95 stays 0.95 (toFixed(1) showed it as 0.9).
+  const bound = (x: number) => Number.isInteger(Math.round(x * 1000) / 100) ? x.toFixed(1) : String(Number(x.toFixed(2)));
   const within = (value: number | null, limit: number) => (value === null ? null : spec.better === "higher" ? value >= limit : value <= limit);
   // A bound on ours' own value (oursLimit) or on the ratio (limit).
   const target = spec.oursLimit !== undefined
-    ? { text: `ours ${sign} ${spec.oursLimit.toFixed(1)}x`, limit: spec.oursLimit, pass: failed.ours ? false : within(summary.ours, spec.oursLimit) }
+    ? { text: `ours ${sign} ${bound(spec.oursLimit)}x`, limit: spec.oursLimit, pass: failed.ours ? false : within(summary.ours, spec.oursLimit) }
     : spec.limit === undefined ? null
-      : { text: `${sign} ${spec.limit.toFixed(1)}x`, limit: spec.limit, pass: failed.ours ? false : within(ratio, spec.limit) };
+      : { text: `${sign} ${bound(spec.limit)}x`, limit: spec.limit, pass: failed.ours ? false : within(ratio, spec.limit) };
   return {
     id: spec.id, label: spec.label, unit: spec.unit, digits: spec.digits, better: spec.better,
     ours: summary.ours, llama: summary.llama, ratio,

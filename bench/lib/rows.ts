@@ -35,6 +35,7 @@ import type { Side } from "./pairing.ts";
 import { measureFirstAfterRestart, measureManyPrompts, measureWarmWhileBusy } from "./cache-rows.ts";
 import { postJson } from "./http.ts";
 import { batchedSpread, checkEmbedOracle, checkRerankOracleExact, type RerankTarget, type VectorTarget } from "./oracle-rerank.ts";
+import { bulkPassages, bulkQueryBlock } from "./bulk-query.ts";
 import { ensureRagModels, rerankBlock, vectorBlock } from "./rag-rows.ts";
 import { followUpBlock } from "./responses-rows.ts";
 import type { Direction } from "./report.ts";
@@ -326,6 +327,28 @@ export const PAIRED_METRICS: readonly PairedMetric[] = [
     block: async (s) => {
       const r = await rerankBlock(needRerank(s));
       return { rerank_single: r.single, rerank_concurrent: r.concurrent };
+    },
+  },
+  {
+    // Issue 25 (bench/lib/bulk-query.ts): a 1-text query while a 2,048-text request is being embedded, on
+    // the main group's embedding servers (ours: MiniLM-shaped beside the chat model, idle; llama-server embed).
+    metric: "bulk-query", group: "main",
+    rows: [
+      { id: "bulk_query_idle", label: "Query during bulk: 1 text, idle", unit: "ms", digits: 1, better: "lower", driftFactor: NOISY },
+      { id: "bulk_query", label: "Query during bulk: 1 text while 2,048 are embedded", unit: "ms", digits: 1, better: "lower", limit: 1.0, driftFactor: NOISY },
+      // The issue's target as one number: the query's latency over (1.5 x its idle latency + one decode).
+      { id: "bulk_query_target", label: "Query during bulk / (1.5 x idle + one decode)", unit: "x", digits: 2, better: "lower", oursLimit: 1.0, driftFactor: NOISY },
+      { id: "bulk_decode", label: "Query during bulk: one decode of the bulk request", unit: "ms", digits: 1, better: "lower" },
+      { id: "bulk_alone", label: "Bulk request of 2,048 alone", unit: "texts/s", digits: 0, better: "higher" },
+      { id: "bulk_kept", label: "Bulk throughput with queries / alone", unit: "x", digits: 3, better: "higher", oursLimit: 0.95 },
+    ],
+    warmup: async (s) => { await needEmbed(s).embed(bulkPassages(64)); },
+    block: async (s, c) => {
+      const r = await bulkQueryBlock(needEmbed(s), bulkPassages(c.workload.bulkTexts), c.index);
+      return {
+        bulk_query_idle: r.idleMs, bulk_query: r.duringMs, bulk_query_target: r.duringMs / (1.5 * r.idleMs + r.decodeMs),
+        bulk_decode: r.decodeMs, bulk_alone: r.bulkAloneTextsPerS, bulk_kept: r.bulkWithQueriesTextsPerS / r.bulkAloneTextsPerS,
+      };
     },
   },
   {

@@ -96,6 +96,8 @@ export function llamaEmbedSpec(binary: string, s: ServerSetup, model: string): S
   return llamaServer(binary, "llama-server embed", s, [
     "-m", model, "--embeddings", "--pooling", "mean", "-c", String(EMBED_CONTEXT_PER_SLOT * EMBED_SEQUENCES), "-np", String(EMBED_SEQUENCES),
     "-b", String(EMBED_BATCH_TOKENS), "-ub", String(EMBED_BATCH_TOKENS),
+    // Its decode count (llamacpp:n_decode_total) times one decode in the query-during-bulk row.
+    "--metrics",
   ], "llama-server-embed.log");
 }
 

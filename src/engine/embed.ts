@@ -5,7 +5,7 @@
 // normalisation and token limit of its own manifest entry.
 import type { Llama, LlamaEmbeddingContext, LlamaModel } from "node-llama-cpp";
 import { EngineError, invalidRequest } from "./errors.js";
-import { TokenBatchQueue, type BatchListener } from "./tokenBatchQueue.js";
+import { TokenBatchQueue, type BatchListener, type QueueBounds, type QueueStats } from "./tokenBatchQueue.js";
 import { NativeBatchEmbedder, type NativePooling } from "./native/batchEmbedder.js";
 
 /** What the engine needs from an embedding implementation: tokens in, pooled vectors out. */
@@ -35,6 +35,8 @@ export type EmbedEngineOptions = {
   truncate: boolean;
   /** Most texts one call may embed. */
   maxTexts: number;
+  /** Texts and tokens of all requests admitted and not yet answered (RETRIEVAL_QUEUE_*); beyond: 429. Default: unbounded. */
+  queue?: QueueBounds;
   /** Pooling instead of the GGUF's own `pooling_type` (manifest `pooling`); native path only. */
   pooling?: Exclude<NativePooling, "rank">;
   /** L2-normalise the vectors (default true, as sentence-transformers' Normalize layer). */
@@ -58,7 +60,7 @@ export class EmbedEngine {
     this.aliases = options.aliases;
     this.loadMs = loadMs;
     this.maxTokens = backend.maxTokensPerText;
-    this.queue = new TokenBatchQueue(backend, (batch) => backend.pool(batch));
+    this.queue = new TokenBatchQueue(backend, (batch) => backend.pool(batch), options.queue);
   }
 
   static async load(llama: Llama, options: EmbedEngineOptions): Promise<EmbedEngine> {
@@ -117,12 +119,18 @@ export class EmbedEngine {
     return this.queue.onBatch(listener);
   }
 
+  /** Requests, texts and tokens admitted and not yet answered, and the queue's bounds. */
+  queueStats(): QueueStats {
+    return this.queue.stats();
+  }
+
   /**
    * @param request.truncate per request (Ollama's `truncate`); default: the engine's setting.
    * @param request.field how the caller's API names the list of texts, for errors (`texts`, `input`).
    * @param request.prefix put before every text (the model's prompt for the request's input_type, see prompts.ts).
+   * @param request.signal ends the request (its reason is the error): its waiting texts leave the queue at once.
    */
-  async embed(texts: readonly string[], request: { truncate?: boolean; field?: string; prefix?: string } = {}): Promise<EmbedResult> {
+  async embed(texts: readonly string[], request: { truncate?: boolean; field?: string; prefix?: string; signal?: AbortSignal } = {}): Promise<EmbedResult> {
     const field = request.field ?? "texts";
     const truncate = request.truncate ?? this.options.truncate;
     if (this.queue.closed) throw new EngineError("shutting_down", "The service is shutting down.", 503, undefined, 5);
@@ -144,7 +152,7 @@ export class EmbedEngine {
       promptTokens += this.maxTokens;
       return truncateKeepingLast(tokens, this.maxTokens);
     });
-    const vectors = await Promise.all(tokenLists.map((tokens) => this.queue.enqueue(tokens)));
+    const vectors = await this.queue.run(tokenLists, { signal: request.signal, noun: "texts" });
     const finish = this.options.normalize === false ? (v: Float32Array) => Array.from(v) : normalize;
     return { embeddings: vectors.map(finish), dim: this.backend.dimension, promptTokens, truncated };
   }

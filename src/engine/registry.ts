@@ -70,8 +70,44 @@ export type ModelIdentity = Omit<ServedModelOf<ModelKind>, "kind" | "isDefault" 
   gguf: { fileInfo: GgufFileInfo; insights: GgufInsights };
 };
 
-export const KIND_LABEL: Record<ModelKind, string> = { chat: "chat", embedding: "embedding", rerank: "rerank" };
-const withArticle = (kind: ModelKind) => `${kind === "embedding" ? "an" : "a"} ${KIND_LABEL[kind]}`;
+const withArticle = (kind: ModelKind) => `${kind === "embedding" ? "an" : "a"} ${kind}`;
+
+/** One served model's names, as a model error lists them. */
+export type ServedName = { kind: ModelKind; name: string; aliases: readonly string[] };
+
+/**
+ * A request named a model this server cannot use for it: unknown (`found` undefined), of another kind
+ * (`found` its kind), or none of the `wanted` kind is served. It carries what each API needs to say so
+ * in its own words and status (src/http/errors.ts); the message is the OpenAI-style wording.
+ */
+export class ModelNotFoundError extends EngineError {
+  constructor(
+    readonly requested: string | undefined,
+    /** The kind the route needs; undefined: any kind (tokenize, a model's details). */
+    readonly wanted: ModelKind | undefined,
+    readonly found: ModelKind | undefined,
+    readonly served: readonly ServedName[],
+  ) {
+    super("model_not_found", modelNotFoundMessage(requested, wanted, found, served, "'"), 404, "model");
+  }
+}
+
+/** "'Qwen3-1.7B-Q4_K_M' (also 'qwen3:1.7b', …); …" for error messages that list what is served. */
+export function describeNames(served: readonly ServedName[], q = "'"): string {
+  return served.map((m) => `${q}${m.name}${q}` + (m.aliases.length > 0 ? ` (also ${m.aliases.map((a) => `${q}${a}${q}`).join(", ")})` : "")).join("; ");
+}
+
+/** The wording of the seed, OpenAI and TEI APIs (`q` quotes names). */
+export function modelNotFoundMessage(requested: string | undefined, wanted: ModelKind | undefined, found: ModelKind | undefined, served: readonly ServedName[], q: string): string {
+  const ofKind = served.filter((m) => wanted === undefined || m.kind === wanted);
+  if (ofKind.length === 0) return `This server serves no ${wanted} model (${describeNames(served, q)}).`;
+  if (found === undefined) {
+    return wanted === undefined
+      ? `The model ${q}${requested}${q} does not exist here; this server serves ${describeNames(served, q)}.`
+      : `The model ${q}${requested}${q} is not served here; ${wanted} models: ${describeNames(ofKind, q)}.`;
+  }
+  return `${q}${requested}${q} is ${withArticle(found)} model, not ${withArticle(wanted!)} model; ${wanted} models: ${describeNames(ofKind, q)}.`;
+}
 
 export class ModelRegistry {
   private readonly models: readonly ServedModel[];
@@ -130,33 +166,21 @@ export class ModelRegistry {
   }
 
   /**
-   * The model of `kind` a request names (its default when it names none). Unknown names and models of
-   * another kind are `model_not_found` errors listing what is served; `status` and `quote` let each
-   * API keep its own convention (OpenAI 404 with 'x', the seed 400, Ollama "x").
+   * The model of `kind` a request names (its default when it names none; `undefined` kind: any model,
+   * the chat model by default). Unknown names, models of another kind and a kind not served throw a
+   * ModelNotFoundError; each API words it and chooses its status (src/http/errors.ts).
    */
-  resolve<K extends ModelKind>(kind: K, requested: string | undefined, style: { status?: number; quote?: string } = {}): ServedModelOf<K> {
-    const status = style.status ?? 404;
-    const q = style.quote ?? "'";
-    const served = this.ofKind(kind);
-    if (served.length === 0) {
-      throw new EngineError("model_not_found", `This server serves no ${KIND_LABEL[kind]} model (${this.describeServed(undefined, q)}).`, status, "model");
-    }
-    if (requested === undefined) return served[0]!;
+  resolve<K extends ModelKind>(kind: K, requested: string | undefined): ServedModelOf<K>;
+  resolve(kind: ModelKind | undefined, requested: string | undefined): ServedModel;
+  resolve(kind: ModelKind | undefined, requested: string | undefined): ServedModel {
+    const served = kind === undefined ? this.models : this.models.filter((m) => m.kind === kind);
+    const refuse = (found: ModelKind | undefined) => new ModelNotFoundError(requested, kind, found, this.models);
+    if (served.length === 0) throw refuse(undefined);
+    if (requested === undefined) return kind === undefined ? this.chat : served[0]!;
     const found = this.find(requested);
-    if (found === undefined) {
-      throw new EngineError("model_not_found", `The model ${q}${requested}${q} is not served here; ${KIND_LABEL[kind]} models: ${this.describeServed(kind, q)}.`, status, "model");
-    }
-    if (found.kind !== kind) {
-      throw new EngineError("model_not_found",
-        `${q}${requested}${q} is ${withArticle(found.kind)} model, not ${withArticle(kind)} model; ${KIND_LABEL[kind]} models: ${this.describeServed(kind, q)}.`, status, "model");
-    }
-    return found as ServedModelOf<K>;
-  }
-
-  /** "'Qwen3-1.7B-Q4_K_M' (also 'qwen3:1.7b', …); …" for error messages that list what is served. */
-  describeServed(kind?: ModelKind, q = "'"): string {
-    return this.models.filter((m) => kind === undefined || m.kind === kind)
-      .map((m) => `${q}${m.name}${q}` + (m.aliases.length > 0 ? ` (also ${m.aliases.map((a) => `${q}${a}${q}`).join(", ")})` : "")).join("; ");
+    if (found === undefined) throw refuse(undefined);
+    if (kind !== undefined && found.kind !== kind) throw refuse(found.kind);
+    return found;
   }
 
   async dispose(): Promise<void> {

@@ -9,7 +9,7 @@
 // (llama.cpp applies a softmax there). `scoreKind` says which; `toProbability` maps a logit the way
 // node-llama-cpp's LlamaRankingContext and TEI (raw_scores: false) do.
 import { EngineError, invalidRequest } from "./errors.js";
-import { TokenBatchQueue, type BatchListener } from "./tokenBatchQueue.js";
+import { TokenBatchQueue, type BatchListener, type QueueBounds, type QueueStats } from "./tokenBatchQueue.js";
 import { NativeBatchEmbedder, type NativeSpecialTokens } from "./native/batchEmbedder.js";
 
 export type RerankEngineOptions = {
@@ -29,6 +29,8 @@ export type RerankEngineOptions = {
   maxDocuments: number;
   /** A pair over the limit: true cuts the document (the query stays whole), false rejects the request (400). */
   truncate: boolean;
+  /** Pairs and tokens of all requests admitted and not yet answered (RETRIEVAL_QUEUE_*); beyond: 429. Default: unbounded. */
+  queue?: QueueBounds;
   /** Flash attention: default llama.cpp's "auto" (on where the backend has it); the bench's oracle turns it off on both sides. */
   flashAttention?: boolean;
 };
@@ -39,6 +41,8 @@ export type RerankOptions = {
   /** How the caller's API names the documents and the query, for errors (`documents`, `texts`; `query`). */
   field?: string;
   queryField?: string;
+  /** Ends the request (its reason is the error): its waiting pairs leave the queue at once. */
+  signal?: AbortSignal;
 };
 
 /** One document's score, in input order. */
@@ -119,7 +123,7 @@ export class RerankEngine {
     this.maxTokensPerPair = embedder.maxTokensPerText;
     this.maxDocuments = options.maxDocuments;
     // Rank pooling gives one value per sequence: the pair's score.
-    this.queue = new TokenBatchQueue(embedder, async (batch) => (await embedder.embed(batch)).map((output) => output[0]!));
+    this.queue = new TokenBatchQueue(embedder, async (batch) => (await embedder.embed(batch)).map((output) => output[0]!), options.queue);
     this.scoreKind = embedder.architecture === "qwen3" || embedder.architecture === "qwen3vl" ? "probability" : "logit";
     this.format = pairFormat(embedder.special, embedder.rerankTemplate);
   }
@@ -174,6 +178,11 @@ export class RerankEngine {
     return this.queue.onBatch(listener);
   }
 
+  /** Requests, pairs and tokens admitted and not yet answered, and the queue's bounds. */
+  queueStats(): QueueStats {
+    return this.queue.stats();
+  }
+
   /** The tokens of one pair as they are decoded, before any limit (for tests and token counting). */
   pairTokens(query: string, document: string): Uint32Array {
     if (this.format.kind === "template") {
@@ -199,7 +208,7 @@ export class RerankEngine {
     const pairs = this.format.kind === "template"
       ? documents.map((document, index) => this.templatePair(query, document, index, field))
       : this.specialPairs(this.format, query, documents, truncate, field, queryField);
-    const scores = await Promise.all(pairs.map((pair) => this.queue.enqueue(pair.tokens)));
+    const scores = await this.queue.run(pairs.map((pair) => pair.tokens), { signal: request.signal, noun: "pairs" });
     return pairs.map((pair, index) => ({ index, score: scores[index]!, tokens: pair.tokens.length, truncated: pair.truncated }));
   }
 

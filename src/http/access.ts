@@ -1,12 +1,20 @@
 // Who may call the service: CORS for browsers (@fastify/cors) and an optional API key
-// (@fastify/bearer-auth, constant-time compare). Keys protect the APIs (/api/*, /v1/*, /tokenize, /detokenize) and, when
-// asked, /metrics; probes, the OpenAPI page and the playground's static files stay open, since the
-// page itself asks for the key and sends it.
+// (@fastify/bearer-auth, constant-time compare). With keys configured every route needs one, except
+// those whose config says `access: "open"` (the probes, the OpenAPI page, the playground's static files:
+// the page asks for the key and sends it) and /metrics unless METRICS_AUTH. A path no route serves is a
+// 404 with or without a key (nothing there to protect).
 import bearerAuth from "@fastify/bearer-auth";
 import cors, { type FastifyCorsOptions } from "@fastify/cors";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import type { Config } from "../config.js";
-import { errorStyleFor, sendError } from "./errors.js";
+import { ApiError } from "./errors.js";
+
+declare module "fastify" {
+  interface FastifyContextConfig {
+    /** `open`: no key needed; `metrics`: a key only with METRICS_AUTH. Unset: the key is needed (when keys are configured). */
+    access?: "open" | "metrics";
+  }
+}
 
 export type AccessOptions = {
   /** Accepted keys; none: no key is needed. */
@@ -22,17 +30,16 @@ export const DEFAULT_ACCESS: AccessOptions = { apiKeys: [], corsOrigins: ["http:
 export const accessFrom = (config: Config): AccessOptions =>
   ({ apiKeys: config.apiKeys, corsOrigins: config.corsOrigins, metricsAuth: config.metricsAuth });
 
-/** Paths that need a key when keys are configured: every API (seed, Ollama-compatible, OpenAI). */
-const PROTECTED_PREFIXES = ["/api/", "/v1/"];
-/**
- * llama-server's tokenizer routes do the model's CPU work, so they need the key too (llama-server
- * keeps only its health probe and UI open).
- */
-const PROTECTED_PATHS = new Set(["/tokenize", "/detokenize"]);
+/** Whether a request needs the key (when keys are configured): every route's but the open ones. */
+export function needsKey(request: FastifyRequest, metricsAuth: boolean): boolean {
+  if (request.method === "OPTIONS" || request.is404) return false;
+  const access = request.routeOptions.config.access;
+  return access === undefined || (access === "metrics" && metricsAuth);
+}
 
-export function needsKey(url: string, metricsAuth: boolean): boolean {
-  const path = url.split("?")[0]!;
-  return PROTECTED_PREFIXES.some((prefix) => path.startsWith(prefix)) || PROTECTED_PATHS.has(path) || (metricsAuth && path === "/metrics");
+/** Makes every route this plugin registers open (no key): the probes, the docs, static files. */
+export function openRoutes(app: FastifyInstance): void {
+  app.addHook("onRoute", (route) => { route.config = { ...route.config, access: route.config?.access ?? "open" }; });
 }
 
 /** Headers a browser may send and read. */
@@ -85,19 +92,20 @@ export async function installAccess(app: FastifyInstance, options: AccessOptions
   });
   const verify = app.verifyBearerAuth!;
   app.addHook("onRequest", (request, reply, done) => {
-    if (request.method === "OPTIONS" || !needsKey(request.url, options.metricsAuth)) return done();
+    if (!needsKey(request, options.metricsAuth)) return done();
     presentedKeyHeader(request);
     verify(request, reply, (error) => {
       if (error === undefined) return done();
       reply.header("WWW-Authenticate", 'Bearer realm="bora-llm-service"');
       const missing = request.headers.authorization === undefined;
-      sendError(reply, {
+      // The route's own error handler gives the 401 its API's shape.
+      done(new ApiError({
         status: 401,
         code: missing ? "missing_api_key" : "invalid_api_key",
         message: missing
           ? "An API key is required: send Authorization: Bearer <key> or x-api-key: <key>."
           : "The API key is not valid.",
-      }, errorStyleFor(request.url));
+      }));
     });
   });
 }

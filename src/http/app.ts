@@ -2,13 +2,14 @@
 import { randomUUID } from "node:crypto";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type RouteOptions } from "fastify";
 import type { Logger } from "pino";
 import type { ServiceState } from "../service.js";
 import type { Tracing } from "../telemetry/tracing.js";
-import { DEFAULT_ACCESS, installAccess, type AccessOptions } from "./access.js";
-import { clientErrorHandler, installErrorHandling } from "./errors.js";
+import { DEFAULT_ACCESS, installAccess, openRoutes, type AccessOptions } from "./access.js";
+import { clientErrorHandlerFor, installErrorHandling } from "./errors.js";
 import { installMetrics } from "./metrics.js";
+import { installModelResolution } from "./models.js";
 import { healthRoutes } from "./routes/health.js";
 import { llmRoutes } from "./routes/llm.js";
 import { openaiRoutes } from "./routes/openai.js";
@@ -32,7 +33,19 @@ export type AppOptions = {
   responseStore?: ResponseStoreOptions;
   /** OpenTelemetry, when the OTEL_* variables turned it on (src/telemetry/tracing.ts); absent: no tracing code runs. */
   tracing?: Tracing | null;
+  /** Deadline of an embedding, rerank or tokenize request (RETRIEVAL_TIMEOUT_MS); default DEFAULT_RETRIEVAL_TIMEOUT_MS. */
+  retrievalTimeoutMs?: number;
 };
+
+/** LLM_REQUEST_TIMEOUT_MS's default, which RETRIEVAL_TIMEOUT_MS follows. */
+export const DEFAULT_RETRIEVAL_TIMEOUT_MS = 300_000;
+
+declare module "fastify" {
+  interface FastifyInstance {
+    /** Every route registered, in order (the key test walks them; a request Node could not parse finds its API's shape here). */
+    registeredRoutes: readonly RouteOptions[];
+  }
+}
 
 /** An incoming x-request-id is kept when it is a plausible id (it ends up in every log line). */
 const REQUEST_ID = /^[\w.:@-]{1,128}$/;
@@ -41,12 +54,13 @@ export function requestIdFor(header: string | string[] | undefined): string {
   return typeof header === "string" && REQUEST_ID.test(header) ? header : randomUUID();
 }
 
-export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT_ACCESS, responseStore, tracing }: AppOptions): Promise<FastifyInstance> {
+export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT_ACCESS, responseStore, tracing, retrievalTimeoutMs = DEFAULT_RETRIEVAL_TIMEOUT_MS }: AppOptions): Promise<FastifyInstance> {
+  const routes: RouteOptions[] = [];
   const app = Fastify({
     ...(logger === false ? { logger: false } : { loggerInstance: logger as FastifyBaseLogger }),
     bodyLimit: bodyLimitBytes,
     // Requests Node's parser refuses (a 20 KB header: 431) answer in the API's error shape too.
-    clientErrorHandler,
+    clientErrorHandler: clientErrorHandlerFor(() => routes),
     // Fastify's own per-request lines are replaced by the onResponse line below.
     logController: new LogController({ disableRequestLogging: true }),
     // Every line logged for a request carries its id; a proxy's or client's x-request-id is honoured.
@@ -61,9 +75,14 @@ export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT
   // First, so that every later hook and route is inside the request span.
   if (tracing) await app.register(tracing.plugin);
   app.decorate("drainDeadline", state.drainDeadline);
+  app.decorate("retrievalTimeoutMs", retrievalTimeoutMs);
+  app.decorate("registeredRoutes", routes);
+  // The same options object each plugin's own onRoute hooks complete (its error style, its access).
+  app.addHook("onRoute", (route) => { routes.push(route); });
   // Every endpoint takes JSON: any other body type is a 415, not a string that fails validation.
   app.removeContentTypeParser("text/plain");
-  installErrorHandling(app);
+  await installErrorHandling(app);
+  installModelResolution(app, state);
   const probes = new Set(["/health", "/ready", "/metrics"]);
   app.addHook("onRequest", async (request, reply) => {
     // On the raw response, so streamed (hijacked) replies carry it too.
@@ -96,19 +115,25 @@ export async function buildApp({ state, bodyLimitBytes, logger, access = DEFAULT
       } : {}),
     },
   });
-  await app.register(swaggerUi, { routePrefix: "/docs" });
+  await app.register(async (docs) => {
+    openRoutes(docs);
+    await docs.register(swaggerUi, { routePrefix: "/docs" });
+  });
 
   installMetrics(app, state);
   await app.register(healthRoutes, { state });
-  await app.register(llmRoutes, { state });
+  await app.register(llmRoutes);
   await app.register(openaiRoutes, { state });
   await app.register(statusRoutes, { state });
-  await app.register(playgroundRoutes);
+  await app.register(async (page) => {
+    openRoutes(page);
+    await page.register(playgroundRoutes);
+  });
   await app.register(ollamaRoutes, { state });
-  await app.register(tokenizeRoutes, { state });
-  await app.register(completionsRoutes, { state });
-  await app.register(rerankRoutes, { state });
-  await app.register(responsesRoutes, { state, ...(responseStore ? { store: responseStore } : {}) });
+  await app.register(tokenizeRoutes);
+  await app.register(completionsRoutes);
+  await app.register(rerankRoutes);
+  await app.register(responsesRoutes, responseStore ? { store: responseStore } : {});
   await app.register(slotsRoutes, { state });
   return app;
 }

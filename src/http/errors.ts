@@ -1,17 +1,35 @@
-// One place turns every failure into a JSON error body; the process never dies of a request.
+// Every failure becomes a JSON error body in the shape of the API that owns the route: each API plugin
+// installs its own error handler (`useApiErrors`, Fastify encapsulation), and unknown paths get the
+// not-found handler of their API's prefix (`notFoundScopes`). The process never dies of a request.
 import { STATUS_CODES } from "node:http";
 import type { Duplex } from "node:stream";
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from "fastify";
 import { EngineError } from "../engine/errors.js";
+import { describeNames, ModelNotFoundError, modelNotFoundMessage, type ModelKind } from "../engine/registry.js";
+
+/** Which error body a route speaks: the seed API's `{error: {code, message, field}}`, OpenAI's, Ollama's `{error: "…"}`, or TEI's `{error, error_type}`. */
+export type ErrorStyle = "seed" | "openai" | "ollama" | "tei";
 
 declare module "fastify" {
   interface FastifyInstance {
     /** The service's drain deadline (ServiceState.drainDeadline): aborted, it cancels running requests. */
     drainDeadline: AbortSignal;
   }
+  interface FastifyContextConfig {
+    /** The error shape of the API that registered the route (set by `useApiErrors`). */
+    errorStyle?: ErrorStyle;
+  }
 }
 
 export type ErrorPayload = { status: number; code: string; message: string; field?: string; retryAfterSeconds?: number };
+
+/** An error a route raises with its status and code spelled out (kinds the engine has no code for: not_found, slot_busy, …). */
+export class ApiError extends Error {
+  override readonly name = "ApiError";
+  constructor(readonly payload: ErrorPayload) {
+    super(payload.message);
+  }
+}
 
 /** `/messages/0/content` -> `messages[0].content` */
 export function fieldFromJsonPointer(pointer: string): string {
@@ -47,8 +65,32 @@ const httpCodes: Record<string, string> = {
   FST_ERR_CTP_INVALID_JSON_BODY: "invalid_json",
 };
 
-/** Classifies any error thrown while serving a request. */
-export function toErrorPayload(error: unknown): ErrorPayload {
+/** What Ollama calls each kind's use: `"x" does not support embeddings`. */
+const ollamaVerb: Record<ModelKind, string> = { chat: "generate", embedding: "embeddings", rerank: "rerank" };
+
+/**
+ * One status per API for a model it cannot use (docs/http-lifecycle.md, "Models"): the seed API 400,
+ * OpenAI (and llama-server's, Cohere's routes) 404, TEI 422; Ollama 404 `model "x" not found`, and
+ * 400 `"x" does not support …` for a model of another kind, as Ollama itself answers.
+ */
+function modelErrorPayload(error: ModelNotFoundError, style: ErrorStyle): ErrorPayload {
+  const { requested, wanted, found, served } = error;
+  if (style === "ollama") {
+    if (found !== undefined && wanted !== undefined) {
+      return { status: 400, code: "invalid_request", field: "model",
+        message: `"${requested}" does not support ${ollamaVerb[wanted]}; use ${describeNames(served.filter((m) => m.kind === wanted), '"')}` };
+    }
+    return { status: 404, code: "model_not_found", field: "model",
+      message: requested === undefined ? modelNotFoundMessage(requested, wanted, found, served, '"') : `model "${requested}" not found; this server serves ${describeNames(served, '"')}` };
+  }
+  const status = style === "seed" ? 400 : style === "tei" ? 422 : 404;
+  return { status, code: "model_not_found", field: "model", message: error.message };
+}
+
+/** Classifies any error thrown while serving a request, in the terms of the route's API. */
+export function toErrorPayload(error: unknown, style: ErrorStyle = "seed"): ErrorPayload {
+  if (error instanceof ModelNotFoundError) return modelErrorPayload(error, style);
+  if (error instanceof ApiError) return error.payload;
   if (error instanceof EngineError) {
     return { status: error.status, code: error.code, message: error.message, field: error.field, retryAfterSeconds: error.retryAfterSeconds };
   }
@@ -67,15 +109,6 @@ export function toErrorPayload(error: unknown): ErrorPayload {
   return { status: 500, code: "internal_error", message: "The model failed while serving this request; see the service log." };
 }
 
-/** Which error body a route speaks: the seed API's `{error: {code, message, field}}`, OpenAI's, or Ollama's `{error: "…"}`. */
-export type ErrorStyle = "seed" | "openai" | "ollama";
-
-/** llama-server's /tokenize, /detokenize, /rerank and /slots, Cohere's /v2/rerank and the bare /responses alias answer errors as OpenAI does. */
-const openAIPaths = /^\/(v1\/|v2\/rerank(\?|$)|rerank(\?|$)|tokenize(\?|$)|detokenize(\?|$)|responses(\/|\?|$)|slots(\/|\?|$))/;
-
-export const errorStyleFor = (url: string): ErrorStyle =>
-  openAIPaths.test(url) ? "openai" : url.startsWith("/api/") && !url.startsWith("/api/llm/") ? "ollama" : "seed";
-
 /**
  * A request cancelled because the drain deadline passed: a 503 (or SSE `error`) that says so, where a
  * client disconnect would get nothing (nobody is listening) or a 499.
@@ -87,17 +120,47 @@ export function drainFailure(error: unknown, server: FastifyInstance): ErrorPayl
     : { status: 503, code: "shutting_down", message: "The service stopped before this request finished." };
 }
 
-export function installErrorHandling(app: FastifyInstance): void {
-  app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
-    const payload = drainFailure(error, request.server) ?? toErrorPayload(error);
+/** An error handler that answers in `style` (a function: the style depends on the request, as /rerank's TEI bodies). */
+export function apiErrorHandler(style: ErrorStyle | ((request: FastifyRequest) => ErrorStyle)) {
+  return (error: unknown, request: FastifyRequest, reply: FastifyReply) => {
+    const chosen = typeof style === "function" ? style(request) : style;
+    const payload = drainFailure(error, request.server) ?? toErrorPayload(error, chosen);
     if (payload.status >= 500 && payload.code === "internal_error") {
       // The message of a native failure carries no request text; the request's body is never logged.
       request.log.error({ err: error instanceof Error ? { type: error.name, message: error.message, stack: error.stack } : error }, "request failed");
     }
-    return sendError(reply, payload, errorStyleFor(request.url));
-  });
-  app.setNotFoundHandler((request, reply) =>
-    sendError(reply, { status: 404, code: "not_found", message: `No route ${request.method} ${request.url.split("?")[0]}` }, errorStyleFor(request.url)));
+    return sendError(reply, payload, chosen);
+  };
+}
+
+/**
+ * Makes `style` the error shape of every route this plugin registers: its error handler (hooks' errors,
+ * a 401 included, reach it too) and the route's `errorStyle` (read where no handler runs: a request
+ * Node could not parse).
+ */
+export function useApiErrors(app: FastifyInstance, style: ErrorStyle, perRequest?: (request: FastifyRequest) => ErrorStyle): void {
+  app.setErrorHandler(apiErrorHandler(perRequest ?? style));
+  app.addHook("onRoute", (route) => { route.config = { ...route.config, errorStyle: style }; });
+}
+
+/** Unknown paths under each API's prefix answer in that API's shape; anything else in the seed API's. */
+export const API_PREFIXES: readonly { prefix: string; style: ErrorStyle }[] = [
+  { prefix: "/api/llm", style: "seed" }, { prefix: "/api", style: "ollama" }, { prefix: "/v1", style: "openai" },
+];
+
+const notFound = (style: ErrorStyle) => (request: FastifyRequest, reply: FastifyReply) =>
+  sendError(reply, { status: 404, code: "not_found", message: `No route ${request.method} ${request.url.split("?")[0]}` }, style);
+
+/** The app's own (seed-shaped) handlers, and one not-found scope per API prefix. */
+export async function installErrorHandling(app: FastifyInstance): Promise<void> {
+  app.setErrorHandler(apiErrorHandler("seed"));
+  app.setNotFoundHandler(notFound("seed"));
+  for (const { prefix, style } of API_PREFIXES) {
+    await app.register(async (scope) => {
+      scope.setErrorHandler(apiErrorHandler(style));
+      scope.setNotFoundHandler(notFound(style));
+    }, { prefix });
+  }
 }
 
 const openAITypes: Record<number, string> = {
@@ -105,8 +168,18 @@ const openAITypes: Record<number, string> = {
   408: "invalid_request_error", 429: "rate_limit_error", 431: "invalid_request_error", 499: "invalid_request_error", 503: "service_unavailable_error", 504: "timeout_error",
 };
 
+/** TEI's statuses: sizes (documents per request, a pair past the limit) 413, other client errors 422. */
+function teiStatus(payload: ErrorPayload): number {
+  if (payload.code === "context_length_exceeded" || payload.status === 413) return 413;
+  return payload.status === 400 || payload.status === 404 ? 422 : payload.status;
+}
+
 export function errorBody(payload: ErrorPayload, style: ErrorStyle) {
   if (style === "ollama") return { error: payload.message };
+  if (style === "tei") {
+    const status = teiStatus(payload);
+    return { error: payload.message, error_type: status === 413 || status === 422 ? "Validation" : status === 503 ? "Unhealthy" : status === 429 ? "Overloaded" : "Backend" };
+  }
   if (style === "openai") {
     return {
       error: {
@@ -124,7 +197,8 @@ export function errorBody(payload: ErrorPayload, style: ErrorStyle) {
 
 export function sendError(reply: FastifyReply, payload: ErrorPayload, style: ErrorStyle = "seed"): FastifyReply {
   if (payload.retryAfterSeconds !== undefined) reply.header("Retry-After", String(payload.retryAfterSeconds));
-  return reply.code(payload.status).type("application/json").send(errorBody(payload, style));
+  const status = style === "tei" ? teiStatus(payload) : payload.status;
+  return reply.code(status).type("application/json").send(errorBody(payload, style));
 }
 
 /** The path of the request line in the bytes Node could not parse (to choose the API's error shape). */
@@ -132,25 +206,37 @@ function requestLinePath(rawPacket: unknown): string {
   if (!Buffer.isBuffer(rawPacket)) return "/";
   const line = rawPacket.subarray(0, Math.min(rawPacket.length, 2048)).toString("latin1").split("\r\n", 1)[0] ?? "";
   const target = line.split(" ")[1];
-  return target?.startsWith("/") ? target : "/";
+  return target?.startsWith("/") ? target.split("?")[0]! : "/";
+}
+
+/** A route's URL pattern (`/slots/:id_slot`, `/v1/models/*`) as a test of a path. */
+function patternTest(url: string): RegExp {
+  const escaped = url.split(/(:[\w-]+|\*)/).map((part) => part === "*" ? ".*" : part.startsWith(":") ? "[^/]+" : part.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join("");
+  return new RegExp(`^${escaped}$`);
 }
 
 /**
- * Fastify's clientErrorHandler: a request Node's parser refused before any route saw it (a header
- * above the size limit, a malformed request line, a header timeout) gets the API's own error body
- * instead of Fastify's default `{"error":"Request Header Fields Too Large",...}`.
+ * Fastify's clientErrorHandler, made for an app: a request Node's parser refused before any route saw it
+ * (a header above the size limit, a malformed request line, a header timeout) gets the error body of the
+ * route its request line names (its `errorStyle`), or of its API prefix, instead of Fastify's default.
  */
-export function clientErrorHandler(error: Error & { code?: string; rawPacket?: unknown }, socket: Duplex): void {
-  if (error.code === "ECONNRESET" || socket.destroyed) return;
-  const payload: ErrorPayload = error.code === "HPE_HEADER_OVERFLOW"
-    ? { status: 431, code: "headers_too_large", message: "The request's headers are larger than the server accepts (16 KiB in all); send fewer or shorter headers." }
-    : error.code === "ERR_HTTP_REQUEST_TIMEOUT"
-      ? { status: 408, code: "request_timeout", message: "The request did not arrive in time." }
-      : { status: 400, code: "bad_request", message: "The request is not valid HTTP." };
-  if (socket.writable) {
-    const body = JSON.stringify(errorBody(payload, errorStyleFor(requestLinePath(error.rawPacket))));
-    socket.write(`HTTP/1.1 ${payload.status} ${STATUS_CODES[payload.status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-      `Content-Type: application/json\r\nConnection: close\r\n\r\n${body}`);
-  }
-  socket.destroy();
+export function clientErrorHandlerFor(routes: () => readonly RouteOptions[]) {
+  const styleOfPath = (path: string): ErrorStyle => {
+    const route = routes().find((r) => patternTest(r.url).test(path));
+    return route?.config?.errorStyle ?? API_PREFIXES.find(({ prefix }) => path === prefix || path.startsWith(`${prefix}/`))?.style ?? "seed";
+  };
+  return (error: Error & { code?: string; rawPacket?: unknown }, socket: Duplex): void => {
+    if (error.code === "ECONNRESET" || socket.destroyed) return;
+    const payload: ErrorPayload = error.code === "HPE_HEADER_OVERFLOW"
+      ? { status: 431, code: "headers_too_large", message: "The request's headers are larger than the server accepts (16 KiB in all); send fewer or shorter headers." }
+      : error.code === "ERR_HTTP_REQUEST_TIMEOUT"
+        ? { status: 408, code: "request_timeout", message: "The request did not arrive in time." }
+        : { status: 400, code: "bad_request", message: "The request is not valid HTTP." };
+    if (socket.writable) {
+      const body = JSON.stringify(errorBody(payload, styleOfPath(requestLinePath(error.rawPacket))));
+      socket.write(`HTTP/1.1 ${payload.status} ${STATUS_CODES[payload.status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+        `Content-Type: application/json\r\nConnection: close\r\n\r\n${body}`);
+    }
+    socket.destroy();
+  };
 }

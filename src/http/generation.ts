@@ -1,14 +1,14 @@
 // One request lifecycle for every generating route (seed /api/llm/generate, OpenAI chat and text
-// completions, Ollama chat and generate): resolve the model, admit, start the stream, forward deltas,
-// finish, map errors. An API only supplies a formatter; the order of the steps lives here, once.
+// completions, Ollama chat and generate): the model resolved before the handler (models.ts), admit,
+// start the stream, forward deltas, finish, map errors. An API only supplies a formatter; the order of
+// the steps lives here, once.
 //
 // How an API plugs in (llama-server's one completion handler with a format flag; Ollama's OpenAI
 // layer in front of one chat handler):
 //
-//   app.post("/my/route", { schema }, (request, reply) => serveGeneration(state, reply, {
-//     model: request.body.model,            // undefined: the served chat model
+//   app.post("/my/route", { schema, config: { model: { kind: "chat" } } }, (request, reply) => serveGeneration(reply, {
 //     stream: request.body.stream === true,
-//     style: "openai",                      // which error body (errors.ts) and stream framing
+//     style: "openai",                      // the error body of stream events (errors.ts) and the stream framing
 //     request: (chat) => ({ ...the engine's GenerateRequest, built from the body... }),
 //     format: (chat) => ({                  // a fresh formatter per request (it may hold state)
 //       opening: () => [...events before the first delta],
@@ -26,9 +26,8 @@
 import type { FastifyReply } from "fastify";
 import type { ChatEngine } from "../engine/chat/engine.js";
 import type { GenerateRequest, GenerationDelta, GenerationResult } from "../engine/chat/types.js";
-import { EngineError, invalidRequest } from "../engine/errors.js";
-import type { Engines, ServiceState } from "../service.js";
 import { errorBody, type ErrorPayload, type ErrorStyle } from "./errors.js";
+import { modelOf } from "./models.js";
 import { startNdjson } from "./ndjson.js";
 import { clientDisconnectSignal, startSse, streamFailure } from "./streaming.js";
 
@@ -54,41 +53,17 @@ export type GenerationFormatter<Body> = {
 };
 
 export type GenerationSpec<Body> = {
-  /** The model the request names; undefined means the served chat model. */
-  model: string | undefined;
   stream: boolean;
-  /** The API's error body shape; also its stream framing (Ollama: NDJSON, the others: SSE). */
+  /** The API's error body shape in stream events; also its stream framing (Ollama: NDJSON, the others: SSE). */
   style: ErrorStyle;
   /** The engine's request, built from the body (may throw a 400 naming a field). */
   request(chat: ChatEngine): Omit<GenerateRequest, "signal" | "onDelta">;
   format(chat: ChatEngine): GenerationFormatter<Body>;
 };
 
-/**
- * The chat engine that serves a generating request for `requested` (undefined: the served one):
- * an unknown name is a 404 and a model of another kind a 400, on every API. The one place a
- * generating route resolves its model (a model registry plugs in here).
- */
-export function resolveGenerationModel(engines: Engines, requested: string | undefined, style: ErrorStyle): ChatEngine {
-  if (requested === undefined) return engines.chat;
-  const { models } = engines;
-  const found = models.find(requested);
-  if (found === undefined) {
-    throw new EngineError("model_not_found", style === "ollama"
-      ? `model "${requested}" not found; this server serves ${models.describeServed()}`
-      : `The model '${requested}' does not exist here; this server serves ${models.describeServed()}.`, 404, "model");
-  }
-  if (found.kind !== "chat") {
-    throw invalidRequest(style === "ollama"
-      ? `"${requested}" does not support generate; use "${models.chat.name}"`
-      : `The model '${requested}' cannot generate text; use '${models.chat.name}'.`, "model");
-  }
-  return engines.chat;
-}
-
 /** Runs one generating request through the lifecycle; returns the unstreamed body, or the hijacked reply. */
-export async function serveGeneration<Body>(state: ServiceState, reply: FastifyReply, spec: GenerationSpec<Body>): Promise<Body | FastifyReply> {
-  const chat = resolveGenerationModel(state.engines(), spec.model, spec.style);
+export async function serveGeneration<Body>(reply: FastifyReply, spec: GenerationSpec<Body>): Promise<Body | FastifyReply> {
+  const chat = modelOf(reply.request, "chat").engine;
   const format = spec.format(chat);
   const translate = (error: unknown) => format.translateError?.(error) ?? error;
   const signal = clientDisconnectSignal(reply);

@@ -37,6 +37,12 @@ export function installMetrics(app: FastifyInstance, state: ServiceState): void 
     name: "bora_embed_batch_texts", help: "Texts per embedding decode (texts of concurrent requests share a decode), by embedding model", labelNames: ["model"], registers: [registry],
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
   });
+  new Gauge({
+    name: "bora_retrieval_queued_texts", help: "Texts (embedding inputs, rerank pairs) admitted and not yet answered, per embedding or rerank model; beyond RETRIEVAL_QUEUE_TEXTS requests get 429", labelNames: ["model", "kind"], registers: [registry],
+    collect() {
+      for (const m of state.loaded()?.models.list() ?? []) if (m.kind !== "chat") this.set({ model: m.name, kind: m.kind }, m.engine.queueStats().inputs);
+    },
+  });
   // Per served model: a model label (its name) and its kind, one series per model however many are served.
   new Gauge({
     name: "bora_model_load_seconds", help: "Time to load each model's engine at start", labelNames: ["model", "kind"], registers: [registry],
@@ -106,7 +112,7 @@ export function installMetrics(app: FastifyInstance, state: ServiceState): void 
     duration.observe({ route }, reply.elapsedTime / 1000);
   });
 
-  app.get("/metrics", { schema: { summary: "Prometheus metrics", tags: ["operations"] } }, async (_request, reply) => {
+  app.get("/metrics", { config: { access: "metrics" }, schema: { summary: "Prometheus metrics", tags: ["operations"] } }, async (_request, reply) => {
     reply.type(registry.contentType);
     return registry.metrics();
   });

@@ -1,12 +1,14 @@
 // The property-based suite's engine (fast-check): generated requests over the whole schema of every
 // route, fields combined (tools with tool_choice and ignore_eos, grammars, penalties, logprobs, stops,
-// thinking, streaming, cancellation mid-stream, oversized and malformed bodies), sent in small
-// concurrent batches to a real service process on the tiny model. After each batch: the process is
-// alive, every answer is 2xx or a 4xx in its route's own error shape (5xx only 503 not ready /
-// draining, 504 past a deadline), every slot is free and the queue empty, and a plain request answers.
+// thinking, streaming, cancellation mid-stream, oversized and malformed bodies; the retrieval routes'
+// embeddings and rerank with clients that hang up mid-request and floods past the retrieval queue's
+// bound), sent in small concurrent batches to a real service process on the tiny models. After each
+// batch: the process is alive, every answer is 2xx or a 4xx in its route's own error shape (5xx only
+// 503 not ready / draining, 504 past a deadline; a 429 carries Retry-After), every slot is free and
+// every queue empty (generation and retrieval), and a plain chat and a plain embed request answer.
 // A failure is shrunk by fast-check and printed as curl commands, with the seed.
 import fc from "fast-check";
-import { ensureTestModels } from "../../scripts/make-test-models.js";
+import { ensureMultilingualTestModels, ensureTestModels } from "../../scripts/make-test-models.js";
 import { waitIdle } from "./metrics.js";
 import { startServiceProcess, type ServiceProcess } from "./process.js";
 
@@ -18,6 +20,10 @@ export type FuzzRequest = {
   contentType: string;
   /** Abort after this many chunks of a streamed answer (none: read it all). */
   cancelAfterChunks?: number;
+  /** Hang up this many milliseconds after sending, answered or not (a client that leaves mid-request). */
+  cancelAfterMs?: number;
+  /** Send this many copies at once (a flood: the retrieval queue's bound answers 429 beyond it). */
+  copies?: number;
 };
 
 // ---------------------------------------------------------------------------------------------------
@@ -87,9 +93,23 @@ const seedMessages = maybeJunk(fc.array(fc.record({ role: fc.constantFrom("syste
 const record = <T extends Record<string, fc.Arbitrary<unknown>>>(fields: T, required: (keyof T)[] = []) =>
   fc.record(fields, { requiredKeys: required as never[] });
 
-export function requestArbitrary(models: { chat: string; embed: string }): fc.Arbitrary<FuzzRequest> {
+/** The fuzzed service's retrieval limits (runFuzz's env): small, so floods and big requests reach them. */
+export const FUZZ_RETRIEVAL = { maxTexts: 64, maxDocuments: 32, queueTexts: 256 } as const;
+
+export function requestArbitrary(models: { chat: string; embed: string; rerank: string }): fc.Arbitrary<FuzzRequest> {
   const model = fc.oneof({ weight: 6, arbitrary: fc.constant(models.chat) }, { weight: 1, arbitrary: fc.constantFrom(models.embed, "no-such-model", "") });
   const embedModel = fc.oneof({ weight: 6, arbitrary: fc.constant(models.embed) }, { weight: 1, arbitrary: fc.constantFrom(models.chat, "no-such-model") });
+  const rerankModel = fc.oneof({ weight: 6, arbitrary: fc.constant(models.rerank) }, { weight: 1, arbitrary: fc.constantFrom(models.embed, "no-such-model") });
+  // Mostly a few texts; sometimes up to the limit, or past it (a 400), so a decode holds many.
+  const manyTexts = fc.oneof(
+    { weight: 6, arbitrary: fc.array(text, { maxLength: 4 }) },
+    { weight: 2, arbitrary: fc.integer({ min: 5, max: FUZZ_RETRIEVAL.maxTexts }).map((n) => Array.from({ length: n }, (_, i) => `texto número ${i} sobre el jaguar`)) },
+    { weight: 1, arbitrary: fc.constant(Array.from({ length: FUZZ_RETRIEVAL.maxTexts + 1 }, (_, i) => `texto ${i}`)) },
+  );
+  const documents = fc.oneof(
+    { weight: 6, arbitrary: fc.array(maybeJunk(fc.oneof(text, text.map((t) => ({ text: t })))), { maxLength: 4 }) },
+    { weight: 2, arbitrary: fc.integer({ min: 5, max: FUZZ_RETRIEVAL.maxDocuments + 2 }).map((n) => Array.from({ length: n }, (_, i) => `documento ${i} sobre la selva`)) },
+  );
   const stream = maybeJunk(fc.boolean());
   const ollamaOptions = maybeJunk(record({
     temperature: maybeJunk(fc.double({ min: 0, max: 2, noNaN: true })), top_p: maybeJunk(fc.double({ min: 0, max: 1, noNaN: true })),
@@ -128,16 +148,30 @@ export function requestArbitrary(models: { chat: string; embed: string }): fc.Ar
       format: ollamaFormat, options: ollamaOptions, stream, think: maybeJunk(fc.boolean()), logprobs: maybeJunk(fc.boolean()), context: fc.constant([1, 2]),
     }, ["model", "options"])],
     ["/api/embed", record({ model: embedModel, input: maybeJunk(fc.oneof(text, fc.array(text, { maxLength: 3 }))), truncate: maybeJunk(fc.boolean()) }, ["model"])],
-    ["/api/llm/embed", record({ texts: maybeJunk(fc.array(text, { maxLength: 3 })), model: maybeJunk(embedModel) }, ["texts"])],
+    ["/api/llm/embed", record({ texts: maybeJunk(manyTexts), model: maybeJunk(embedModel), input_type: maybeJunk(fc.constantFrom("search_query", "search_document")) }, ["texts"])],
+    ["/api/embeddings", record({ model: embedModel, prompt: maybeJunk(text) }, ["model"])],
+    ["/v1/rerank", record({ model: maybeJunk(rerankModel), query: maybeJunk(text), documents: maybeJunk(documents), top_n: maybeJunk(smallInt), return_documents: maybeJunk(fc.boolean()), raw_scores: maybeJunk(fc.boolean()), truncate: maybeJunk(fc.boolean()) }, ["query", "documents"])],
+    ["/v2/rerank", record({ model: maybeJunk(rerankModel), query: maybeJunk(text), documents: maybeJunk(documents), top_n: maybeJunk(smallInt), rank_fields: maybeJunk(fc.constantFrom(["text"], ["title"])) }, ["query", "documents"])],
+    // TEI's shape (texts) or Cohere's (documents) on the same route.
+    ["/rerank", fc.oneof(
+      record({ query: maybeJunk(text), texts: maybeJunk(manyTexts), truncate: maybeJunk(fc.boolean()), raw_scores: maybeJunk(fc.boolean()), return_text: maybeJunk(fc.boolean()), model: maybeJunk(rerankModel) }, ["query", "texts"]),
+      record({ query: maybeJunk(text), documents: maybeJunk(documents), model: maybeJunk(rerankModel) }, ["query", "documents"]),
+    )],
+    ["/api/llm/rerank", record({ query: maybeJunk(text), documents: maybeJunk(fc.array(text, { maxLength: 6 })), top_n: maybeJunk(smallInt), model: maybeJunk(rerankModel) }, ["query", "documents"])],
     ["/tokenize", record({ content: maybeJunk(text), add_special: maybeJunk(fc.boolean()), parse_special: maybeJunk(fc.boolean()), with_pieces: maybeJunk(fc.boolean()), model: maybeJunk(fc.oneof(model, embedModel)) }, ["content"])],
     ["/detokenize", record({ tokens: maybeJunk(fc.array(fc.oneof(fc.integer({ min: 0, max: 160_000 }), fc.constantFrom(-1, 2 ** 31)), { maxLength: 6 })), model: maybeJunk(fc.oneof(model, embedModel)) }, ["tokens"])],
   ];
   const routes = bodies.map(([route]) => route);
+  const retrieval = new Set(["/v1/embeddings", "/api/embed", "/api/llm/embed", "/api/embeddings", "/v1/rerank", "/v2/rerank", "/rerank", "/api/llm/rerank", "/tokenize"]);
   const wellFormed = fc.oneof(...bodies.map(([route, body]) => fc.record({
     route: fc.constant(route),
     body: body.map((json): FuzzBody => ({ json })),
     contentType: fc.constant("application/json"),
     cancelAfterChunks: fc.option(fc.integer({ min: 0, max: 3 }), { nil: undefined, freq: 4 }),
+    ...(retrieval.has(route) ? {
+      cancelAfterMs: fc.option(fc.integer({ min: 0, max: 40 }), { nil: undefined, freq: 4 }),
+      copies: fc.option(fc.integer({ min: 2, max: 24 }), { nil: undefined, freq: 6 }),
+    } : {}),
   }, { requiredKeys: ["route", "body", "contentType"] })));
   const malformed = fc.record({
     route: fc.constantFrom(...routes),
@@ -164,18 +198,26 @@ export function toCurl(base: string, r: FuzzRequest): string {
   const data = "oversize" in r.body
     ? `"{\\"messages\\":[{\\"role\\":\\"user\\",\\"content\\":\\"$(head -c ${r.body.oversize} /dev/zero | tr '\\0' x)\\"}]}"`
     : `'${bodyText(r.body).replaceAll("'", "'\\''")}'`;
-  const cancel = r.cancelAfterChunks !== undefined ? `  # the client hung up after ${r.cancelAfterChunks} chunk(s)` : "";
-  return `curl -sS -N -X POST '${base}${r.route}' -H 'content-type: ${r.contentType}' --data-raw ${data}${cancel}`;
+  const cancel = r.cancelAfterChunks !== undefined ? `  # the client hung up after ${r.cancelAfterChunks} chunk(s)`
+    : r.cancelAfterMs !== undefined ? `  # the client hung up after ${r.cancelAfterMs} ms (curl -m ${(r.cancelAfterMs / 1000).toFixed(3)})` : "";
+  const curl = `curl -sS -N -X POST '${base}${r.route}' -H 'content-type: ${r.contentType}' --data-raw ${data}`;
+  if (r.copies !== undefined) return `for i in $(seq ${r.copies}); do ${curl} & done; wait${cancel}`;
+  return `${curl}${cancel}`;
 }
 
-const styleOf = (route: string) => route.startsWith("/v1/") || route === "/tokenize" || route === "/detokenize" ? "openai"
-  : route.startsWith("/api/llm/") ? "seed" : "ollama";
+/** The error shape each route documents: TEI's on /rerank for a body with `texts`. */
+const styleOf = (r: FuzzRequest) => {
+  if (r.route === "/rerank" && "json" in r.body && typeof r.body.json === "object" && r.body.json !== null && "texts" in r.body.json) return "tei";
+  return r.route.startsWith("/v1/") || r.route.startsWith("/v2/") || ["/tokenize", "/detokenize", "/rerank"].includes(r.route) ? "openai"
+    : r.route.startsWith("/api/llm/") ? "seed" : "ollama";
+};
 
 /** Whether an error body has the route's own shape. */
-function errorShaped(route: string, body: unknown): boolean {
+function errorShaped(r: FuzzRequest, body: unknown): boolean {
   const error = (body as { error?: unknown } | null)?.error;
-  switch (styleOf(route)) {
+  switch (styleOf(r)) {
     case "ollama": return typeof error === "string" && error.length > 0;
+    case "tei": return typeof error === "string" && typeof (body as { error_type?: unknown }).error_type === "string";
     case "openai": {
       const e = error as { message?: unknown; type?: unknown; code?: unknown } | undefined;
       return typeof e?.message === "string" && typeof e.type === "string" && typeof e.code === "string";
@@ -192,6 +234,7 @@ export type Outcome = { status: number; problem: string | null };
 async function send(base: string, r: FuzzRequest): Promise<Outcome> {
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), 120_000);
+  const hangUp = r.cancelAfterMs === undefined ? undefined : setTimeout(() => abort.abort(), r.cancelAfterMs);
   try {
     const res = await fetch(`${base}${r.route}`, { method: "POST", headers: { "content-type": r.contentType }, body: bodyText(r.body), signal: abort.signal });
     const type = res.headers.get("content-type") ?? "";
@@ -215,19 +258,25 @@ async function send(base: string, r: FuzzRequest): Promise<Outcome> {
     let body: unknown = null;
     try { body = JSON.parse(text); } catch { return { status: res.status, problem: `a ${res.status} whose body is not JSON: ${text.slice(0, 200)}` }; }
     if (res.status >= 400 && res.status < 500) {
-      if (!errorShaped(r.route, body)) return { status: res.status, problem: `a ${res.status} not in the route's error shape: ${text.slice(0, 300)}` };
+      if (!errorShaped(r, body)) return { status: res.status, problem: `a ${res.status} not in the route's error shape: ${text.slice(0, 300)}` };
       if (res.status === 429 && !res.headers.get("retry-after")) return { status: 429, problem: "a 429 without Retry-After" };
       return { status: res.status, problem: null };
     }
     const code = (body as { error?: { code?: string } }).error?.code;
-    if (res.status === 504 && code === "deadline_exceeded") return { status: 504, problem: null };
+    if (res.status === 504 && (code === "deadline_exceeded" || (styleOf(r) !== "openai" && styleOf(r) !== "seed"))) return { status: 504, problem: null };
     return { status: res.status, problem: `an undocumented ${res.status}: ${text.slice(0, 300)}` };
   } catch (error) {
-    if (abort.signal.aborted && r.cancelAfterChunks !== undefined) return { status: 0, problem: null };
+    if (abort.signal.aborted && (r.cancelAfterChunks !== undefined || r.cancelAfterMs !== undefined)) return { status: 0, problem: null };
     return { status: -1, problem: `no answer: ${String((error as Error).cause ?? error)}` };
   } finally {
     clearTimeout(timer);
+    clearTimeout(hangUp);
   }
+}
+
+/** A request, or its copies sent at once: the first problem found is the outcome (statuses all counted). */
+async function sendAll(base: string, r: FuzzRequest): Promise<Outcome[]> {
+  return Promise.all(Array.from({ length: r.copies ?? 1 }, () => send(base, r)));
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -256,10 +305,12 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   const env = {
     LLM_MODEL: files.chat, EMBED_MODEL: files.embed, LLM_CONTEXT_SIZE: "1024", LLM_PARALLEL: "2", LLM_QUEUE_SIZE: "3",
     BODY_LIMIT_BYTES: "131072", LLM_REQUEST_TIMEOUT_MS: String(DEADLINE_MS), LOG_LEVEL: "info",
+    RERANK_MODELS: (await ensureMultilingualTestModels()).rerank, EMBED_MAX_TEXTS: String(FUZZ_RETRIEVAL.maxTexts),
+    RERANK_MAX_DOCUMENTS: String(FUZZ_RETRIEVAL.maxDocuments), RETRIEVAL_QUEUE_TEXTS: String(FUZZ_RETRIEVAL.queueTexts),
   };
   let proc: ServiceProcess | null = null;
   let base = "";
-  let names = { chat: "", embed: "" };
+  let names = { chat: "", embed: "", rerank: "" };
   const start = async () => {
     proc = startServiceProcess(env);
     const listening = await proc.waitForLine(/Server listening at/, 120_000);
@@ -269,7 +320,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       await new Promise((r) => setTimeout(r, 100));
     }
     const list = ((await (await fetch(`${base}/v1/models`)).json()) as { data: { id: string }[] }).data;
-    names = { chat: list[0]!.id, embed: list[1]!.id };
+    names = { chat: list[0]!.id, embed: list[1]!.id, rerank: list[2]!.id };
   };
   /** A crashed process is restarted, so fast-check can shrink a crash against a fresh one. */
   const ensureAlive = async () => {
@@ -281,32 +332,38 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   let batches = 0;
   const statuses: Record<string, number> = {};
   const alive = () => proc !== null && (proc as ServiceProcess).child.exitCode === null && (proc as ServiceProcess).child.signalCode === null;
-  const property = fc.asyncProperty(fc.array(requestArbitrary({ chat: "\u0000chat", embed: "\u0000embed" }), { minLength: 1, maxLength: 4 }), async (generated) => {
+  const property = fc.asyncProperty(fc.array(requestArbitrary({ chat: "\u0000chat", embed: "\u0000embed", rerank: "\u0000rerank" }), { minLength: 1, maxLength: 4 }), async (generated) => {
     await ensureAlive();
     // Model names are known only once the process runs: placeholders in the generated bodies.
     const batch = generated.map((r) => withModelNames(r, names));
     batches++;
-    requests += batch.length;
+    requests += batch.reduce((sum, r) => sum + (r.copies ?? 1), 0);
     const outcomes = await Promise.all(batch.map(async (r) => {
       if (process.env["FUZZ_VERBOSE"] === "2") log(`  -> ${toCurl(base, r).slice(0, 2000)}`);
       const started = Date.now();
-      const outcome = await send(base, r);
+      const all = await sendAll(base, r);
       const ms = Date.now() - started;
-      if (process.env["FUZZ_VERBOSE"]) log(`  ${r.route} ${outcome.status} ${ms} ms`);
+      all.forEach((o) => { statuses[o.status] = (statuses[o.status] ?? 0) + 1; });
+      const outcome = all.find((o) => o.problem !== null) ?? all[0]!;
+      if (process.env["FUZZ_VERBOSE"]) log(`  ${r.route}${r.copies ? ` x${r.copies}` : ""} ${all.map((o) => o.status).join(",")} ${ms} ms`);
       // Every request ends by its deadline (queue and generation included), however slow the loop is.
       if (outcome.problem === null && ms > DEADLINE_MS + DEADLINE_SLACK_MS) {
         return { ...outcome, problem: `answered after ${ms} ms, past the ${DEADLINE_MS} ms deadline` };
       }
       return outcome;
     }));
-    outcomes.forEach((o) => { statuses[o.status] = (statuses[o.status] ?? 0) + 1; });
     const problems = outcomes.flatMap((o, i) => o.problem ? [`${batch[i]!.route}: ${o.problem}`] : []);
+    // A request with no answer: give a dying process the moment it takes to report its exit.
+    if (outcomes.some((o) => o.status === -1)) await Promise.race([(proc as ServiceProcess | null)?.exited, new Promise((r) => setTimeout(r, 2_000))]);
     if (!alive()) problems.push(`the process died:\n${(proc as ServiceProcess | null)?.output().split("\n").slice(-15).join("\n")}`);
+    else if (outcomes.some((o) => o.status === -1)) problems.push(`the process is alive but did not answer; its last lines:\n${(proc as ServiceProcess | null)?.output().split("\n").filter((l) => !/"msg":"request"/.test(l)).slice(-15).join("\n")}`);
     if (problems.length === 0) {
       try { await waitIdle(base, 60_000); } catch (error) { problems.push(`slots or queue not released: ${(error as Error).message}`); }
       const plain = await send(base, { route: "/v1/chat/completions", contentType: "application/json", body: { json: { messages: [{ role: "user", content: "hola" }], max_tokens: 2 } } });
-      requests++;
+      const plainEmbed = await send(base, { route: "/api/llm/embed", contentType: "application/json", body: { json: { texts: ["hola"] } } });
+      requests += 2;
       if (plain.status !== 200) problems.push(`the next plain request answered ${plain.status} ${plain.problem ?? ""}`);
+      if (plainEmbed.status !== 200) problems.push(`the next plain embed request answered ${plainEmbed.status} ${plainEmbed.problem ?? ""}`);
     }
     if (batches % 50 === 0 || process.env["FUZZ_VERBOSE"]) log(`fuzz: ${batches} batches, ${requests} requests, statuses ${JSON.stringify(statuses)}`);
     if (problems.length > 0) throw new Error(problems.join("\n"));
@@ -339,8 +396,9 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   return { seed: options.seed, requests, batches, statuses, failure };
 }
 
-function withModelNames(r: FuzzRequest, names: { chat: string; embed: string }): FuzzRequest {
+function withModelNames(r: FuzzRequest, names: { chat: string; embed: string; rerank: string }): FuzzRequest {
   if (!("json" in r.body)) return r;
-  const replaced = JSON.parse(JSON.stringify(r.body.json).replaceAll("\\u0000chat", names.chat).replaceAll("\\u0000embed", names.embed)) as unknown;
+  const replaced = JSON.parse(JSON.stringify(r.body.json).replaceAll("\\u0000chat", names.chat).replaceAll("\\u0000embed", names.embed)
+    .replaceAll("\\u0000rerank", names.rerank)) as unknown;
   return { ...r, body: { json: replaced } };
 }

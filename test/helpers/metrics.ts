@@ -32,15 +32,17 @@ export function processFigures(m: MetricsSnapshot) {
     inFlight: m.get("bora_http_requests_in_flight") ?? NaN,
     slotsBusy: m.get("bora_slots_busy") ?? NaN,
     queued: m.get("bora_queue_waiting") ?? NaN,
+    /** Embedding texts and rerank pairs queued, all models together. */
+    retrievalQueued: [...m].filter(([key]) => key.startsWith("bora_retrieval_queued_texts")).reduce((sum, [, v]) => sum + v, 0),
   };
 }
 
-/** Polls until no slot is busy, nothing waits and no response is open (besides the /metrics read itself). */
+/** Polls until no slot is busy, nothing waits (generation or retrieval) and no response is open (besides the /metrics read itself). */
 export async function waitIdle(base: string, timeoutMs = 30_000): Promise<ReturnType<typeof processFigures>> {
   const started = Date.now();
   for (;;) {
     const figures = processFigures(await readMetrics(base));
-    if (figures.slotsBusy === 0 && figures.queued === 0 && figures.inFlight === 0) return figures;
+    if (figures.slotsBusy === 0 && figures.queued === 0 && figures.retrievalQueued === 0 && figures.inFlight === 0) return figures;
     if (Date.now() - started > timeoutMs) throw new Error(`not idle after ${timeoutMs} ms: ${JSON.stringify(figures)}`);
     await new Promise((r) => setTimeout(r, 20));
   }

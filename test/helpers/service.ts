@@ -35,7 +35,7 @@ export async function startTestService(env: Record<string, string> = {}): Promis
   state.setEngines(engines);
   await warmUp(engines);
   state.markReady();
-  const app = await buildApp({ state, bodyLimitBytes: config.bodyLimitBytes, logger: false, access: accessFrom(config), responseStore: config.responseStore });
+  const app = await buildApp({ state, bodyLimitBytes: config.bodyLimitBytes, logger: false, access: accessFrom(config), responseStore: config.responseStore, retrievalTimeoutMs: config.retrievalTimeoutMs });
   await app.ready();
   return {
     app, engines, config, state,

@@ -3,12 +3,12 @@
 import { randomUUID } from "node:crypto";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { GenerationResult, TokenLogprob } from "../../engine/chat/types.js";
-import type { ServiceState } from "../../service.js";
 import { invalidRequest } from "../../engine/errors.js";
 import { toSamplingRequest } from "../adapt.js";
 import { TextOffsetCursor, toCompletionLogprobs } from "../logprobs.js";
 import { CompletionBodySchema, CompletionSchema, type Completion } from "../schemas/completions.js";
 import { OpenAIErrorSchema } from "../schemas/openai.js";
+import { useApiErrors } from "../errors.js";
 import { serveGeneration } from "../generation.js";
 
 /** Chat-only fields a client may send here by mistake: a raw-text completion cannot call tools. */
@@ -25,7 +25,8 @@ function refuseToolFields(body: object): void {
   }
 }
 
-export const completionsRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = async (app, { state }) => {
+export const completionsRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  useApiErrors(app, "openai");
   const errors = { 400: OpenAIErrorSchema, 404: OpenAIErrorSchema, 413: OpenAIErrorSchema, 415: OpenAIErrorSchema, 429: OpenAIErrorSchema, 500: OpenAIErrorSchema, 503: OpenAIErrorSchema };
 
   app.post("/v1/completions", {
@@ -36,6 +37,7 @@ export const completionsRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState 
       body: CompletionBodySchema,
       response: { 200: CompletionSchema, ...errors },
     },
+    config: { model: { kind: "chat" } },
   }, async (request, reply) => {
     const body = request.body;
     const wantLogprobs = body.logprobs !== undefined && body.logprobs !== null;
@@ -46,8 +48,7 @@ export const completionsRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState 
       prompt_tokens_details: { cached_tokens: r.cachedPromptTokens },
     });
     const finishOf = (r: GenerationResult) => r.finishReason === "length" ? "length" as const : "stop" as const;
-    return serveGeneration(state, reply, {
-      model: body.model,
+    return serveGeneration(reply, {
       stream: body.stream === true,
       style: "openai",
       // Sampling fields only: this route takes no tools, and unknown fields (a stray `tools: null`) are not read.

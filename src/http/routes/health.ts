@@ -11,10 +11,13 @@ const ReadySchema = Type.Object({
 });
 
 export const healthRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = async (app, { state }) => {
-  app.get("/health", { schema: { summary: "Liveness: answers as soon as the port is open", tags: ["operations"], response: { 200: HealthSchema } } },
+  // Probes carry no key: open whatever LLM_API_KEY says.
+  const config = { access: "open" as const };
+  app.get("/health", { config, schema: { summary: "Liveness: answers as soon as the port is open", tags: ["operations"], response: { 200: HealthSchema } } },
     async () => ({ status: "ok" as const, uptime_s: Math.round((Date.now() - state.startedAt) / 1000) }));
 
   app.get("/ready", {
+    config,
     schema: { summary: "Readiness: 200 once both models are loaded and warmed up, else 503", tags: ["operations"], response: { 200: ReadySchema, 503: ReadySchema } },
   }, async (_request, reply) => {
     const engines = state.loaded();

@@ -2,18 +2,21 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { promptPrefix } from "../../engine/prompts.js";
 import type { GenerationResult } from "../../engine/chat/types.js";
-import type { ServiceState } from "../../service.js";
 import { toChatMessage, toGenerateRequest, toolCallDeltaToWire, toolCallsToWire } from "../adapt.js";
 import { ErrorBodySchema } from "../schemas/common.js";
 import {
   EmbedBodySchema, EmbedResponseSchema, GenerateBodySchema, GenerateResponseSchema,
   type EmbedResponse, type GenerateResponse,
 } from "../schemas/llm.js";
+import { useApiErrors } from "../errors.js";
 import { serveGeneration } from "../generation.js";
+import { modelOf } from "../models.js";
+import { serveRetrieval } from "../retrieval.js";
 import { useVectorJson } from "../vectors.js";
 
-export const llmRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = async (app, { state }) => {
-  const errors = { 400: ErrorBodySchema, 413: ErrorBodySchema, 415: ErrorBodySchema, 429: ErrorBodySchema, 500: ErrorBodySchema, 503: ErrorBodySchema };
+export const llmRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  useApiErrors(app, "seed");
+  const errors = { 400: ErrorBodySchema, 413: ErrorBodySchema, 415: ErrorBodySchema, 429: ErrorBodySchema, 500: ErrorBodySchema, 503: ErrorBodySchema, 504: ErrorBodySchema };
 
   app.post("/api/llm/generate", {
     schema: {
@@ -25,6 +28,7 @@ export const llmRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = asy
       body: GenerateBodySchema,
       response: { 200: GenerateResponseSchema, ...errors },
     },
+    config: { model: { kind: "chat" } },
   }, async (request, reply) => {
     const body = request.body;
     const toResponse = (r: GenerationResult, modelName: string): GenerateResponse => ({
@@ -41,8 +45,7 @@ export const llmRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = asy
         total_tokens: r.promptTokens + r.tokensGenerated,
       },
     });
-    return serveGeneration(state, reply, {
-      model: undefined,
+    return serveGeneration(reply, {
       stream: body.stream === true,
       style: "seed",
       request: () => toGenerateRequest({ ...body, messages: body.messages.map((m, index) => toChatMessage(m, index)) }, body.max_new_tokens, false),
@@ -63,11 +66,13 @@ export const llmRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = asy
       body: EmbedBodySchema,
       response: { 200: EmbedResponseSchema, ...errors },
     },
+    config: { model: { kind: "embedding" } },
   }, async (request, reply): Promise<EmbedResponse> => {
-    const { texts, model, input_type, prompt_name } = request.body;
-    const served = state.engines().models.resolve("embedding", model, { status: 400 });
+    const { texts, input_type, prompt_name } = request.body;
+    const served = modelOf(request, "embedding");
     const embed = served.engine;
-    const result = await embed.embed(texts, { prefix: promptPrefix(served, { inputType: input_type, promptName: prompt_name }) });
+    const prefix = promptPrefix(served, { inputType: input_type, promptName: prompt_name });
+    const result = await serveRetrieval(reply, (signal) => embed.embed(texts, { prefix, signal }));
     useVectorJson(reply);
     return { embeddings: result.embeddings, dim: result.dim, model: embed.modelName, truncated: result.truncated };
   });

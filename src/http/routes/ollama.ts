@@ -1,15 +1,18 @@
 // The Ollama-compatible API (docs/api.md of github.com/ollama/ollama): a thin adapter over the same
 // engine calls as the seed and OpenAI APIs, for clients that speak only Ollama. Mounted at /api/*
-// beside the seed API's /api/llm/*; errors in Ollama's `{"error": "…"}` shape (see errors.ts).
+// beside the seed API's /api/llm/*; errors in Ollama's `{"error": "…"}` shape (this plugin's error handler).
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { FastifyReply } from "fastify";
 import type { ChatMessage, GenerateRequest, GenerationResult, ResponseFormat, TokenLogprob } from "../../engine/chat/types.js";
 import { EngineError, invalidRequest } from "../../engine/errors.js";
 import { promptPrefix } from "../../engine/prompts.js";
-import type { ModelKind, ServedModel, ServedModelOf } from "../../engine/registry.js";
-import type { Engines, ServiceState } from "../../service.js";
+import type { ServedModel } from "../../engine/registry.js";
+import type { ServiceState } from "../../service.js";
+import { useApiErrors } from "../errors.js";
 import { toOllamaLogprobs } from "../logprobs.js";
-import { resolveGenerationModel, serveGeneration } from "../generation.js";
+import { serveGeneration } from "../generation.js";
+import { modelOf } from "../models.js";
+import { serveRetrieval } from "../retrieval.js";
 import {
   OllamaChatBodySchema, OllamaChatResponseSchema, OllamaEmbedBodySchema, OllamaEmbedResponseSchema, OllamaEmbeddingsBodySchema,
   OllamaEmbeddingsResponseSchema, OllamaErrorSchema, OllamaGenerateBodySchema, OllamaGenerateResponseSchema, OllamaPsSchema,
@@ -97,20 +100,9 @@ function inOllamaTerms(error: unknown): unknown {
 }
 
 export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = async (app, { state }) => {
-  const errors = { 400: OllamaErrorSchema, 404: OllamaErrorSchema, 413: OllamaErrorSchema, 415: OllamaErrorSchema, 429: OllamaErrorSchema, 500: OllamaErrorSchema, 503: OllamaErrorSchema };
+  useApiErrors(app, "ollama");
+  const errors = { 400: OllamaErrorSchema, 404: OllamaErrorSchema, 413: OllamaErrorSchema, 415: OllamaErrorSchema, 429: OllamaErrorSchema, 500: OllamaErrorSchema, 503: OllamaErrorSchema, 504: OllamaErrorSchema };
   const tags = ["Ollama API"];
-
-  /** The served model a request names, or Ollama's 404; a model of another kind is a 400. */
-  const resolve = <K extends ModelKind>(engines: Engines, name: string, kind: K): ServedModelOf<K> => {
-    const served = engines.models.find(name);
-    if (served === undefined) {
-      throw new EngineError("model_not_found", `model "${name}" not found; this server serves ${engines.models.describeServed(undefined, '"')}`, 404, "model");
-    }
-    if (served.kind !== kind) {
-      throw invalidRequest(`"${name}" does not support ${ollamaVerb[kind]}; use ${engines.models.describeServed(kind, '"') || "none (none is served)"}`, "model");
-    }
-    return served as ServedModelOf<K>;
-  };
 
   /**
    * One Ollama generation through the shared lifecycle: `shape` gives the Ollama-shaped body of each
@@ -118,7 +110,6 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
    */
   const generate = <T extends object>(
     reply: FastifyReply,
-    model: string,
     stream: boolean,
     request: GenerateRequest,
     shape: {
@@ -126,8 +117,7 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
       toolCalls: (calls: ReturnType<typeof toOllamaToolCalls>) => T;
       final: (r: GenerationResult, streamed: boolean) => T;
     },
-  ) => serveGeneration(state, reply, {
-    model,
+  ) => serveGeneration(reply, {
     stream,
     style: "ollama",
     request: () => request,
@@ -162,11 +152,11 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
       body: OllamaChatBodySchema,
       response: { 200: OllamaChatResponseSchema, ...errors },
     },
+    config: { model: { kind: "chat" } },
   }, async (request, reply) => {
     const body = request.body;
     const createdAt = () => new Date().toISOString();
     if (body.messages.length === 0) {
-      resolveGenerationModel(state.engines(), body.model, "ollama");
       return { model: body.model, created_at: createdAt(), message: { role: "assistant" as const, content: "" }, done: true, done_reason: "load", ...zeroStats };
     }
     const thinking = body.think !== undefined && body.think !== false;
@@ -181,7 +171,7 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
       ...(body.logprobs ? { logprobs: { top: body.top_logprobs ?? 0 } } : {}),
     };
     const base = () => ({ model: body.model, created_at: createdAt() });
-    return generate<OllamaChatResponse>(reply, body.model, body.stream, generation, {
+    return generate<OllamaChatResponse>(reply, body.stream, generation, {
       delta: (kind, text) => ({ ...base(), message: { role: "assistant", content: kind === "content" ? text : "", ...(kind === "reasoning" ? { thinking: text } : {}) }, done: false } as OllamaChatResponse),
       toolCalls: (calls) => ({ ...base(), message: { role: "assistant", content: "", tool_calls: calls }, done: false } as OllamaChatResponse),
       final: (r, streamed) => ({
@@ -208,9 +198,9 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
       body: OllamaGenerateBodySchema,
       response: { 200: OllamaGenerateResponseSchema, ...errors },
     },
+    config: { model: { kind: "chat" } },
   }, async (request, reply) => {
     const body = request.body;
-    resolveGenerationModel(state.engines(), body.model, "ollama");
     if (body.suffix) throw invalidRequest(`"${body.model}" does not support insert (suffix)`, "suffix");
     if (body.template) throw invalidRequest("template: custom prompt templates are not supported; send the prompt with raw: true instead", "template");
     const createdAt = () => new Date().toISOString();
@@ -227,7 +217,7 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
       ...(body.logprobs ? { logprobs: { top: body.top_logprobs ?? 0 } } : {}),
     };
     const base = () => ({ model: body.model, created_at: createdAt() });
-    return generate<OllamaGenerateResponse>(reply, body.model, body.stream, generation, {
+    return generate<OllamaGenerateResponse>(reply, body.stream, generation, {
       delta: (kind, text) => ({ ...base(), response: kind === "content" ? text : "", ...(kind === "reasoning" ? { thinking: text } : {}), done: false }),
       toolCalls: () => ({ ...base(), response: "", done: false }),
       final: (r, streamed) => ({
@@ -248,10 +238,11 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
       body: OllamaEmbedBodySchema,
       response: { 200: OllamaEmbedResponseSchema, ...errors },
     },
-  }, async (request) => {
+    config: { model: { kind: "embedding" } },
+  }, async (request, reply) => {
     const started = performance.now();
     const body = request.body;
-    const served = resolve(state.engines(), body.model, "embedding");
+    const served = modelOf(request, "embedding");
     const embed = served.engine;
     if (body.dimensions !== undefined && body.dimensions !== embed.dimension) {
       throw invalidRequest(`dimensions must be ${embed.dimension} for ${embed.modelName} (it cannot be shortened)`, "dimensions");
@@ -260,7 +251,8 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
     const empty = texts.findIndex((text) => text === "");
     if (empty >= 0) throw invalidRequest(`input[${empty}] is empty`, `input[${empty}]`);
     const prefix = promptPrefix(served, { inputType: body.input_type, promptName: body.prompt_name });
-    const result = texts.length === 0 ? { embeddings: [], promptTokens: 0 } : await embed.embed(texts, { truncate: body.truncate, field: "input", prefix });
+    const result = texts.length === 0 ? { embeddings: [], promptTokens: 0 }
+      : await serveRetrieval(reply, (signal) => embed.embed(texts, { truncate: body.truncate, field: "input", prefix, signal }));
     return { model: body.model, embeddings: result.embeddings, total_duration: ns(performance.now() - started), load_duration: 0, prompt_eval_count: result.promptTokens };
   });
 
@@ -272,11 +264,12 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
       body: OllamaEmbeddingsBodySchema,
       response: { 200: OllamaEmbeddingsResponseSchema, ...errors },
     },
-  }, async (request) => {
+    config: { model: { kind: "embedding" } },
+  }, async (request, reply) => {
     const body = request.body;
-    const served = resolve(state.engines(), body.model, "embedding");
+    const served = modelOf(request, "embedding");
     if (body.prompt === "") return { embedding: [] };
-    const result = await served.engine.embed([body.prompt], { field: "prompt", prefix: promptPrefix(served) });
+    const result = await serveRetrieval(reply, (signal) => served.engine.embed([body.prompt], { field: "prompt", prefix: promptPrefix(served), signal }));
     return { embedding: result.embeddings[0]! };
   });
 
@@ -313,12 +306,19 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
       body: OllamaShowBodySchema,
       response: { 200: OllamaShowSchema, ...errors },
     },
+    config: {
+      model: {
+        kind: "any",
+        name: (request) => {
+          const body = request.body as { model?: string; name?: string };
+          const name = body.model ?? body.name;
+          if (name === undefined) throw invalidRequest("model is required", "model");
+          return name;
+        },
+      },
+    },
   }, async (request) => {
-    const name = request.body.model ?? request.body.name;
-    if (name === undefined) throw invalidRequest("model is required", "model");
-    const engines = state.engines();
-    const m = engines.models.find(name);
-    if (m === undefined) throw new EngineError("model_not_found", `model "${name}" not found; this server serves ${engines.models.describeServed()}`, 404, "model");
+    const m = modelOf(request, "any");
     const template = m.details.chatTemplate ?? "";
     const parameters = m.kind === "chat"
       ? Object.entries(OLLAMA_DEFAULTS).map(([k, v]) => `${k.padEnd(30)} ${v}`).join("\n")
@@ -338,9 +338,6 @@ export const ollamaRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
     schema: { summary: "Ollama: the API version these routes follow", tags, response: { 200: OllamaVersionSchema } },
   }, async () => ({ version: OLLAMA_API_VERSION }));
 };
-
-/** What an Ollama error calls each kind's use: `"x" does not support embeddings`. */
-const ollamaVerb: Record<ModelKind, string> = { chat: "generate", embedding: "embeddings", rerank: "rerank" };
 
 /** Tokens one request may hold: a chat slot's context, an embedding's text limit, a reranker's pair limit. */
 function contextOf(m: ServedModel): number {

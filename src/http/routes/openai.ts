@@ -6,6 +6,9 @@ import type { ChatMessage, GenerationResult } from "../../engine/chat.js";
 import { EngineError } from "../../engine/errors.js";
 import { promptPrefix } from "../../engine/prompts.js";
 import type { ServiceState } from "../../service.js";
+import { useApiErrors } from "../errors.js";
+import { modelOf } from "../models.js";
+import { serveRetrieval } from "../retrieval.js";
 import { toChatMessage, toGenerateRequest, toolCallDeltaToWire, toolCallsToWire } from "../adapt.js";
 import {
   ChatCompletionBodySchema, ChatCompletionSchema, EmbeddingsBodySchema, EmbeddingsResponseSchema, ModelListSchema, OpenAIErrorSchema,
@@ -38,7 +41,8 @@ function usageOf(r: GenerationResult) {
 }
 
 export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = async (app, { state }) => {
-  const errors = { 400: OpenAIErrorSchema, 404: OpenAIErrorSchema, 429: OpenAIErrorSchema, 500: OpenAIErrorSchema, 503: OpenAIErrorSchema };
+  useApiErrors(app, "openai");
+  const errors = { 400: OpenAIErrorSchema, 404: OpenAIErrorSchema, 429: OpenAIErrorSchema, 500: OpenAIErrorSchema, 503: OpenAIErrorSchema, 504: OpenAIErrorSchema };
 
   app.post("/v1/chat/completions", {
     schema: {
@@ -47,11 +51,11 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
       body: ChatCompletionBodySchema,
       response: { 200: ChatCompletionSchema, ...errors },
     },
+    config: { model: { kind: "chat" } },
   }, async (request, reply) => {
     const body = request.body;
     const thinking = body.enable_thinking ?? body.chat_template_kwargs?.enable_thinking ?? DEFAULT_THINKING;
-    return serveGeneration(state, reply, {
-      model: body.model,
+    return serveGeneration(reply, {
       stream: body.stream === true,
       style: "openai",
       request: () => ({
@@ -110,16 +114,17 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
       body: EmbeddingsBodySchema,
       response: { 200: EmbeddingsResponseSchema, ...errors },
     },
+    config: { model: { kind: "embedding" } },
   }, async (request, reply): Promise<EmbeddingsResponse> => {
     const body = request.body;
-    const served = state.engines().models.resolve("embedding", body.model);
+    const served = modelOf(request, "embedding");
     const embed = served.engine;
     if (body.dimensions !== undefined && body.dimensions !== embed.dimension) {
       throw new EngineError("invalid_request", `dimensions must be ${embed.dimension} for ${embed.modelName} (it cannot be shortened).`, 400, "dimensions");
     }
     const texts = typeof body.input === "string" ? [body.input] : isTextList(body.input) ? body.input : decodeTokenIdInput(body.input);
     const prefix = promptPrefix(served, { inputType: body.input_type, promptName: body.prompt_name });
-    const result = await embed.embed(texts, { field: "input", prefix });
+    const result = await serveRetrieval(reply, (signal) => embed.embed(texts, { field: "input", prefix, signal }));
     const base64 = body.encoding_format === "base64";
     useVectorJson(reply);
     return {
@@ -153,13 +158,9 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
       params: Type.Object({ "*": Type.String() }),
       response: { 200: ModelListSchema.properties.data.items, 404: OpenAIErrorSchema, 503: OpenAIErrorSchema },
     },
+    config: { model: { kind: "any", name: (request) => (request.params as { "*": string })["*"] } },
   }, async (request) => {
-    const { models } = state.engines();
-    const requested = request.params["*"];
-    const found = models.find(requested);
-    if (found === undefined) {
-      throw new EngineError("model_not_found", `The model '${requested}' does not exist here; this server serves ${models.describeServed()}.`, 404, "model");
-    }
+    const found = modelOf(request, "any");
     return { id: found.name, object: "model" as const, created: Math.floor(state.startedAt / 1000), owned_by: "bora-llm-service" };
   });
 };

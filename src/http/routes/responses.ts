@@ -7,9 +7,9 @@ import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { Type } from "@sinclair/typebox";
 import type { ChatEngine, GenerateRequest, GenerationResult } from "../../engine/chat.js";
 import { EngineError } from "../../engine/errors.js";
-import type { ServiceState } from "../../service.js";
-import { sendError, type ErrorPayload } from "../errors.js";
-import { resolveGenerationModel, serveGeneration, type GenerationFormatter, type StreamEvent } from "../generation.js";
+import { ApiError, useApiErrors } from "../errors.js";
+import { serveGeneration, type GenerationFormatter, type StreamEvent } from "../generation.js";
+import { modelOf } from "../models.js";
 import { ResponseBuilder, type ResponseStreamEvent } from "../responseEvents.js";
 import { checkServedFeatures, itemsToMessages, newItemId, normalizeInput, responseFormatOf, thinkingFor, toolRequestOf } from "../responseItems.js";
 import { DEFAULT_RESPONSE_STORE, ResponseStore, type ResponseStoreOptions } from "../responseStore.js";
@@ -26,22 +26,12 @@ type StoredResponse = { response: ResponseObject; input: StoredInputItem[] };
 const DEFAULT_TEMPERATURE = 0.8;
 const DEFAULT_TOP_P = 0.95;
 
-/** A 4xx the route answers itself (not-found kinds the engine has no code for), in OpenAI's error shape. */
-class ResponsesApiError extends Error {
-  constructor(readonly payload: ErrorPayload) {
-    super(payload.message);
-  }
-}
-
-export const responsesRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState; store?: ResponseStoreOptions }> = async (app, { state, store: storeOptions }) => {
+export const responsesRoutes: FastifyPluginAsyncTypebox<{ store?: ResponseStoreOptions }> = async (app, { store: storeOptions }) => {
   const store = new ResponseStore<StoredResponse>(storeOptions ?? DEFAULT_RESPONSE_STORE);
   const errors = { 400: OpenAIErrorSchema, 404: OpenAIErrorSchema, 429: OpenAIErrorSchema, 500: OpenAIErrorSchema, 503: OpenAIErrorSchema };
   const tags = ["OpenAI Responses API"];
 
-  app.setErrorHandler((error, _request, reply) => {
-    if (error instanceof ResponsesApiError) return sendError(reply, error.payload, "openai");
-    throw error; // the app's handler answers everything else, in the same shape
-  });
+  useApiErrors(app, "openai");
 
   app.addHook("preValidation", async (request) => checkServedFeatures(request.body));
 
@@ -52,7 +42,7 @@ export const responsesRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState; s
       const stored = store.get(id);
       if (stored === undefined) {
         const which = id === previousId ? `Previous response with id '${id}'` : `Response '${id}' (earlier in the chain of '${previousId}')`;
-        throw new ResponsesApiError({ status: 400, code: "previous_response_not_found", field: "previous_response_id",
+        throw new ApiError({ status: 400, code: "previous_response_not_found", field: "previous_response_id",
           message: `${which} not found: it was never stored (store: false), was deleted, or was evicted from the bounded store.` });
       }
       chain.unshift(stored);
@@ -142,12 +132,12 @@ export const responsesRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState; s
         response: { 200: ResponseObjectSchema, ...errors },
         ...(url === "/responses" ? { hide: true } : {}),
       },
+      config: { model: { kind: "chat" } },
     }, async (request, reply) => {
       const body = request.body;
       const input = normalizeInput(body.input);
       const stream = body.stream === true;
-      return serveGeneration(state, reply, {
-        model: body.model,
+      return serveGeneration(reply, {
         stream,
         style: "openai",
         request: (): Omit<GenerateRequest, "signal" | "onDelta"> => ({
@@ -173,9 +163,10 @@ export const responsesRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState; s
       body: InputTokensBodySchema,
       response: { 200: InputTokensResponseSchema, ...errors },
     },
+    config: { model: { kind: "chat" } },
   }, async (request) => {
     const body = request.body;
-    const chat = resolveGenerationModel(state.engines(), body.model, "openai");
+    const chat = modelOf(request, "chat").engine;
     const prompt = promptOf(body, normalizeInput(body.input));
     return { object: "response.input_tokens" as const, input_tokens: chat.countPromptTokens({ ...prompt, temperature: DEFAULT_TEMPERATURE, topP: DEFAULT_TOP_P }) };
   });
@@ -184,7 +175,7 @@ export const responsesRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState; s
   const storedOrNotFound = (id: string): StoredResponse => {
     const stored = store.get(id);
     if (stored === undefined) {
-      throw new ResponsesApiError({ status: 404, code: "not_found", field: "response_id",
+      throw new ApiError({ status: 404, code: "not_found", field: "response_id",
         message: `No response with id '${id}' is stored here (store: false, deleted, or evicted from the bounded store).` });
     }
     return stored;

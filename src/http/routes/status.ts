@@ -3,9 +3,12 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { ServedModel } from "../../engine/registry.js";
 import type { ServiceState } from "../../service.js";
+import { useApiErrors } from "../errors.js";
 import { StatusResponseSchema, type StatusResponse } from "../schemas/status.js";
 
 export const statusRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = async (app, { state }) => {
+  // The service's own page reads it: the seed API's shape (a 401 included).
+  useApiErrors(app, "seed");
   app.get("/api/status", {
     schema: {
       summary: "Models, backend, threads, GPU layers, slots and queue",
