@@ -29,7 +29,7 @@ function busyProcesses(n: number): ChildProcess[] {
 }
 
 const stop = (children: ChildProcess[]) => Promise.all(children.map((child) => new Promise<void>((resolve) => {
-  if (child.exitCode !== null) return resolve();
+  if (child.exitCode !== null || child.signalCode !== null) return resolve();
   child.once("exit", () => resolve());
   child.kill("SIGKILL");
 })));

@@ -177,8 +177,8 @@ export class PromptCacheStore {
       }
       this.#loadedFromDisk = entries;
       await this.#measureDisk();
-      this.#savedAtChange = this.host.cacheStats()?.changes ?? -1;
-      this.#savedAtDecoded = this.host.decodedTokens();
+      // Not marked as saved: requests served while the files were read may have made entries to write
+      // (the entries read are marked on disk natively, so the first save writes only the new ones).
       if (this.options.saveIntervalS > 0) {
         this.#timer = setInterval(() => void this.save(), this.options.saveIntervalS * 1000);
         this.#timer.unref();
