@@ -30,6 +30,11 @@ export interface EnsureNativeAddonOptions {
   force?: boolean;
   /** Where the one-line messages go (default: console.error). */
   log?: (line: string) => void;
+  /**
+   * Build against this library instead of the one node-llama-cpp loads with the service's settings: a
+   * fast build that is not in use yet (scripts/build-llama-native.ts, before it commits the build).
+   */
+  library?: LoadedLlamaLibrary;
 }
 
 const FALLBACK: Record<NativeAddonName, string> = {
@@ -110,11 +115,11 @@ function linkArgs(library: LoadedLlamaLibrary): string[] {
 async function libraryToBuildAgainst(): Promise<LoadedLlamaLibrary | null> {
   const loaded = loadedLlamaLibrary();
   if (loaded !== null) return loaded;
-  let gpu: ReturnType<typeof loadConfig>["gpu"] = "auto";
+  let config: Pick<ReturnType<typeof loadConfig>, "gpu" | "binding"> = { gpu: "auto", binding: "auto" };
   try {
-    gpu = loadConfig(process.env).gpu;
+    config = loadConfig(process.env);
   } catch { /* a bad variable is reported by the service itself */ }
-  await loadRuntime(gpu, 0);
+  await loadRuntime(config.gpu, 0, undefined, config.binding);
   return loadedLlamaLibrary();
 }
 
@@ -131,7 +136,7 @@ export async function ensureNativeAddon(name: NativeAddonName, options: EnsureNa
   try {
     let info: NativeAddonBuildInfo;
     try {
-      info = nativeAddonBuildInfo(name, await libraryToBuildAgainst());
+      info = nativeAddonBuildInfo(name, options.library ?? await libraryToBuildAgainst());
     } catch (error) {
       return skip(error instanceof Error ? error.message : String(error));
     }

@@ -81,6 +81,16 @@ export function loadedLlamaLibrary(sharedObjects: readonly string[] = listShared
   return { dir, llama: path.basename(llamaPath), ggml, ggmlBase };
 }
 
+/** The libllama / libggml files a binding folder holds (a build that is not loaded yet), or null. */
+export function libraryInDir(dir: string): LoadedLlamaLibrary | null {
+  if (!existsSync(dir)) return null;
+  const files = readdirSync(dir).sort();
+  const llama = files.find((f) => LIBRARY_PATTERNS.llama.test(f));
+  const ggml = files.find((f) => LIBRARY_PATTERNS.ggml.test(f));
+  const ggmlBase = files.find((f) => LIBRARY_PATTERNS.ggmlBase.test(f));
+  return llama === undefined || ggml === undefined || ggmlBase === undefined ? null : { dir, llama, ggml, ggmlBase };
+}
+
 function listSharedObjects(): string[] {
   const report = process.report?.getReport() as { sharedObjects?: string[] } | undefined;
   return report?.sharedObjects ?? [];
@@ -96,14 +106,14 @@ function findUp(start: string, test: (dir: string) => boolean): string | null {
   }
 }
 
-function projectRootDir(): string {
+export function projectRootDir(): string {
   const here = path.dirname(fileURLToPath(import.meta.url));
   const root = findUp(here, (dir) => existsSync(path.join(dir, "package.json")) && existsSync(path.join(dir, "src", "engine", "native")));
   if (root === null) throw new Error(`cannot find the project root above ${here}`);
   return root;
 }
 
-function nodeLlamaCppPackageDir(): string {
+export function nodeLlamaCppPackageDir(): string {
   const entry = path.dirname(require.resolve("node-llama-cpp"));
   const dir = findUp(entry, (d) => existsSync(path.join(d, "package.json")) && existsSync(path.join(d, "llama")));
   if (dir === null) throw new Error("cannot locate the node-llama-cpp package directory");
