@@ -10,8 +10,10 @@
 // Works offline after `npm ci` (needs a C++ compiler and git). It never fails its caller: when something
 // is missing it prints one line per addon and exits 0, and the service falls back to node-llama-cpp.
 //
-// Platforms: Linux is built and run here. macOS (Metal comes with node-llama-cpp's libggml) uses the
-// darwin flags in addonBuild.ts: written, not run here. Windows is not supported (the service falls back).
+// Platforms (docs/native-build.md): Linux is built and run here. macOS (Metal comes with node-llama-cpp's
+// libggml): Xcode's clang++ with the darwin flags in addonBuild.ts (-bundle -undefined dynamic_lookup, what
+// cmake-js gives node-llama-cpp's own addon there): written, not run here. Windows: not built; the service
+// falls back to node-llama-cpp (addonBuild.ts says why).
 import { execFile } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -19,7 +21,8 @@ import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { loadConfig } from "../src/config.ts";
-import { loadedLlamaLibrary, NATIVE_ADDONS, nativeAddonBuildInfo, type LoadedLlamaLibrary, type NativeAddonBuildInfo, type NativeAddonName } from "../src/engine/native/addonBuild.ts";
+import { findOnPath } from "../src/engine/binding/fastBuild.ts";
+import { loadedLlamaLibrary, NATIVE_ADDONS, nativeAddonBuildInfo, nodeLlamaCppPackageDir, type LoadedLlamaLibrary, type NativeAddonBuildInfo, type NativeAddonName } from "../src/engine/native/addonBuild.ts";
 import { loadRuntime } from "../src/engine/runtime.ts";
 import { ensureLlamaSource } from "./lib/llama-source.ts";
 
@@ -71,9 +74,28 @@ function findNodeHeaders(): string | null {
     "/usr/include/node",
     "/usr/local/include/node",
     path.join(os.homedir(), ".cache", "node-gyp", process.versions.node, "include", "node"),
+    // Where Node came without its headers: the N-API headers node-llama-cpp's own build uses (cmake-js's
+    // node-api-headers package); the addons use nothing but N-API.
+    nodeApiHeadersDir(),
   ];
   for (const dir of candidates) if (dir !== null && existsSync(path.join(dir, "node_api.h"))) return dir;
   return null;
+}
+
+function nodeApiHeadersDir(): string | null {
+  try {
+    const cmakeJs = createRequire(path.join(nodeLlamaCppPackageDir(), "package.json")).resolve("cmake-js/package.json");
+    return path.join(path.dirname(createRequire(cmakeJs).resolve("node-api-headers/package.json")), "include");
+  } catch {
+    return null;
+  }
+}
+
+/** The platform's C++ compiler: CXX, else the first of the usual names on PATH (g++ on Linux, Xcode's clang++ on macOS). */
+function findCompiler(): string {
+  if (process.env["CXX"]) return process.env["CXX"];
+  const names = process.platform === "darwin" ? ["clang++", "c++"] : ["g++", "c++", "clang++"];
+  return names.find((name) => findOnPath(name) !== null) ?? names[0]!;
 }
 
 function findNodeAddonApi(): string | null {
@@ -142,7 +164,7 @@ export async function ensureNativeAddon(name: NativeAddonName, options: EnsureNa
     }
     if (!options.force && existsSync(info.addonFile)) return info.addonFile;
 
-    const cxx = process.env["CXX"] ?? (process.platform === "darwin" ? "clang++" : "g++");
+    const cxx = findCompiler();
     const version = await run(cxx, ["--version"], 30_000);
     if (!version.ok) return skip(`no C++ compiler (${cxx})`);
 

@@ -123,7 +123,9 @@ export function nodeLlamaCppPackageDir(): string {
 /** Describes an addon's build against a loaded libllama (cheap: no compiling). Throws when unsupported. */
 export function nativeAddonBuildInfo(name: NativeAddonName, library: LoadedLlamaLibrary | null = loadedLlamaLibrary()): NativeAddonBuildInfo {
   if (process.platform !== "linux" && process.platform !== "darwin") {
-    throw new Error(`the native addons are built on Linux and macOS only (this is ${process.platform})`);
+    // MSVC links a DLL only through its import library, and node-llama-cpp's prebuilt win-x64 binding ships
+    // llama.dll / ggml*.dll without llama.lib / ggml.lib (@node-llama-cpp/win-x64@3.21.1's files).
+    throw new Error(`the native addons are built on Linux and macOS only (this is ${process.platform}: node-llama-cpp's Windows binding has no import libraries to link against)`);
   }
   if (library === null) throw new Error("node-llama-cpp has not loaded a libllama in this process (call getLlama() first)");
   const projectRoot = projectRootDir();
