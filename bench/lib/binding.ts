@@ -47,9 +47,10 @@ export async function prepareBinding(binding: BenchBinding, gpu: boolean): Promi
   if (binding === "prebuilt") return { env: { ...off, LLAMA_BINDING: "prebuilt" }, summary: "binding: node-llama-cpp's prebuilt binaries (--binding=prebuilt)" };
   const root = fastBuildRoot();
   const facts = machineFacts();
-  await waitForOtherBuild(root);
   if (binding === "native" || binding === "portable") {
     const identity = buildIdentity(binding, facts);
+    // A build in progress elsewhere may be this one: wait for it rather than queue behind its lock.
+    if (completedBuild(root, identity).record === null) await waitForOtherBuild(root);
     if (completedBuild(root, identity).record === null && await runBuild(binding) !== 0) {
       throw new Error(`--binding=${binding}: the build failed; see ${readFailure(root, buildId(identity))?.logFile ?? "its log"}`);
     }
@@ -57,6 +58,7 @@ export async function prepareBinding(binding: BenchBinding, gpu: boolean): Promi
     return { env: { ...off, LLAMA_BINDING: binding }, summary: `binding: the ${binding} fast build ${record?.id} (--binding=${binding}; built ${record?.builtAt} in ${record?.seconds} s)` };
   }
   // default: what `npm start` on this machine ends up with (its decision, with the CPU backend the bench runs).
+  if (anyCompletedBuild(root, facts) === null) await waitForOtherBuild(root);
   const identity = buildIdentity("native", facts);
   const toolchain = findToolchain();
   const failure = readFailure(root, buildId(identity));
