@@ -276,6 +276,18 @@ t.test("stopping the service stops the build and everything under it; the next s
   t.equal((await next.afterLoad({ backend: "cpu", binding: { loaded: "prebuilt", build: null, libraryDir: null } })).build, true, "the next start builds again");
 });
 
+t.test("while another process builds, a start does not, and /api/status shows that build's progress", async (t) => {
+  const root = tmp(t);
+  const held = tryLock(root, "portable-other");
+  t.teardown(() => held.lock?.release());
+  writeJsonAtomic(path.join(root, "portable-other", "progress.json"), { id: "portable-other", pid: process.pid, phase: "compile", percent: 42, startedAt: "2026-12-08T00:00:00.000Z", updatedAt: "2026-12-08T00:01:00.000Z" });
+  const { log } = quietLog();
+  const monitor = new FastBuildMonitor({ setting: "auto", binding: "auto", log, root });
+  const d = await monitor.afterLoad({ backend: "cpu", binding: { loaded: "prebuilt", build: null, libraryDir: null } });
+  t.same([d.state, d.build], ["building", false]);
+  t.match(monitor.status().fast_build, { state: "building", phase: "compile", percent: 42, started_at: "2026-12-08T00:00:00.000Z", reason: /another process \(pid \d+\) is building portable-other/ });
+});
+
 t.test("the worker exits 3 when the lock is held, without touching anything", { skip: hasCmake ? false : "needs cmake" }, async (t) => {
   const root = tmp(t);
   const held = tryLock(root, "native-other");

@@ -222,7 +222,9 @@ export class FastBuildMonitor {
       if (state === "building" || state === "failed" || state === "built") fast.log_file = buildLogFile(this.#root, this.#id);
     }
     if (state === "building") {
-      const other = this.#child === null && this.#id !== null ? readProgress(this.#root, this.#id) : null;
+      // Another process's build (it may be another flavor): its own progress file.
+      const holder = this.#child === null ? lockHolder(this.#root) : null;
+      const other = holder === null ? null : readProgress(this.#root, holder.id);
       const phase = other?.phase ?? this.#progress.phase;
       const percent = other?.percent ?? this.#progress.percent;
       const startedAt = other?.startedAt ?? this.#progress.startedAt;
