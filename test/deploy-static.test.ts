@@ -283,6 +283,7 @@ for (const [file, flavour] of [["Dockerfile.cuda", "cuda"], ["Dockerfile.cpu", "
     t.match(envText, /HOST=0\.0\.0\.0/);
     t.match(envText, /MODELS_DIR=\/models/);
     t.match(envText, new RegExp(`LLM_GPU=${flavour}`));
+    t.match(envText, /LLAMA_FAST_BUILD=off/, "no background llama.cpp build in a container: node runs alone as PID 1");
     const health = after("HEALTHCHECK").at(-1)?.getArgumentsContent() ?? "";
     t.match(health, /\/health/, "HEALTHCHECK on /health");
     const cmd = JSON.parse(after("CMD").at(-1)!.getArgumentsContent()!) as string[];
