@@ -16,17 +16,18 @@
 // Flags for tests: --root DIR (records elsewhere) and --compile-command / --addons-command / --verify-command
 // (shell commands run as the steps instead of the real ones; FAST_BUILD_BINDING_DIR says where the binding goes).
 import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { lowerOwnPriority, runFastBuild, StepFailure, type BuildEvent, type BuildStep } from "../src/engine/binding/buildRun.ts";
 import {
-  bindingComplete, buildId, buildIdentity, compilerLine, completedBuild, fastBuildRoot, findToolchain, LEGACY_LOCAL_BUILD_OPTIONS, localBuildsDir,
+  bindingComplete, buildId, buildIdentity, compilerLine, completedBuild, fastBuildRoot, findOnPath, findToolchain, LEGACY_LOCAL_BUILD_OPTIONS, localBuildsDir,
   ourLocalBuilds, stampedCmakeOptions, STAMP_OPTION, type FastBuildFlavor,
 } from "../src/engine/binding/fastBuild.ts";
 import { findNativeAddon, libraryInDir, loadedLlamaLibrary, NATIVE_ADDONS, nodeLlamaCppPackageDir } from "../src/engine/native/addonBuild.ts";
-import { loadRuntime } from "../src/engine/runtime.ts";
+import { loadRuntime, resolveCpuBudget } from "../src/engine/runtime.ts";
 import { ensureNativeAddon } from "./build-native.ts";
 
 const thisScript = fileURLToPath(import.meta.url);
@@ -43,6 +44,38 @@ function sourceBuildEnv(options: Readonly<Record<string, string>>): NodeJS.Proce
   return env;
 }
 
+/**
+ * Compile jobs: the CPUs this process may use (affinity and cgroup quota, as the service counts them;
+ * node-llama-cpp would take os.cpus(), the host's cores even in a 2-CPU container), at most one per GiB of
+ * available memory (a compiler takes several hundred MB on ggml's CPU kernels).
+ */
+export function buildJobs(): number {
+  return Math.max(1, Math.min(resolveCpuBudget(0).threads, Math.floor(os.freemem() / 2 ** 30)));
+}
+
+/**
+ * A `cmake` first on PATH that runs the real one with our -j: node-llama-cpp finds cmake on PATH and hands
+ * it to cmake-js, which builds with `--parallel <os.cpus()>`; no option of node-llama-cpp's sets that.
+ */
+export function cmakeWithJobs(dir: string, realCmake: string, jobs: number): string {
+  mkdirSync(dir, { recursive: true });
+  const shim = path.join(dir, "cmake");
+  writeFileSync(shim, [
+    "#!/bin/sh",
+    "# scripts/build-llama-native.ts: node-llama-cpp's cmake calls, with --parallel replaced by the build's own job count",
+    "first=1; prev=''",
+    "for arg in \"$@\"; do",
+    "  if [ $first = 1 ]; then set --; first=0; fi",
+    `  if [ "$prev" = --parallel ]; then set -- "$@" ${jobs}; else set -- "$@" "$arg"; fi`,
+    "  prev=$arg",
+    "done",
+    `exec ${JSON.stringify(realCmake)} "$@"`,
+    "",
+  ].join("\n"));
+  chmodSync(shim, 0o755);
+  return dir;
+}
+
 /** The three real steps: node-llama-cpp's source build, our addons against it, a load check in a new process. */
 function realSteps(flavor: FastBuildFlavor): BuildStep[] {
   const nlcDir = nodeLlamaCppPackageDir();
@@ -55,8 +88,12 @@ function realSteps(flavor: FastBuildFlavor): BuildStep[] {
         // `source build` reuses a checkout that is already there.
         const cloned = existsSync(path.join(nlcDir, "llama", "llama.cpp", ".git")) && existsSync(path.join(nlcDir, "llama", "llama.cpp.info.json"));
         const cli = path.join(nlcDir, "dist", "cli", "cli.js");
-        ctx.log(`node-llama-cpp ${cloned ? "source build" : "source download"} with ${Object.entries(options).map(([k, v]) => `${k}=${v}`).join(" ")}`);
-        await ctx.run(process.execPath, [cli, "source", cloned ? "build" : "download", "--gpu", "false", "--noUsageExample"], { cwd: nlcDir, env: sourceBuildEnv(options), progress: true });
+        const env = sourceBuildEnv(options);
+        const realCmake = findOnPath("cmake");
+        const jobs = buildJobs();
+        if (realCmake !== null && process.platform !== "win32") env["PATH"] = [cmakeWithJobs(path.join(ctx.workDir, "bin"), realCmake, jobs), env["PATH"] ?? ""].join(path.delimiter);
+        ctx.log(`node-llama-cpp ${cloned ? "source build" : "source download"} with ${Object.entries(options).map(([k, v]) => `${k}=${v}`).join(" ")}, -j ${jobs}`);
+        await ctx.run(process.execPath, [cli, "source", cloned ? "build" : "download", "--gpu", "false", "--noUsageExample"], { cwd: nlcDir, env, progress: true });
         const bindingDir = [...ourLocalBuilds()].find(([, id]) => id === ctx.id)?.[0];
         if (bindingDir === undefined || !bindingComplete(bindingDir)) throw new StepFailure(`node-llama-cpp reported success but no complete build with ${STAMP_OPTION}=${ctx.id} is in ${localBuildsDir()}`);
         // Only Release/ (the binding) and the done marker are used at run time; the object files are ~100s of MB.

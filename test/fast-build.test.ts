@@ -17,6 +17,7 @@ import {
   type BuildRecord, type DecisionFacts, type FailureRecord, type MachineFacts,
 } from "../src/engine/binding/fastBuild.js";
 import { descendantPids } from "../src/engine/binding/processTree.js";
+import { buildJobs, cmakeWithJobs } from "../scripts/build-llama-native.js";
 import { buildApp } from "../src/http/app.js";
 import { ServiceState } from "../src/service.js";
 
@@ -165,6 +166,25 @@ t.test("build progress from make and ninja lines", async (t) => {
   t.equal(buildProgressOf("[12/153] Building CXX object CMakeFiles/llama-addon.dir/addon/addon.cpp.o"), 7);
   t.equal(buildProgressOf("[153/153] Linking CXX shared module Release/llama-addon.node"), 100);
   t.equal(buildProgressOf("-- Configuring done"), null);
+});
+
+t.test("the compile jobs: node-llama-cpp's cmake calls get ours instead of --parallel <every host core>", async (t) => {
+  const dir = tmp(t);
+  const real = path.join(dir, "real-cmake");
+  writeFileSync(real, "#!/bin/sh\nfor a in \"$@\"; do printf '[%s]' \"$a\"; done\n");
+  chmodSync(real, 0o755);
+  const shimDir = cmakeWithJobs(path.join(dir, "bin"), real, 3);
+  const run = (...args: string[]) => new Promise<string>((resolve) => {
+    const child = spawn(path.join(shimDir, "cmake"), args);
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => { out += d.toString(); });
+    child.on("close", () => resolve(out));
+  });
+  t.equal(await run("--build", "/b u", "--config", "Release", "--parallel", "64"), "[--build][/b u][--config][Release][--parallel][3]");
+  t.equal(await run("--version"), "[--version]", "other calls pass through unchanged");
+  t.equal(await run(), "");
+  const jobs = buildJobs();
+  t.ok(jobs >= 1 && jobs <= os.availableParallelism(), `${jobs} jobs: no more than the CPUs this process may use`);
 });
 
 t.test("the process tree below a pid", async (t) => {
