@@ -15,7 +15,7 @@
 // cmake-js gives node-llama-cpp's own addon there): written, not run here. Windows: not built; the service
 // falls back to node-llama-cpp (addonBuild.ts says why).
 import { execFile } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
@@ -107,10 +107,23 @@ function findNodeAddonApi(): string | null {
   }
 }
 
-/** Removes this addon's builds for other keys (older sources, other bindings); never another addon's. */
-function pruneStaleBuilds(addonCacheDir: string, keep: string): void {
+/** Written beside each build: the library it links, so pruning keeps the builds of other bindings still installed. */
+const LIBRARY_NOTE = "library.json";
+
+/**
+ * Removes this addon's builds that nothing can load any more: those for the same library (an older source)
+ * and those whose library is gone. Builds for another binding that is still there stay: the prebuilt one,
+ * the native and the portable fast builds each keep their addons, so switching LLAMA_BINDING needs no
+ * rebuild and building one never breaks another. Never touches another addon's builds.
+ */
+export function pruneStaleBuilds(addonCacheDir: string, keep: string, library: string): void {
   for (const entry of readdirSync(addonCacheDir, { withFileTypes: true })) {
-    if (entry.isDirectory() && entry.name !== keep) rmSync(path.join(addonCacheDir, entry.name), { recursive: true, force: true });
+    if (!entry.isDirectory() || entry.name === keep) continue;
+    let linked: string | null = null;
+    try {
+      linked = (JSON.parse(readFileSync(path.join(addonCacheDir, entry.name, LIBRARY_NOTE), "utf8")) as { library?: string }).library ?? null;
+    } catch { /* a build from before the note: treat as stale */ }
+    if (linked === null || linked === library || !existsSync(linked)) rmSync(path.join(addonCacheDir, entry.name), { recursive: true, force: true });
   }
 }
 
@@ -212,7 +225,9 @@ export async function ensureNativeAddon(name: NativeAddonName, options: EnsureNa
       return skip(`the built addon does not load (${firstErrorLine(check.output)})`);
     }
     renameSync(tmpFile, info.addonFile);
-    pruneStaleBuilds(path.dirname(outDir), info.key);
+    const library = path.join(info.library.dir, info.library.llama);
+    writeFileSync(path.join(outDir, LIBRARY_NOTE), `${JSON.stringify({ library })}\n`);
+    pruneStaleBuilds(path.dirname(outDir), info.key, library);
     pruneLegacyBuilds(path.dirname(path.dirname(outDir)));
     log(`[build-native] built ${path.relative(info.projectRoot, info.addonFile)} against ${path.join(info.library.dir, info.library.llama)} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
     return info.addonFile;

@@ -5,7 +5,7 @@
 // (toolchain, stamps, failures, locks), the commit (no record before every step passed), low priority,
 // progress in /api/status, a failure said once, an interrupted build leaving nothing behind.
 import { spawn } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import t from "tap";
@@ -18,6 +18,7 @@ import {
 } from "../src/engine/binding/fastBuild.js";
 import { descendantPids } from "../src/engine/binding/processTree.js";
 import { buildJobs, cmakeWithJobs } from "../scripts/build-llama-native.js";
+import { pruneStaleBuilds } from "../scripts/build-native.js";
 import { buildApp } from "../src/http/app.js";
 import { ServiceState } from "../src/service.js";
 
@@ -185,6 +186,24 @@ t.test("the compile jobs: node-llama-cpp's cmake calls get ours instead of --par
   t.equal(await run(), "");
   const jobs = buildJobs();
   t.ok(jobs >= 1 && jobs <= os.availableParallelism(), `${jobs} jobs: no more than the CPUs this process may use`);
+});
+
+t.test("building an addon for one binding keeps the addons of the others (prebuilt, native, portable)", async (t) => {
+  const dir = tmp(t);
+  const lib = (name: string) => { const file = path.join(dir, "libs", name); mkdirSync(path.dirname(file), { recursive: true }); writeFileSync(file, ""); return file; };
+  const build = (key: string, library: string | null) => {
+    mkdirSync(path.join(dir, "slot_loop", key), { recursive: true });
+    if (library !== null) writeFileSync(path.join(dir, "slot_loop", key, "library.json"), JSON.stringify({ library }));
+  };
+  const [prebuilt, native, portable] = [lib("prebuilt/libllama.so"), lib("native/libllama.so"), lib("portable/libllama.so")];
+  build("prebuilt-new", prebuilt);
+  build("prebuilt-old-source", prebuilt);
+  build("native", native);
+  build("portable", portable);
+  build("gone", path.join(dir, "libs", "removed", "libllama.so"));
+  build("legacy", null);
+  pruneStaleBuilds(path.join(dir, "slot_loop"), "prebuilt-new", prebuilt);
+  t.same(readdirSync(path.join(dir, "slot_loop")).sort(), ["native", "portable", "prebuilt-new"], "kept: the new build and the other bindings' builds; gone: an older source for the same library, a removed library, a build without its note");
 });
 
 t.test("the process tree below a pid", async (t) => {
