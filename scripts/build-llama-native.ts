@@ -1,7 +1,7 @@
 // The fast binding, by hand or by the service (docs/native-build.md):
 //
-//   npm run build:llama-native                 llama.cpp for this CPU (-march=native), ~6 min on 2 cores
-//   npm run build:llama-native -- --portable   every CPU variant, chosen at load (what Dockerfile.cpu builds)
+//   npm run build:llama-native                 llama.cpp for this CPU (-march=native), 8 CPU-minutes (3.4 min on 2 quiet cores)
+//   npm run build:llama-native -- --portable   every CPU variant, chosen at load (what Dockerfile.cpu builds), 15 CPU-minutes
 //   npm run build:llama-native -- --gpu cuda   a local GPU binding (node-llama-cpp's source build, as before)
 //
 // node-llama-cpp builds its binding from the llama.cpp source in its own package (offline: cmake, a C++

@@ -39,7 +39,7 @@ const loaders: { [K in ModelKind]: EngineLoader<K> } = {
       // The registry's tokenizer has the vocabulary loaded already: one copy, owned by the tokenizer.
       vocab: model.tokenizer.model,
     });
-    // llamaBuild: "prebuilt" (node-llama-cpp's binaries) or "localBuild" (`npm run build:llama-native`).
+    // llamaBuild: "prebuilt" (node-llama-cpp's binaries) or "localBuild" (a fast build, docs/native-build.md).
     log.info({ backend: runtime.backend, llamaBuild: runtime.llama.buildType, ...chat.describe(), file: model.path }, "chat model loaded");
     if (chat.promptCacheLoad !== null) log.info({ ...chat.promptCacheLoad, ms: Math.round(chat.promptCacheLoad.ms), dir: config.promptCache.dir }, "prompt cache loaded from disk");
     return chat;
