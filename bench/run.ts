@@ -16,13 +16,14 @@
 //
 // Harness check in a few minutes (meaningless numbers): BENCH_CHAT_MODEL=models/.cache/test-qwen3-tiny.gguf
 // BENCH_EMBED_MODEL=models/.cache/test-minilm-tiny.gguf npm run bench -- --quick
-import { readFileSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { buildDist } from "../scripts/build-dist.ts";
 import { projectRoot } from "../scripts/lib/llama-source.ts";
 import { DEFAULT_METRICS, OPT_IN_METRICS, parseArgs, type BenchOptions, type MetricName } from "./lib/args.ts";
-import { ensureBenchModels, ensureLlamaBuild, type BenchModels, type LlamaBuild } from "./lib/artifacts.ts";
+import { ensureBenchModels, ensureLlamaBuild, llamaBuildFrom, type BenchModels, type LlamaBuild } from "./lib/artifacts.ts";
+import { bindingInLog, prepareBinding } from "./lib/binding.ts";
 import { CpuMeter, InterferenceGuard, waitForQuietCpu, type CpuShare, type GuardRecord } from "./lib/cpu.ts";
 import { RequestTimeoutError } from "./lib/http.ts";
 import { elapsedSeconds, progress } from "./lib/log.ts";
@@ -34,7 +35,7 @@ import { freePort, installCleanupHandlers, killAllChildren, startServer, type Se
 import { runPaired, type PairedResult } from "./lib/paired.ts";
 import { buildRows, combineRuns, markdownTable, type Row, type SideResults } from "./lib/report.ts";
 import { settingsInLog, updateReadme, writeResults, type ResultsFile } from "./lib/results.ts";
-import { CHAT_SLOTS, CONTEXT_PER_SLOT, llamaChatSpec, llamaEmbedSpec, ourServiceSettings, ourServiceSpec } from "./lib/servers.ts";
+import { CHAT_SLOTS, CONTEXT_PER_SLOT, llamaChatSpec, llamaEmbedSpec, logDir, ourServiceSettings, ourServiceSpec, serverOptions } from "./lib/servers.ts";
 import { LlamaServerChat, LlamaServerEmbed, OurChat, SAMPLING, type ChatTarget } from "./lib/targets.ts";
 
 const CHAT_METRICS: readonly MetricName[] = ["decode", "aggregate", "ttft", "late", "health"];
@@ -313,9 +314,14 @@ async function main(): Promise<void> {
   const startedAt = new Date().toISOString();
   const w = opts.workload;
   progress(`metrics: ${[...opts.only].join(", ")}; ${opts.mode === "paired" ? `paired mode, ${opts.pairs} pairs of blocks per metric, drift factor ${opts.driftFactor}` : `sequential mode, ${opts.runs} run(s) of ${w.repetitions} repetition(s) each`}; ${opts.threads} threads on both servers; our engine: ${opts.engine ?? "the service's default"}${opts.quick ? "; --quick" : ""}`);
-  // Ours runs as `npm start` runs it: compiled JavaScript, without the TypeScript loader.
+  // Ours runs as `npm start` runs it: compiled JavaScript, without the TypeScript loader, on the binding
+  // a user has (by default: after the first start's background build).
   progress(await buildDist());
-  const build = await ensureLlamaBuild();
+  serverOptions.gpu = opts.gpu;
+  const binding = await prepareBinding(opts.binding, opts.gpu);
+  serverOptions.ourEnv = binding.env;
+  progress(binding.summary);
+  const build = opts.llamaBin === null ? await ensureLlamaBuild() : await llamaBuildFrom(opts.llamaBin);
   progress(`llama-server: llama.cpp ${build.tag} (${build.commit.slice(0, 10)}), ${path.relative(projectRoot, build.server)}`);
   const models = await ensureBenchModels(build);
   progress(`models: ${path.relative(projectRoot, models.chat)} (${(statSync(models.chat).size / 2 ** 30).toFixed(2)} GiB), ${path.relative(projectRoot, models.embed)}; tiny: ${path.relative(projectRoot, models.tinyChat)}`);
@@ -340,6 +346,12 @@ async function main(): Promise<void> {
     if (llamaLog !== undefined) notes.push(`llama-server chat log: ${llamaLog}`);
   }
 
+  // Which binding each of our servers really loaded, from its own log.
+  const ourLogs = existsSync(logDir)
+    ? readdirSync(logDir).filter((f) => f.startsWith("ours") && f.endsWith(".log") && statSync(path.join(logDir, f)).mtimeMs >= Date.parse(startedAt))
+    : [];
+  const reported = Object.fromEntries(ourLogs.map((f) => [f, bindingInLog(readFileSync(path.join(logDir, f), "utf8")) ?? "not reported"]));
+  notes.unshift(`${binding.summary}; loaded per server: ${Object.entries(reported).map(([f, b]) => `${f} ${b}`).join(", ") || "—"}`);
   const cpu = os.cpus()[0]?.model.trim() ?? "CPU";
   const subtitle = `${cpu} · ${opts.threads} threads · chat ${path.basename(models.chat)} · embed ${path.basename(models.embed)} · tiny ${path.basename(models.tinyChat)} · llama.cpp ${build.tag} · ${opts.mode === "paired" ? `paired, ${opts.pairs} pairs` : `sequential, ${opts.runs} run(s)`} · ${startedAt.slice(0, 16).replace("T", " ")} UTC`;
   const flags = flagsOf(opts, build, models);
@@ -351,7 +363,8 @@ async function main(): Promise<void> {
     rows,
     notes,
     flags,
-    options: { mode: opts.mode, pairs: opts.pairs, driftFactor: opts.driftFactor, only: [...opts.only], quick: opts.quick, runs: opts.runs, engine: opts.engine ?? null, workload: w, threads: opts.threads },
+    options: { mode: opts.mode, pairs: opts.pairs, driftFactor: opts.driftFactor, only: [...opts.only], quick: opts.quick, runs: opts.runs, engine: opts.engine ?? null, workload: w, threads: opts.threads, binding: opts.binding, gpu: opts.gpu, llamaBin: opts.llamaBin },
+    binding: { requested: opts.binding, env: binding.env, summary: binding.summary, loaded: reported },
     machine: { cpu, cpus: os.availableParallelism(), memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}` },
     llamaCpp: { tag: build.tag, commit: build.commit, nodeLlamaCpp: nodeLlamaCppVersion() },
     models: { chat: path.relative(projectRoot, models.chat), chatBytes: statSync(models.chat).size, embed: path.relative(projectRoot, models.embed), tinyChat: path.relative(projectRoot, models.tinyChat) },
@@ -359,7 +372,8 @@ async function main(): Promise<void> {
     runs,
     paired,
   };
-  const realModels = !opts.quick && !models.overridden && opts.threads === os.availableParallelism();
+  // The README's tables are the default install on the CPU: another binding or the GPU writes only its own files.
+  const realModels = !opts.quick && !models.overridden && opts.threads === os.availableParallelism() && opts.binding === "default" && !opts.gpu;
   const full = realModels && DEFAULT_METRICS.every((m) => opts.only.has(m));
   const optIn = realModels && OPT_IN_METRICS.every((m) => opts.only.has(m)) && [...opts.only].every((m) => OPT_IN_METRICS.includes(m));
   const files = writeResults(results, subtitle, full ? "latest" : optIn ? "opt-in" : "partial");
@@ -391,7 +405,7 @@ async function main(): Promise<void> {
       : opts.runs > 1 ? ` Sequential mode: values are medians of ${opts.runs} runs; the ratio is the median of the runs' ratios, with their min–max.` : " Sequential mode (one server after the other).";
     const summary = [
       `Latest full run (\`${command}\`, ${startedAt.slice(0, 16).replace("T", " ")} UTC, ${minutes} min): ${cpu}, ${os.availableParallelism()} cores,`,
-      `${Math.round(os.totalmem() / 2 ** 30)} GiB; ${opts.threads} threads on both sides; our engine path: ${opts.engine ?? "default"}; llama-server built from`,
+      `${Math.round(os.totalmem() / 2 ** 30)} GiB; ${opts.threads} threads on both sides; our engine path: ${opts.engine ?? "default"}; ${binding.summary}; llama-server built from`,
       `node-llama-cpp's bundled llama.cpp (${build.tag}).${how}`,
       "Raw numbers, notes, each server's flags and the chart: `bench/results/latest.{md,json,svg}`.",
     ].join("\n");

@@ -10,16 +10,19 @@
 // Works offline after `npm ci` (needs a C++ compiler and git). It never fails its caller: when something
 // is missing it prints one line per addon and exits 0, and the service falls back to node-llama-cpp.
 //
-// Platforms: Linux is built and run here. macOS (Metal comes with node-llama-cpp's libggml) uses the
-// darwin flags in addonBuild.ts: written, not run here. Windows is not supported (the service falls back).
+// Platforms (docs/native-build.md): Linux is built and run here. macOS (Metal comes with node-llama-cpp's
+// libggml): Xcode's clang++ with the darwin flags in addonBuild.ts (-bundle -undefined dynamic_lookup, what
+// cmake-js gives node-llama-cpp's own addon there): written, not run here. Windows: not built; the service
+// falls back to node-llama-cpp (addonBuild.ts says why).
 import { execFile } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { loadConfig } from "../src/config.ts";
-import { loadedLlamaLibrary, NATIVE_ADDONS, nativeAddonBuildInfo, type LoadedLlamaLibrary, type NativeAddonBuildInfo, type NativeAddonName } from "../src/engine/native/addonBuild.ts";
+import { findOnPath } from "../src/engine/binding/fastBuild.ts";
+import { loadedLlamaLibrary, NATIVE_ADDONS, nativeAddonBuildInfo, nodeLlamaCppPackageDir, type LoadedLlamaLibrary, type NativeAddonBuildInfo, type NativeAddonName } from "../src/engine/native/addonBuild.ts";
 import { loadRuntime } from "../src/engine/runtime.ts";
 import { ensureLlamaSource } from "./lib/llama-source.ts";
 
@@ -30,6 +33,11 @@ export interface EnsureNativeAddonOptions {
   force?: boolean;
   /** Where the one-line messages go (default: console.error). */
   log?: (line: string) => void;
+  /**
+   * Build against this library instead of the one node-llama-cpp loads with the service's settings: a
+   * fast build that is not in use yet (scripts/build-llama-native.ts, before it commits the build).
+   */
+  library?: LoadedLlamaLibrary;
 }
 
 const FALLBACK: Record<NativeAddonName, string> = {
@@ -66,9 +74,28 @@ function findNodeHeaders(): string | null {
     "/usr/include/node",
     "/usr/local/include/node",
     path.join(os.homedir(), ".cache", "node-gyp", process.versions.node, "include", "node"),
+    // Where Node came without its headers: the N-API headers node-llama-cpp's own build uses (cmake-js's
+    // node-api-headers package); the addons use nothing but N-API.
+    nodeApiHeadersDir(),
   ];
   for (const dir of candidates) if (dir !== null && existsSync(path.join(dir, "node_api.h"))) return dir;
   return null;
+}
+
+function nodeApiHeadersDir(): string | null {
+  try {
+    const cmakeJs = createRequire(path.join(nodeLlamaCppPackageDir(), "package.json")).resolve("cmake-js/package.json");
+    return path.join(path.dirname(createRequire(cmakeJs).resolve("node-api-headers/package.json")), "include");
+  } catch {
+    return null;
+  }
+}
+
+/** The platform's C++ compiler: CXX, else the first of the usual names on PATH (g++ on Linux, Xcode's clang++ on macOS). */
+function findCompiler(): string {
+  if (process.env["CXX"]) return process.env["CXX"];
+  const names = process.platform === "darwin" ? ["clang++", "c++"] : ["g++", "c++", "clang++"];
+  return names.find((name) => findOnPath(name) !== null) ?? names[0]!;
 }
 
 function findNodeAddonApi(): string | null {
@@ -80,10 +107,23 @@ function findNodeAddonApi(): string | null {
   }
 }
 
-/** Removes this addon's builds for other keys (older sources, other bindings); never another addon's. */
-function pruneStaleBuilds(addonCacheDir: string, keep: string): void {
+/** Written beside each build: the library it links, so pruning keeps the builds of other bindings still installed. */
+const LIBRARY_NOTE = "library.json";
+
+/**
+ * Removes this addon's builds that nothing can load any more: those for the same library (an older source)
+ * and those whose library is gone. Builds for another binding that is still there stay: the prebuilt one,
+ * the native and the portable fast builds each keep their addons, so switching LLAMA_BINDING needs no
+ * rebuild and building one never breaks another. Never touches another addon's builds.
+ */
+export function pruneStaleBuilds(addonCacheDir: string, keep: string, library: string): void {
   for (const entry of readdirSync(addonCacheDir, { withFileTypes: true })) {
-    if (entry.isDirectory() && entry.name !== keep) rmSync(path.join(addonCacheDir, entry.name), { recursive: true, force: true });
+    if (!entry.isDirectory() || entry.name === keep) continue;
+    let linked: string | null = null;
+    try {
+      linked = (JSON.parse(readFileSync(path.join(addonCacheDir, entry.name, LIBRARY_NOTE), "utf8")) as { library?: string }).library ?? null;
+    } catch { /* a build from before the note: treat as stale */ }
+    if (linked === null || linked === library || !existsSync(linked)) rmSync(path.join(addonCacheDir, entry.name), { recursive: true, force: true });
   }
 }
 
@@ -110,11 +150,11 @@ function linkArgs(library: LoadedLlamaLibrary): string[] {
 async function libraryToBuildAgainst(): Promise<LoadedLlamaLibrary | null> {
   const loaded = loadedLlamaLibrary();
   if (loaded !== null) return loaded;
-  let gpu: ReturnType<typeof loadConfig>["gpu"] = "auto";
+  let config: Pick<ReturnType<typeof loadConfig>, "gpu" | "binding"> = { gpu: "auto", binding: "auto" };
   try {
-    gpu = loadConfig(process.env).gpu;
+    config = loadConfig(process.env);
   } catch { /* a bad variable is reported by the service itself */ }
-  await loadRuntime(gpu, 0);
+  await loadRuntime(config.gpu, 0, undefined, config.binding);
   return loadedLlamaLibrary();
 }
 
@@ -131,13 +171,13 @@ export async function ensureNativeAddon(name: NativeAddonName, options: EnsureNa
   try {
     let info: NativeAddonBuildInfo;
     try {
-      info = nativeAddonBuildInfo(name, await libraryToBuildAgainst());
+      info = nativeAddonBuildInfo(name, options.library ?? await libraryToBuildAgainst());
     } catch (error) {
       return skip(error instanceof Error ? error.message : String(error));
     }
     if (!options.force && existsSync(info.addonFile)) return info.addonFile;
 
-    const cxx = process.env["CXX"] ?? (process.platform === "darwin" ? "clang++" : "g++");
+    const cxx = findCompiler();
     const version = await run(cxx, ["--version"], 30_000);
     if (!version.ok) return skip(`no C++ compiler (${cxx})`);
 
@@ -185,7 +225,9 @@ export async function ensureNativeAddon(name: NativeAddonName, options: EnsureNa
       return skip(`the built addon does not load (${firstErrorLine(check.output)})`);
     }
     renameSync(tmpFile, info.addonFile);
-    pruneStaleBuilds(path.dirname(outDir), info.key);
+    const library = path.join(info.library.dir, info.library.llama);
+    writeFileSync(path.join(outDir, LIBRARY_NOTE), `${JSON.stringify({ library })}\n`);
+    pruneStaleBuilds(path.dirname(outDir), info.key, library);
     pruneLegacyBuilds(path.dirname(path.dirname(outDir)));
     log(`[build-native] built ${path.relative(info.projectRoot, info.addonFile)} against ${path.join(info.library.dir, info.library.llama)} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
     return info.addonFile;

@@ -31,6 +31,8 @@ export const EnvSchema = Type.Object({
   LLM_PARALLEL: Type.Integer({ minimum: 1, maximum: 64, default: 2, description: "Generation slots (context sequences) decoded together in one batch" }),
   LLM_BATCH_SIZE: Type.Integer({ minimum: 32, maximum: 65536, default: 512, description: "Tokens per decode batch (prompt processing)" }),
   LLM_GPU: Type.Union([GpuChoice, Type.Literal("")], { default: "", description: "Native backend: auto, cuda, metal, vulkan, cpu (empty: binding-config/backend.json)" }),
+  LLAMA_BINDING: Type.Union([Type.Literal("auto"), Type.Literal("prebuilt"), Type.Literal("native"), Type.Literal("portable")], { default: "auto", description: "Which llama.cpp binding loads: auto (the fast build made on this machine when there is one, else node-llama-cpp's prebuilt binaries), prebuilt, native or portable (that fast build; an error when it is not built)" }),
+  LLAMA_FAST_BUILD: Type.Union([Type.Literal("auto"), Type.Literal("off")], { default: "auto", description: "auto: where cmake and a C++ compiler exist and no fast build is there, build llama.cpp for this machine in the background (nice 19) while serving on the prebuilt binding; the next start uses it. off: never (the tests, images)" }),
   LLM_GPU_LAYERS: Type.Union([Type.Literal("auto"), Type.Literal("max"), Type.Integer({ minimum: 0 })], { default: "auto", description: "Layers offloaded to the GPU: auto, max or a number" }),
   LLM_THREADS: Type.Integer({ minimum: 0, maximum: 1024, default: 0, description: "CPU threads for decoding; 0 = the CPUs this process may use (affinity and cgroup quota)" }),
   LLM_KV_CACHE_TYPE: Type.Union(KV_CACHE_TYPES.map((t) => Type.Literal(t)), { default: "f16", description: "KV cache element type (llama-server's -ctk/-ctv, Ollama's OLLAMA_KV_CACHE_TYPE): f16, q8_0 (half the memory per slot) or q4_0 (a quarter); quantized types turn flash attention on" }),
@@ -82,6 +84,9 @@ export type Config = Readonly<{
   chat: ChatEngineSettings;
   gpu: GpuChoice;
   gpuLayers: "auto" | "max" | number;
+  /** LLAMA_BINDING and LLAMA_FAST_BUILD (docs/native-build.md). */
+  binding: Env["LLAMA_BINDING"];
+  fastBuild: Env["LLAMA_FAST_BUILD"];
   threads: number;
   embedMaxTexts: number;
   embedBatchTokens: number;
@@ -186,6 +191,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }),
     gpu: e.LLM_GPU === "" ? readBackendDefault() : e.LLM_GPU,
     gpuLayers: e.LLM_GPU_LAYERS,
+    binding: e.LLAMA_BINDING,
+    fastBuild: e.LLAMA_FAST_BUILD,
     threads: e.LLM_THREADS,
     embedMaxTexts: e.EMBED_MAX_TEXTS,
     embedBatchTokens: e.EMBED_BATCH_TOKENS,

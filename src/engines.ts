@@ -31,7 +31,7 @@ const loaders: { [K in ModelKind]: EngineLoader<K> } = {
       warn: (message, details) => log.warn(details, message),
       gguf: model.gguf,
     });
-    // llamaBuild: "prebuilt" (node-llama-cpp's binaries) or "localBuild" (`npm run build:llama-native`).
+    // llamaBuild: "prebuilt" (node-llama-cpp's binaries) or "localBuild" (a fast build, docs/native-build.md).
     log.info({ backend: runtime.backend, llamaBuild: runtime.llama.buildType, ...chat.describe(), file: model.path }, "chat model loaded");
     void chat.promptCacheLoaded.then((loaded) => {
       if (loaded !== null && config.chat.promptCache.hostMiB > 0 && config.chat.promptCache.diskMiB > 0) log.info({ ...loaded, ms: Math.round(loaded.ms), dir: config.chat.promptCache.dir }, "prompt cache loaded from disk");
@@ -98,8 +98,10 @@ export async function loadEngines(config: Config, log: Logger): Promise<LoadedEn
   const runtime = await loadRuntime(config.gpu, config.threads, (level, message) => {
     if (level === "error" || level === "fatal") log.error({ llama: message }, "llama.cpp");
     else log.debug({ llama: message }, "llama.cpp");
-  });
-  log.info({ backend: runtime.backend, threads: runtime.cpu.threads, threadSource: runtime.cpu.source, cpusInAffinity: runtime.cpu.affinity, cgroupCpuQuota: runtime.cpu.cgroupQuota }, "native runtime loaded");
+  }, config.binding);
+  const { binding } = runtime;
+  if (binding.notLoaded !== null) log.warn({ build: binding.notLoaded.id, loaded: binding.loaded }, "the fast llama.cpp build did not load; node-llama-cpp fell back to another binding");
+  log.info({ backend: runtime.backend, binding: binding.build?.id ?? binding.loaded, libraryDir: binding.libraryDir, threads: runtime.cpu.threads, threadSource: runtime.cpu.source, cpusInAffinity: runtime.cpu.affinity, cgroupCpuQuota: runtime.cpu.cgroupQuota }, "native runtime loaded");
 
   const resolveOptions = { modelsDir: config.modelsDir, allowDownload: config.modelDownload, log: (m: string) => log.info(m) };
   const loaded: ServedModel[] = [];

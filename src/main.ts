@@ -5,6 +5,7 @@ import { constants } from "node:os";
 import { ConfigError, loadConfig } from "./config.js";
 import { drain } from "./drain.js";
 import { ModelFileError } from "./engine/modelFiles.js";
+import { FastBuildMonitor } from "./engine/binding/backgroundBuild.js";
 import { disposeEngines, loadEngines, warmUp, type LoadedEngines } from "./engines.js";
 import { accessFrom } from "./http/access.js";
 import { buildApp } from "./http/app.js";
@@ -37,6 +38,9 @@ async function main(): Promise<void> {
   });
   if (config.apiKeys.length === 0) log.warn("LLM_API_KEY is not set: the APIs need no key (set it wherever the port is reachable by others)");
   let engines: LoadedEngines | null = null;
+  // The fast llama.cpp build (docs/native-build.md): decided once the runtime is loaded, started once ready.
+  const fastBuild = new FastBuildMonitor({ setting: config.fastBuild, binding: config.binding, log });
+  state.bindingStatus = () => fastBuild.status();
 
   closeWithGrace({
     // The safety net: a drain that hangs past its own deadline plus this margin ends with exit 1.
@@ -50,6 +54,8 @@ async function main(): Promise<void> {
   }, async ({ signal, err }) => {
     if (err) log.error({ err }, "shutting down after an error");
     else log.info({ signal }, "shutting down");
+    // A background build gives its cores back first (it is used from the next start anyway).
+    await fastBuild.stop();
     // After an uncaught error the process cannot be trusted for minutes: cancel at once.
     await drain(state, { timeoutMs: err ? 0 : config.drainTimeoutMs, log });
     await app.close();
@@ -63,9 +69,11 @@ async function main(): Promise<void> {
   try {
     engines = await loadEngines(config, log);
     state.setEngines(engines);
+    await fastBuild.afterLoad(engines.runtime);
     if (config.warmup) log.info({ ms: Math.round(await warmUp(engines)) }, "warm-up done");
     state.markReady();
     log.info({ port: config.port, host: config.host }, "ready");
+    fastBuild.start();
   } catch (error) {
     state.markFailed();
     if (error instanceof ModelFileError) log.fatal(error.message);

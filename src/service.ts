@@ -1,5 +1,6 @@
 // The engines behind the HTTP layer and whether they are ready. Routes ask `engines()`; before the
 // models are loaded and warmed up that answers 503 with Retry-After.
+import type { BindingStatus } from "./engine/binding/backgroundBuild.js";
 import type { ChatEngine } from "./engine/chat.js";
 import type { EmbedEngine } from "./engine/embed.js";
 import { EngineError } from "./engine/errors.js";
@@ -28,6 +29,8 @@ export class ServiceState {
   private running = 0;
   private idleWaiters: (() => void)[] = [];
   readonly startedAt = Date.now();
+  /** The binding and the fast build's state for /api/status (set by main.ts; null in tests that build the app alone). */
+  bindingStatus: (() => BindingStatus) | null = null;
 
   /** Aborted when a drain's deadline passes: whatever still runs is cancelled with a clear error. */
   readonly drainDeadline: AbortSignal = this.drainDeadlineController.signal;

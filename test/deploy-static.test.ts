@@ -312,6 +312,7 @@ for (const [file, flavour] of [["Dockerfile.cuda", "cuda"], ["Dockerfile.cpu", "
     t.match(envText, /HOST=0\.0\.0\.0/);
     t.match(envText, /MODELS_DIR=\/models/);
     t.match(envText, new RegExp(`LLM_GPU=${flavour}`));
+    t.match(envText, /LLAMA_FAST_BUILD=off/, "no background llama.cpp build in a container: node runs alone as PID 1");
     const health = after("HEALTHCHECK").at(-1)?.getArgumentsContent() ?? "";
     t.match(health, /\/health/, "HEALTHCHECK on /health");
     const cmd = JSON.parse(after("CMD").at(-1)!.getArgumentsContent()!) as string[];
@@ -330,6 +331,32 @@ t.test("Dockerfile.cuda's CUDA runtime major is the one the installed CUDA bindi
   t.equal(buildStage.getImage(), "${CUDA_IMAGE}", "the addons are built on the same CUDA image");
   if (fallback !== null) t.match(read("Dockerfile.cuda"), new RegExp(`CUDA ${fallback}\\b`), `the CUDA ${fallback} fallback (-cuda-ext) is documented`);
   t.match(read("README.md"), new RegExp(`CUDA ${primary}\\b`), "the README names the CUDA major");
+});
+
+t.test("Dockerfile.cpu builds the portable fast binding with the image's compiler, and the runtime uses it without building", async (t) => {
+  const df = DockerfileParser.parse(read("Dockerfile.cpu"));
+  const text = read("Dockerfile.cpu");
+  const buildStage = df.getFROMs()[0]!.getRange().start.line;
+  const runtimeStage = df.getFROMs().at(-1)!.getRange().start.line;
+  const inBuild = (i: { getRange(): { start: { line: number } } }) => i.getRange().start.line > buildStage && i.getRange().start.line < runtimeStage;
+  const runs = instructions(df, "RUN").filter(inBuild).map((i) => i.getArgumentsContent() ?? "");
+  const apt = runs.find((r) => r.includes("apt-get install")) ?? "";
+  for (const tool of ["g++", "make", "cmake", "git"]) t.match(apt, new RegExp(`\\s${tool.replace("+", "\\+")}\\s`), `the build stage installs ${tool} (findToolchain needs it)`);
+  const arg = (stageLine: (line: number) => boolean) => instructions(df, "ARG").filter((i) => stageLine(i.getRange().start.line)).map((i) => i.getArgumentsContent());
+  t.ok(arg((l) => l > buildStage && l < runtimeStage).includes("LLAMA_BUILD=portable"), "portable by default");
+  const buildRun = runs.find((r) => r.includes("build:llama-native")) ?? "";
+  t.match(buildRun, /portable\) npm run build:llama-native -- --portable/, "the default arm runs the portable build");
+  t.match(buildRun, /build\.json/, "and the image build fails unless the build was committed");
+  t.match(runs.find((r) => r.includes("scripts/build-native.ts")) ?? "", /LLAMA_BINDING="\$LLAMA_BUILD"/, "the addon check loads that binding");
+  // The flavor the script builds: every CPU variant, no -march=native (the portable options, here and in the Dockerfile's words).
+  const { FLAVOR_CMAKE_OPTIONS } = await import("../src/engine/binding/fastBuild.js");
+  t.same(FLAVOR_CMAKE_OPTIONS.portable, { GGML_OPENMP: "OFF", GGML_NATIVE: "OFF", GGML_BACKEND_DL: "ON", GGML_CPU_ALL_VARIANTS: "ON" });
+  for (const [k, v] of Object.entries(FLAVOR_CMAKE_OPTIONS.portable).filter(([k]) => k !== "GGML_OPENMP")) t.match(text, `${k}=${v}`, `the Dockerfile says ${k}=${v}`);
+  t.notMatch(text.split("\n").filter((l) => !l.trimStart().startsWith("#")).join("\n"), /march=native|GGML_NATIVE=ON/, "no -march=native in any instruction");
+  t.ok(arg((l) => l > runtimeStage).includes("LLAMA_BUILD=portable"), "the runtime stage knows which build it got");
+  const runtimeEnv = instructions(df, "ENV").filter((i) => i.getRange().start.line > runtimeStage).map((i) => i.getArgumentsContent()).join(" ");
+  t.match(runtimeEnv, /LLAMA_BINDING=\$\{LLAMA_BUILD\}/, "the service loads that build by name (a missing build stops the start instead of falling back)");
+  t.match(runtimeEnv, /LLAMA_FAST_BUILD=off/, "and never builds in the container (no compiler there; node_modules is not writable by bora)");
 });
 
 // ----------------------------------------------------------------------------------- pull-models script

@@ -51,6 +51,14 @@ export type Workload = Readonly<{
 const FULL: Workload = { repetitions: 3, decodeTokens: 128, tinyTokens: 512, lateStreamTokens: 128, healthRequestsPerConnection: 50, embedLatencyRequests: 30, interferenceRepeats: 2, bulkTexts: 2048 };
 const QUICK: Workload = { repetitions: 1, decodeTokens: 64, tinyTokens: 512, lateStreamTokens: 64, healthRequestsPerConnection: 20, embedLatencyRequests: 10, interferenceRepeats: 0, bulkTexts: 2048 };
 
+/**
+ * Our side's llama.cpp binding. default: what a user has after the README's first command and the first
+ * start's background build (LLAMA_BINDING=auto; the bench makes that build first when it is missing);
+ * prebuilt: node-llama-cpp's prebuilt binaries; native / portable: that fast build (made first if missing).
+ */
+export const BINDINGS = ["default", "prebuilt", "native", "portable"] as const;
+export type BenchBinding = (typeof BINDINGS)[number];
+
 export const MODES = ["paired", "sequential"] as const;
 export type BenchMode = (typeof MODES)[number];
 
@@ -81,14 +89,20 @@ export type BenchOptions = Readonly<{
   quietWaitSeconds: number;
   /** Rewrite the README's table (only ever for a full run of every metric on the real bench models). */
   readme: boolean;
+  /** Our side's binding (see BINDINGS). */
+  binding: BenchBinding;
+  /** Both sides on the GPU (CUDA), every layer offloaded: ours LLM_GPU=cuda LLM_GPU_LAYERS=max, llama-server -ngl 999. */
+  gpu: boolean;
+  /** llama-server and llama-quantize from this folder instead of the bench's own CPU build (scripts/gpu-check.ts: a CUDA build). */
+  llamaBin: string | null;
 }>;
 
-const USAGE = `usage: npm run bench -- [--mode=paired|sequential] [--pairs=N] [--drift-factor=X] [--runs=N (sequential)] [--engine=${ENGINES.join("|")}] [--quick] [--only=${METRICS.join(",")}] [--threads=N] [--quiet-wait=SECONDS] [--no-readme]`;
+const USAGE = `usage: npm run bench -- [--mode=paired|sequential] [--pairs=N] [--drift-factor=X] [--runs=N (sequential)] [--engine=${ENGINES.join("|")}] [--quick] [--only=${METRICS.join(",")}] [--threads=N] [--quiet-wait=SECONDS] [--no-readme] [--binding=${BINDINGS.join("|")}] [--gpu] [--llama-bin=DIR]`;
 
 /** Accepts both `--flag=value` and `--flag value`. */
 function splitFlags(argv: readonly string[]): [string, string | undefined][] {
   const out: [string, string | undefined][] = [];
-  const takesValue = new Set(["--mode", "--pairs", "--drift-factor", "--runs", "--engine", "--only", "--quiet-wait", "--threads"]);
+  const takesValue = new Set(["--mode", "--pairs", "--drift-factor", "--runs", "--engine", "--only", "--quiet-wait", "--threads", "--binding", "--llama-bin"]);
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
     const eq = arg.indexOf("=");
@@ -114,8 +128,14 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
   let mode: BenchMode = "paired";
   let pairs: number | undefined;
   let driftFactor = DEFAULT_DRIFT_FACTOR;
+  let binding: BenchBinding = "default";
+  let gpu = false;
+  let llamaBin: string | null = null;
   for (const [flag, value] of splitFlags(argv)) {
     if (flag === "--quick") quick = true;
+    else if (flag === "--binding") binding = parseBinding(value ?? "");
+    else if (flag === "--gpu") gpu = true;
+    else if (flag === "--llama-bin") llamaBin = value ?? "";
     else if (flag === "--mode") mode = parseMode(value ?? "");
     else if (flag === "--pairs") pairs = parsePairs(value ?? "");
     else if (flag === "--drift-factor") driftFactor = parseDriftFactor(value ?? "");
@@ -130,14 +150,20 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
       process.exit(0);
     } else throw new Error(`unknown argument '${flag}'\n${USAGE}`);
   }
+  if (gpu && binding !== "default") throw new Error(`--gpu runs the CUDA binding; --binding picks among CPU bindings\n${USAGE}`);
   if (mode === "paired" && runs > 1) throw new Error(`--runs is for --mode=sequential; paired mode repeats blocks instead (--pairs=N)\n${USAGE}`);
   return Object.freeze({
     mode, pairs: pairs ?? (quick ? 2 : 4), driftFactor,
     only, quick, workload: quick ? QUICK : FULL, runs, engine, threads,
     // A quick run is a smoke test: it does not wait long for a busy machine to calm down.
     quietWaitSeconds: quietWaitSeconds ?? (quick ? 10 : 90),
-    readme,
+    readme, binding, gpu, llamaBin,
   });
+}
+
+function parseBinding(text: string): BenchBinding {
+  if (!(BINDINGS as readonly string[]).includes(text)) throw new Error(`--binding takes ${BINDINGS.join(", ")}; got '${text}'`);
+  return text as BenchBinding;
 }
 
 function parseOnly(list: string): Set<MetricName> {

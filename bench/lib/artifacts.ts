@@ -136,6 +136,14 @@ export async function ensureLlamaBuild(): Promise<LlamaBuild> {
   return result;
 }
 
+/** `--llama-bin=DIR`: llama-server and llama-quantize built elsewhere from the same bundle (scripts/gpu-check.ts's CUDA build). */
+export async function llamaBuildFrom(dir: string): Promise<LlamaBuild> {
+  const server = path.resolve(dir, "llama-server");
+  const quantize = path.resolve(dir, "llama-quantize");
+  for (const file of [server, quantize]) if (!existsSync(file)) throw new Error(`--llama-bin: ${file} is missing`);
+  return { tag: llamaCppTag(), commit: await bundleCommit(path.join(nodeLlamaCppDir(), "llama", "gitRelease.bundle")), server, quantize };
+}
+
 function writeBuildStamp(stamp: BuildStamp): void {
   writeFileSync(buildStampFile, `${JSON.stringify(stamp)}\n`);
 }

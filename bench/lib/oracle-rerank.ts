@@ -15,6 +15,7 @@
 // CLI (a one-off proof on the test fixtures; numbers from a busy machine are no claims):
 //   npx tsx bench/lib/oracle-rerank.ts [--bench-shape] [--reps=N] [--threads=N]
 import path from "node:path";
+import type { BindingSetting } from "../../src/engine/binding/fastBuild.ts";
 import type { Llama } from "node-llama-cpp";
 import { ensureMultilingualBenchModels, ensureMultilingualTestModels } from "../../scripts/make-test-models.ts";
 import { projectRoot } from "../../scripts/lib/llama-source.ts";
@@ -307,8 +308,9 @@ export type MultilingualOracleResult = {
 };
 
 let cpuLlama: Promise<Llama> | undefined;
-// The service's own loader: it picks the same binding the service would (the local build when there is one).
-const loadCpuLlama = () => (cpuLlama ??= import("../../src/engine/runtime.ts").then(async ({ loadRuntime }) => (await loadRuntime("cpu", 0)).llama));
+// The service's own loader, with the binding the bench gives our service (--binding; the fast build by default).
+const loadCpuLlama = () => (cpuLlama ??= Promise.all([import("../../src/engine/runtime.ts"), import("./servers.ts")])
+  .then(async ([{ loadRuntime }, { serverOptions }]) => (await loadRuntime("cpu", 0, undefined, (serverOptions.ourEnv["LLAMA_BINDING"] ?? "auto") as BindingSetting)).llama));
 
 type RerankFile = { llamaServer: string; threads: number; file: string };
 

@@ -3,6 +3,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { projectRoot } from "../../scripts/lib/llama-source.ts";
+import { bindingInLog } from "./binding.ts";
 import { markdownTable, type Row } from "./report.ts";
 import { ratioChartSvg } from "./svg.ts";
 
@@ -95,7 +96,8 @@ export function settingsInLog(logFile: string): string {
     try {
       const fields = JSON.parse(chatLine) as Record<string, unknown>;
       const shown = ["threads", "nice", "slots", "contextPerSlot", "engine", "flashAttention", "llamaBuild"].filter((k) => fields[k] !== undefined).map((k) => `${k}=${String(fields[k])}`);
-      return `chat model loaded: ${shown.join(", ") || "no settings logged"}`;
+      const binding = bindingInLog(text);
+      return `chat model loaded: ${shown.join(", ") || "no settings logged"}${binding === null ? "" : `; binding ${binding}`}`;
     } catch {
       return "unparsable log line";
     }

@@ -22,9 +22,15 @@ const EMBED_BATCH_TOKENS = 512;
 const EMBED_SEQUENCES = 32;
 /** MiniLM's trained context: each llama-server embedding slot gets this much. */
 const EMBED_CONTEXT_PER_SLOT = 512;
-const logDir = path.join(benchCacheDir, "logs");
+export const logDir = path.join(benchCacheDir, "logs");
 
 export type ServerSetup = { threads: number; port: number };
+
+/**
+ * Set once by run.ts before any server starts: `gpu` puts both sides on CUDA with every layer offloaded
+ * (scripts/gpu-check.ts); `ourEnv` is the binding choice (bench/lib/binding.ts).
+ */
+export const serverOptions: { gpu: boolean; ourEnv: Record<string, string> } = { gpu: false, ourEnv: {} };
 /** Which server of a side: the main one (1.7B-shaped chat + MiniLM-shaped embed) or the tiny-model one. */
 export type ServerRole = "main" | "tiny";
 
@@ -39,7 +45,9 @@ export function ourServiceSpec(s: ServerSetup, models: { chat: string; embed: st
     LLM_PARALLEL: String(CHAT_SLOTS),
     LLM_BATCH_SIZE: String(CHAT_BATCH),
     LLM_THREADS: String(s.threads),
-    LLM_GPU: "cpu",
+    LLM_GPU: serverOptions.gpu ? "cuda" : "cpu",
+    ...(serverOptions.gpu ? { LLM_GPU_LAYERS: "max" } : {}),
+    ...serverOptions.ourEnv,
     EMBED_BATCH_TOKENS: String(EMBED_BATCH_TOKENS),
     EMBED_BATCH_SEQUENCES: String(EMBED_SEQUENCES),
     MODEL_DOWNLOAD: "false",
@@ -67,7 +75,7 @@ export function ourServiceSpec(s: ServerSetup, models: { chat: string; embed: st
 
 /** The environment our service got, for the results file (without the inherited variables). */
 export function ourServiceSettings(spec: ServerSpec): Record<string, string> {
-  const keys = ["LLM_ENGINE", "LLM_CONTEXT_SIZE", "LLM_PARALLEL", "LLM_BATCH_SIZE", "LLM_THREADS", "LLM_GPU", "EMBED_BATCH_TOKENS", "EMBED_BATCH_SEQUENCES", "PROMPT_CACHE_MIB", "PROMPT_CACHE_DIR", "LLM_MODEL", "EMBED_MODEL"];
+  const keys = ["LLM_ENGINE", "LLAMA_BINDING", "LLAMA_FAST_BUILD", "LLM_CONTEXT_SIZE", "LLM_PARALLEL", "LLM_BATCH_SIZE", "LLM_THREADS", "LLM_GPU", "LLM_GPU_LAYERS", "EMBED_BATCH_TOKENS", "EMBED_BATCH_SEQUENCES", "PROMPT_CACHE_MIB", "PROMPT_CACHE_DIR", "LLM_MODEL", "EMBED_MODEL"];
   return Object.fromEntries(keys.filter((k) => spec.env?.[k] !== undefined).map((k) => [k, spec.env?.[k] ?? ""]));
 }
 
@@ -75,7 +83,7 @@ function llamaServer(binary: string, label: string, s: ServerSetup, args: string
   return {
     label,
     command: binary,
-    args: [...args, "-t", String(s.threads), "-tb", String(s.threads), "--host", "127.0.0.1", "--port", String(s.port), "--no-webui"],
+    args: [...args, ...(serverOptions.gpu ? ["-ngl", "999"] : []), "-t", String(s.threads), "-tb", String(s.threads), "--host", "127.0.0.1", "--port", String(s.port), "--no-webui"],
     cwd: projectRoot,
     readyUrl: `http://127.0.0.1:${s.port}/health`,
     readyTimeoutMs: 300_000,

@@ -1,8 +1,11 @@
 // The native runtime: which llama.cpp backend to load and how many CPU threads it may use.
 import { readFileSync } from "node:fs";
 import os from "node:os";
-import { getLlama, LlamaLogLevel, type Llama } from "node-llama-cpp";
+import path from "node:path";
+import { getLlama, LlamaLogLevel, NoBinaryFoundError, type Llama } from "node-llama-cpp";
 import type { GpuChoice } from "../config.js";
+import { LEGACY_LOCAL_BUILD_OPTIONS, resolveBinding, type BindingChoice, type BindingSetting, type BuildRecord } from "./binding/fastBuild.js";
+import { loadedLlamaLibrary } from "./native/addonBuild.js";
 
 export type CpuBudget = {
   /** Threads the engine will use. */
@@ -51,37 +54,67 @@ export function resolveCpuBudget(override: number, quota = cgroupCpuQuota()): Cp
     : { threads: affinity, affinity, cgroupQuota: quota, source: "affinity" };
 }
 
+/** Which binding node-llama-cpp loaded, and whether it is the fast build that was asked for. */
+export type BindingInfo = {
+  setting: BindingSetting;
+  /** node-llama-cpp's word: its prebuilt binaries, or a local build (ours or one made by hand). */
+  loaded: "prebuilt" | "localBuild";
+  /** The fast build that was loaded (null: prebuilt, or a local build that is not one of ours). */
+  build: BuildRecord | null;
+  /** The fast build that was asked for but did not load (node-llama-cpp fell back), else null. */
+  notLoaded: BuildRecord | null;
+  /** Where the loaded libllama is. */
+  libraryDir: string | null;
+};
+
 export type Runtime = {
   llama: Llama;
   cpu: CpuBudget;
   /** The backend actually loaded: "cuda", "metal", "vulkan" or "cpu". */
   backend: string;
+  binding: BindingInfo;
 };
 
 /**
- * The cmake options of the optional local llama.cpp build (scripts/build-llama-native.ts passes them
- * to node-llama-cpp's source build): ggml's own thread pool instead of OpenMP. OpenMP gives each
- * thread that decodes its own team, and with two of them (generation and embeddings) libgomp throttles
- * its spinning once the teams outnumber the cores.
+ * The cmake options of a hand-made local build (`npm run build:llama-native -- --gpu ...`); the fast
+ * builds add their flavor's options and a stamp (binding/fastBuild.ts).
  */
-export const LOCAL_BUILD_CMAKE_OPTIONS: Readonly<Record<string, string>> = Object.freeze({ GGML_OPENMP: "OFF" });
+export const LOCAL_BUILD_CMAKE_OPTIONS: Readonly<Record<string, string>> = LEGACY_LOCAL_BUILD_OPTIONS;
+
+const inside = (file: string, dir: string) => !path.relative(dir, file).startsWith("..");
 
 /**
- * Loads the native binding. Never builds from source at run time (that would need a toolchain and
- * minutes on a server start); binding-config/README.md explains how to build one ahead of time.
+ * Loads the native binding: the fast build for this machine when there is one (LLAMA_BINDING, see
+ * binding/fastBuild.ts), else node-llama-cpp's prebuilt binaries. Never builds at load time: the build
+ * runs in the background (binding/backgroundBuild.ts) and is used from the next start.
  */
-export async function loadRuntime(gpu: GpuChoice, threadsOverride: number, onLog?: (level: string, message: string) => void): Promise<Runtime> {
+export async function loadRuntime(gpu: GpuChoice, threadsOverride: number, onLog?: (level: string, message: string) => void, binding: BindingSetting | BindingChoice = "auto"): Promise<Runtime> {
   const cpu = resolveCpuBudget(threadsOverride);
-  const llama = await getLlama({
+  const choice = typeof binding === "string" ? resolveBinding(binding, gpu) : binding;
+  const load = (cmakeOptions: Readonly<Record<string, string>>) => getLlama({
     gpu: gpu === "cpu" ? false : gpu,
     build: "never",
-    // Selects the local build `npm run build:llama-native` makes (when there is one; otherwise the
-    // prebuilt binaries): node-llama-cpp names a local build after its cmake options.
-    cmakeOptions: LOCAL_BUILD_CMAKE_OPTIONS,
+    // node-llama-cpp names a local build after its cmake options: these select the fast build (or none).
+    cmakeOptions: { ...cmakeOptions },
     maxThreads: cpu.threads,
     progressLogs: false,
     logLevel: LlamaLogLevel.warn,
     logger: (level, message) => onLog?.(String(level), message.trimEnd()),
   });
-  return { llama, cpu, backend: llama.gpu === false ? "cpu" : llama.gpu };
+  let llama: Llama;
+  try {
+    llama = await load(choice.cmakeOptions);
+  } catch (error) {
+    // No prebuilt binding for this platform in the registry (macOS, Windows: docs/native-build.md):
+    // node-llama-cpp's install step may have built one from source, under its own default options.
+    if (!(error instanceof NoBinaryFoundError) || choice.setting !== "auto") throw error;
+    llama = await load({});
+  }
+  const library = loadedLlamaLibrary();
+  const libraryDir = library?.dir ?? null;
+  const loadedOurs = choice.build !== null && llama.buildType === "localBuild" && libraryDir !== null && inside(libraryDir, choice.build.bindingDir);
+  return {
+    llama, cpu, backend: llama.gpu === false ? "cpu" : llama.gpu,
+    binding: { setting: choice.setting, loaded: llama.buildType, build: loadedOurs ? choice.build : null, notLoaded: loadedOurs ? null : choice.build, libraryDir },
+  };
 }

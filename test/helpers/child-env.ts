@@ -13,3 +13,6 @@
 // tap passes each loader as one `--import=…` argument; this file is one of them too.
 process.execArgv = process.execArgv.filter((arg) => !(arg === "--enable-source-maps" || arg.startsWith("--import=")));
 delete process.env["NODE_OPTIONS"];
+// The fast llama.cpp build (src/engine/binding/) never starts from a test: every service a test starts
+// uses whatever binding is installed. test/fast-build.test.ts runs the build's orchestration explicitly.
+process.env["LLAMA_FAST_BUILD"] = "off";

@@ -94,6 +94,16 @@ export function loadedLlamaLibrary(sharedObjects: readonly string[] = listShared
   return { dir, llama: path.basename(llamaPath), ggml, ggmlBase };
 }
 
+/** The libllama / libggml files a binding folder holds (a build that is not loaded yet), or null. */
+export function libraryInDir(dir: string): LoadedLlamaLibrary | null {
+  if (!existsSync(dir)) return null;
+  const files = readdirSync(dir).sort();
+  const llama = files.find((f) => LIBRARY_PATTERNS.llama.test(f));
+  const ggml = files.find((f) => LIBRARY_PATTERNS.ggml.test(f));
+  const ggmlBase = files.find((f) => LIBRARY_PATTERNS.ggmlBase.test(f));
+  return llama === undefined || ggml === undefined || ggmlBase === undefined ? null : { dir, llama, ggml, ggmlBase };
+}
+
 function listSharedObjects(): string[] {
   const report = process.report?.getReport() as { sharedObjects?: string[] } | undefined;
   return report?.sharedObjects ?? [];
@@ -109,14 +119,14 @@ function findUp(start: string, test: (dir: string) => boolean): string | null {
   }
 }
 
-function projectRootDir(): string {
+export function projectRootDir(): string {
   const here = path.dirname(fileURLToPath(import.meta.url));
   const root = findUp(here, (dir) => existsSync(path.join(dir, "package.json")) && existsSync(path.join(dir, "src", "engine", "native")));
   if (root === null) throw new Error(`cannot find the project root above ${here}`);
   return root;
 }
 
-function nodeLlamaCppPackageDir(): string {
+export function nodeLlamaCppPackageDir(): string {
   const entry = path.dirname(require.resolve("node-llama-cpp"));
   const dir = findUp(entry, (d) => existsSync(path.join(d, "package.json")) && existsSync(path.join(d, "llama")));
   if (dir === null) throw new Error("cannot locate the node-llama-cpp package directory");
@@ -126,7 +136,9 @@ function nodeLlamaCppPackageDir(): string {
 /** Describes an addon's build against a loaded libllama (cheap: no compiling). Throws when unsupported. */
 export function nativeAddonBuildInfo(name: NativeAddonName, library: LoadedLlamaLibrary | null = loadedLlamaLibrary()): NativeAddonBuildInfo {
   if (process.platform !== "linux" && process.platform !== "darwin") {
-    throw new Error(`the native addons are built on Linux and macOS only (this is ${process.platform})`);
+    // MSVC links a DLL only through its import library, and node-llama-cpp's prebuilt win-x64 binding ships
+    // llama.dll / ggml*.dll without llama.lib / ggml.lib (@node-llama-cpp/win-x64@3.21.1's files).
+    throw new Error(`the native addons are built on Linux and macOS only (this is ${process.platform}: node-llama-cpp's Windows binding has no import libraries to link against)`);
   }
   if (library === null) throw new Error("node-llama-cpp has not loaded a libllama in this process (call getLlama() first)");
   const projectRoot = projectRootDir();

@@ -18,6 +18,7 @@ export const statusRoutes: FastifyPluginAsyncTypebox<{ state: ServiceState }> = 
   }, async (): Promise<StatusResponse> => {
     const engines = state.loaded();
     const body: StatusResponse = { status: state.status, uptime_s: Math.round((Date.now() - state.startedAt) / 1000) };
+    if (state.bindingStatus !== null) body.binding = state.bindingStatus();
     if (engines === null) return body;
     if (engines.runtime) {
       body.runtime = { backend: engines.runtime.backend, threads: engines.runtime.cpu.threads, threads_source: engines.runtime.cpu.source };

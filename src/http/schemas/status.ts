@@ -10,6 +10,30 @@ export const StatusResponseSchema = Type.Object({
     threads: Type.Integer({ description: "CPU threads for decoding" }),
     threads_source: Type.String({ description: "Where the thread count came from: override (LLM_THREADS), affinity or cgroup" }),
   })),
+  binding: Type.Optional(Type.Object({
+    setting: Type.String({ description: "LLAMA_BINDING: auto, prebuilt, native or portable" }),
+    loaded: Type.Union([Type.Literal("prebuilt"), Type.Literal("localBuild"), Type.Null()], { description: "What node-llama-cpp loaded (null while loading): its prebuilt binaries or a local build" }),
+    build: Type.Union([Type.Object({
+      id: Type.String(),
+      flavor: Type.Union([Type.Literal("native"), Type.Literal("portable")]),
+      built_at: Type.String(),
+    }), Type.Null()], { description: "The fast build that is loaded (null: none of ours)" }),
+    library_dir: Type.Union([Type.String(), Type.Null()], { description: "Folder of the loaded libllama" }),
+    fast_build: Type.Object({
+      setting: Type.Union([Type.Literal("auto"), Type.Literal("off")], { description: "LLAMA_FAST_BUILD" }),
+      state: Type.Union(["in-use", "built", "building", "pending", "failed", "unavailable", "not-needed", "unsupported", "off"].map((s) => Type.Literal(s)), {
+        description: "in-use: loaded; built: done, used from the next start; building: in the background (here or in another process); pending: starts once ready; failed: reason says why (not retried until the compiler or versions change); unavailable: no toolchain or node_modules not writable; not-needed: a GPU backend is loaded; unsupported: platform; off: LLAMA_FAST_BUILD=off",
+      }),
+      reason: Type.String(),
+      id: Type.Optional(Type.String({ description: "The build this machine gets (flavor and a digest of versions, platform and CPU)" })),
+      flavor: Type.Optional(Type.Union([Type.Literal("native"), Type.Literal("portable")])),
+      phase: Type.Optional(Type.String({ description: "compile, addons (ours, against the new library) or verify (a throwaway process loads both)" })),
+      percent: Type.Optional(Type.Integer({ minimum: 0, maximum: 100, description: "Of the current step, from the build tool's output" })),
+      log_file: Type.Optional(Type.String()),
+      started_at: Type.Optional(Type.String()),
+      seconds: Type.Optional(Type.Integer({ description: "How long the build took" })),
+    }),
+  }, { description: "The llama.cpp binding and the fast build (docs/native-build.md)" })),
   chat: Type.Optional(Type.Object({
     model: Type.String(),
     gpu_layers: Type.Integer({ description: "Layers offloaded to the GPU" }),

@@ -132,6 +132,7 @@ for (const tab of tabs) {
  * @typedef {{
  *   status: string, uptime_s: number,
  *   runtime?: { backend: string, threads: number, threads_source: string },
+ *   binding?: { loaded: string | null, build: { id: string, flavor: string } | null, fast_build: { state: string, reason: string, phase?: string, percent?: number } },
  *   chat?: { model: string, gpu_layers: number, threads: number, context_per_slot: number, slots_total: number,
  *            slots_busy: number, queued: number, queue_capacity: number, slots: { id: number, busy: boolean, cached_tokens: number }[] },
  *   embedding?: { model: string, backend: string, dimension: number, max_tokens_per_text: number },
@@ -164,6 +165,12 @@ function renderStatus(s) {
   /** @type {[string, string][]} */
   const rows = [["Service", `${s.status}, up ${formatDuration(s.uptime_s)}`]];
   if (s.runtime) rows.push(["Backend", backend], ["Threads", `${s.runtime.threads} (${s.runtime.threads_source})`]);
+  if (s.binding) {
+    // The llama.cpp binding, and the fast build made for this machine (docs/native-build.md).
+    const fast = s.binding.fast_build;
+    const progress = fast.state === "building" && fast.phase ? ` (${fast.phase}${fast.percent === undefined ? "" : ` ${fast.percent}%`})` : "";
+    rows.push(["llama.cpp binding", `${s.binding.build ? `${s.binding.build.flavor} fast build` : (s.binding.loaded ?? "loading")} · fast build: ${fast.state}${progress}`]);
+  }
   if (s.chat) {
     rows.push(
       ["Chat model", s.chat.model],
