@@ -22,7 +22,7 @@ import { pino } from "pino";
 import { buildDist } from "../scripts/build-dist.ts";
 import { projectRoot } from "../scripts/lib/llama-source.ts";
 import { loadConfig } from "../src/config.ts";
-import { disposeEngines, loadEngines, warmUp } from "../src/engines.ts";
+import { disposeEngines, loadEngines, warmUp } from "../src/composition.ts";
 import { resolveCpuBudget } from "../src/engine/runtime.ts";
 import { ensureBenchModels, ensureLlamaBuild } from "./lib/artifacts.ts";
 import { progress } from "./lib/log.ts";

@@ -1,4 +1,4 @@
-// Where the service's memory goes, stage by stage: the same loading steps as src/engines.ts (runtime,
+// Where the service's memory goes, stage by stage: the same loading steps as src/composition.ts (runtime,
 // the chat engine, the embedding tokenizer's vocabulary-only model, the embedder, warm-up), with RSS and
 // anonymous memory (/proc/self/smaps_rollup) and the V8 heap after each. Prints a table of deltas.
 //
@@ -11,7 +11,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import v8 from "node:v8";
 import { loadConfig, projectRoot } from "../src/config.ts";
-import { ChatEngine } from "../src/engine/chat.ts";
+import { ChatEngine } from "../src/engine/chat/engine.ts";
 import { EmbedEngine } from "../src/engine/embed.ts";
 import { ModelTokenizer } from "../src/engine/tokenizer.ts";
 import { readModelGguf } from "../src/engine/registry.ts";

@@ -10,7 +10,7 @@ import path from "node:path";
 import { pino } from "pino";
 import { ensureTestModels } from "../scripts/make-test-models.ts";
 import { loadConfig } from "../src/config.ts";
-import { disposeEngines, loadEngines } from "../src/engines.ts";
+import { disposeEngines, loadEngines } from "../src/composition.ts";
 
 const models = await ensureTestModels();
 const modelPath = process.argv[2] ?? models.chat;

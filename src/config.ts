@@ -14,7 +14,7 @@ const GpuChoice = Type.Union([
 ]);
 export type GpuChoice = Static<typeof GpuChoice>;
 
-/** Every variable the service reads, with its default and its meaning (the README's table is this). */
+/** Every variable the service reads, with its default and its meaning (docs/configuration.md's table is this). */
 export const EnvSchema = Type.Object({
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8001, description: "TCP port to listen on" }),
   HOST: Type.String({ minLength: 1, default: "127.0.0.1", description: "Interface to bind (0.0.0.0 in containers)" }),

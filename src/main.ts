@@ -6,7 +6,7 @@ import { ConfigError, loadConfig } from "./config.js";
 import { drain } from "./drain.js";
 import { ModelFileError } from "./engine/modelFiles.js";
 import { FastBuildMonitor } from "./engine/binding/backgroundBuild.js";
-import { disposeEngines, loadEngines, warmUp, type LoadedEngines } from "./engines.js";
+import { disposeEngines, loadEngines, warmUp, type LoadedEngines } from "./composition.js";
 import { accessFrom } from "./http/access.js";
 import { buildApp } from "./http/app.js";
 import { createLogger } from "./logging.js";

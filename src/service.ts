@@ -1,7 +1,7 @@
 // The engines behind the HTTP layer and whether they are ready. Routes ask `engines()`; before the
 // models are loaded and warmed up that answers 503 with Retry-After.
 import type { BindingStatus } from "./engine/binding/backgroundBuild.js";
-import type { ChatEngine } from "./engine/chat.js";
+import type { ChatEngine } from "./engine/chat/engine.js";
 import type { EmbedEngine } from "./engine/embed.js";
 import { EngineError } from "./engine/errors.js";
 import type { ModelRegistry } from "./engine/registry.js";
@@ -17,7 +17,7 @@ export const DRAIN_RETRY_AFTER_S = 1;
  * model names there). `chat` and `embed` are the default chat and embedding engines, kept at hand.
  */
 export type Engines = { chat: ChatEngine; embed: EmbedEngine; models: ModelRegistry; runtime?: RuntimeSummary };
-/** What /api/status reports about the native runtime (engines.ts passes its Runtime, which has these). */
+/** What /api/status reports about the native runtime (composition.ts passes its Runtime, which has these). */
 export type RuntimeSummary = { backend: string; cpu: { threads: number; source: string } };
 export type ServiceStatus = "loading" | "ready" | "stopping" | "failed";
 

@@ -250,7 +250,7 @@ t.test("Kubernetes: every overlay renders to valid manifests with the probes, dr
     t.match(rule!.seriesQuery, /^bora_queue_waiting\{/);
     t.same(rule!.resources.overrides, { namespace: { resource: "namespace" }, pod: { resource: "pod" } });
     t.match(rule!.metricsQuery, /<<\.Series>>\{<<\.LabelMatchers>>\}/);
-    t.match(read("README.md"), /seriesQuery: 'bora_queue_waiting/, "the README documents the rule");
+    t.match(read("docs/deploy.md"), /seriesQuery: 'bora_queue_waiting/, "docs/deploy.md documents the rule");
     for (const m of rule!.seriesQuery.matchAll(/bora_\w+/g)) metricsNamesInDeploy.add(m[0]);
   });
 });
@@ -330,7 +330,7 @@ t.test("Dockerfile.cuda's CUDA runtime major is the one the installed CUDA bindi
   const buildStage = DockerfileParser.parse(read("Dockerfile.cuda")).getFROMs().find((f) => f.getBuildStage() === "build")!;
   t.equal(buildStage.getImage(), "${CUDA_IMAGE}", "the addons are built on the same CUDA image");
   if (fallback !== null) t.match(read("Dockerfile.cuda"), new RegExp(`CUDA ${fallback}\\b`), `the CUDA ${fallback} fallback (-cuda-ext) is documented`);
-  t.match(read("README.md"), new RegExp(`CUDA ${primary}\\b`), "the README names the CUDA major");
+  t.match(read("docs/deploy.md"), new RegExp(`CUDA ${primary}\\b`), "docs/deploy.md names the CUDA major");
 });
 
 t.test("Dockerfile.cpu builds the portable fast binding with the image's compiler, and the runtime uses it without building", async (t) => {

@@ -8,7 +8,7 @@ import { decodeEntry, encodeEntry, type PromptCacheKey } from "../src/engine/cha
 import type { ChatMessage } from "../src/engine/chat/types.js";
 import { ask, question, SAMPLINGS, systemA } from "./helpers/prompt-cache.js";
 import { pino } from "pino";
-import { disposeEngines, loadEngines } from "../src/engines.js";
+import { disposeEngines, loadEngines } from "../src/composition.js";
 import { startTestService, testConfig } from "./helpers/service.js";
 
 t.setTimeout(900_000);

@@ -2,7 +2,8 @@
 // checked token for token against the GGUF's own Jinja template.
 import t from "tap";
 import { JinjaTemplateChatWrapper } from "node-llama-cpp";
-import { toChatHistory, type ChatMessage } from "../src/engine/chat.js";
+import { toChatHistory } from "../src/engine/chat/prompt.js";
+import type { ChatMessage } from "../src/engine/chat/types.js";
 import { startTestService } from "./helpers/service.js";
 
 const service = await startTestService();

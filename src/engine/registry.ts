@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto";
 import { statSync } from "node:fs";
 import { GgufFileType, GgufInsights, readGgufFileInfo, type GgufFileInfo, type Llama, type LlamaModel } from "node-llama-cpp";
-import type { ChatEngine } from "./chat.js";
+import type { ChatEngine } from "./chat/engine.js";
 import type { EmbedEngine } from "./embed.js";
 import { EngineError } from "./errors.js";
 import { normaliseModelName, type ResolvedModelFile } from "./modelFiles.js";

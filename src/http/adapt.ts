@@ -1,7 +1,7 @@
 // Wire fields shared by the APIs (seed, OpenAI chat and completions; Ollama maps its own `options`)
 // -> the engine's request. One mapping, so the adapters cannot drift apart.
 import type { Static } from "@sinclair/typebox";
-import type { ChatMessage, GenerateRequest, GenerationDelta, ResponseFormat, TokenBias, ToolCall } from "../engine/chat.js";
+import type { ChatMessage, GenerateRequest, GenerationDelta, ResponseFormat, TokenBias, ToolCall } from "../engine/chat/types.js";
 import { invalidRequest } from "../engine/errors.js";
 import type { LogitBiasSchema, ResponseFormatSchema, SamplingControls } from "./schemas/common.js";
 import type { ToolCallDeltaWire, ToolCallWire, ToolChoiceWire, ToolWire } from "./schemas/tools.js";

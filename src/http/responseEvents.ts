@@ -12,7 +12,7 @@
 //
 // The plain (non-streamed) response is built by the same class with no listener, so both agree by
 // construction. Pure: no Fastify, no model.
-import type { GenerationDelta, GenerationResult } from "../engine/chat.js";
+import type { GenerationDelta, GenerationResult } from "../engine/chat/types.js";
 import type { ErrorPayload } from "./errors.js";
 import { newItemId } from "./responseItems.js";
 import type { FunctionCallItem, OutputItem, OutputMessage, ReasoningItem, ResponseObject } from "./schemas/responses.js";

@@ -2,7 +2,7 @@
 // stored chain behind `previous_response_id`, `instructions`, tools, text.format and reasoning. Pure
 // functions, no Fastify and no model.
 import { randomBytes } from "node:crypto";
-import type { ChatMessage, GenerateRequest, ResponseFormat, ToolCall } from "../engine/chat.js";
+import type { ChatMessage, GenerateRequest, ResponseFormat, ToolCall } from "../engine/chat/types.js";
 import { invalidRequest } from "../engine/errors.js";
 import type {
   FunctionTool, InputItem, OutputItem, ResponseCreateBody, StoredInputItem, InputTokensBody,

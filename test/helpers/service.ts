@@ -2,7 +2,7 @@
 import type { FastifyInstance } from "fastify";
 import { ensureTestModels } from "../../scripts/make-test-models.js";
 import { loadConfig, type Config } from "../../src/config.js";
-import { disposeEngines, loadEngines, warmUp, type LoadedEngines } from "../../src/engines.js";
+import { disposeEngines, loadEngines, warmUp, type LoadedEngines } from "../../src/composition.js";
 import { accessFrom } from "../../src/http/access.js";
 import { buildApp } from "../../src/http/app.js";
 import { ServiceState } from "../../src/service.js";

@@ -2,7 +2,7 @@
 import { randomUUID } from "node:crypto";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { Type } from "@sinclair/typebox";
-import type { ChatMessage, GenerationResult } from "../../engine/chat.js";
+import type { ChatMessage, GenerationResult } from "../../engine/chat/types.js";
 import { EngineError } from "../../engine/errors.js";
 import { promptPrefix } from "../../engine/prompts.js";
 import type { ServiceState } from "../../service.js";

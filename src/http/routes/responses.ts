@@ -5,7 +5,8 @@
 // (previous_response_id) in responseStore.ts.
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { Type } from "@sinclair/typebox";
-import type { ChatEngine, GenerateRequest, GenerationResult } from "../../engine/chat.js";
+import type { ChatEngine } from "../../engine/chat/engine.js";
+import type { GenerateRequest, GenerationResult } from "../../engine/chat/types.js";
 import { EngineError } from "../../engine/errors.js";
 import { ApiError, useApiErrors } from "../errors.js";
 import { serveGeneration, type GenerationFormatter, type StreamEvent } from "../generation.js";

@@ -1,8 +1,8 @@
-// Composition of the engine: runtime -> model files -> one engine per served model (chat, each
+// The composition root: runtime -> model files -> one engine per served model (chat, each
 // embedding model, each reranker) -> the model registry -> warm-up.
 import type { Logger } from "pino";
 import type { Config } from "./config.js";
-import { ChatEngine } from "./engine/chat.js";
+import { ChatEngine } from "./engine/chat/engine.js";
 import { EmbedEngine } from "./engine/embed.js";
 import { ModelFileError, resolveModelFile, type ManifestEntry } from "./engine/modelFiles.js";
 import { checkPrompts, promptsOf } from "./engine/prompts.js";
