@@ -345,9 +345,11 @@ struct LoopCore {
                 for (auto& slot : slots) {
                     if (slot->phase != SlotPhase::Idle && slot->endJob.load() == slot->job->id) finish(*slot, "ended", "", *step);
                 }
-                const bool decoding = anyActive();
-                followLoad(decoding);
-                if (decoding) decodeStep(memory, *step);
+                if (anyActive()) {
+                    followLoad();
+                    decodeStep(memory, *step);
+                    governor.afterDecode();
+                }
             } catch (const std::exception& e) {
                 failActive(memory, std::string("the generation step failed: ") + e.what(), *step);
             } catch (...) {
@@ -359,8 +361,8 @@ struct LoopCore {
     }
 
     // The thread count of the next decode, as the governor reads the machine's load.
-    void followLoad(bool decoding) {
-        const int32_t n = governor.beforeStep(decoding);
+    void followLoad() {
+        const int32_t n = governor.beforeDecode();
         if (n == threadsActive.load()) return;
         llama_set_n_threads(ctx, n, n);
         threadsActive.store(n);

@@ -5,9 +5,10 @@
 // two busy processes fell to 3% of its idle speed. The loop's own thread keeps the priority it was given
 // (LLM_NICE, default 0: a fair share against every other program); the helpers run at nice 19, so anything
 // else (an embedding, the HTTP thread, another program) takes their core first; and this governor watches
-// how long the helpers wait for a core (the kernel's schedstat run delay): past a quarter of the time, the
-// next steps decode on one thread fewer, which then runs without waiting for anyone. Every second or so it
-// tries one more again, and keeps it when the helpers get their core.
+// how long the helpers wait for a core while a decode runs (the kernel's schedstat run delay, sampled around
+// decodes only): past a quarter of the decoding time, the next decodes run on one thread fewer, which then
+// runs without waiting for anyone. A second or so later it tries one more again, and keeps it when the
+// helpers get their core.
 #pragma once
 
 #include <algorithm>
@@ -62,8 +63,12 @@ inline int64_t runDelayNs(ThreadId) { return -1; }
 class ThreadGovernor {
    public:
     using Clock = std::chrono::steady_clock;
-    static constexpr double kBackOffAbove = 0.25;   // helpers waiting this share of a window: one thread fewer
-    static constexpr auto kWindow = std::chrono::milliseconds(100);
+    static constexpr double kBackOffAbove = 0.25;   // helpers waiting this share of the decoding time: one thread fewer
+    // A judgement needs this much decoding time sampled (time between decodes never counts: a helper that spins
+    // or sleeps there is not held up by anyone).
+    static constexpr auto kJudgeAfter = std::chrono::milliseconds(100);
+    // At most one sampled decode per this much time (each sample reads the helpers' schedstat twice).
+    static constexpr auto kSampleEvery = std::chrono::milliseconds(2);
     static constexpr auto kFirstRetry = std::chrono::seconds(1);
     static constexpr auto kLongestRetry = std::chrono::seconds(8);
 
@@ -73,52 +78,61 @@ class ThreadGovernor {
         active_ = max_;
         helpers_ = std::move(helpers);
         enabled_ = max_ > 1 && static_cast<int32_t>(helpers_.size()) >= max_ - 1 && runDelayNs(helpers_.front()) >= 0;
-        windowOpen_ = false;
     }
 
     bool enabled() const { return enabled_; }
     int32_t active() const { return active_; }
     int32_t changes() const { return changes_; }
 
-    // The loop calls this before each decode step; `decoding` false (idle loop) closes the window, so a pause
-    // never counts as waiting. Returns the threads for the next decode.
-    int32_t beforeStep(bool decoding) {
+    // Around each decode (the loop thread): the threads for this decode, then what it cost. Only some decodes
+    // are sampled (kSampleEvery), so the schedstat reads stay well under 1% of even a tiny model's step.
+    int32_t beforeDecode() {
         if (!enabled_) return active_;
         const auto now = Clock::now();
-        if (!decoding) {
-            windowOpen_ = false;
-            return active_;
+        if (active_ < max_ && now >= nextProbe_ && !probing_) {
+            // Try one thread more; the next judgement keeps it or backs off again.
+            active_++;
+            changes_++;
+            probing_ = true;
+            resetWindow();
         }
-        if (!windowOpen_) {
-            openWindow(now);
-            return active_;
+        sampling_ = active_ > 1 && now - lastSample_ >= kSampleEvery;
+        if (sampling_) {
+            sampleStart_ = now;
+            sampleDelayStart_ = activeHelpersDelay();
         }
-        if (now - windowStart_ < kWindow) return active_;
-        const double waited = waitedShare(now);
-        if (active_ > 1 && waited > kBackOffAbove) {
+        return active_;
+    }
+
+    void afterDecode() {
+        if (!enabled_ || !sampling_) return;
+        sampling_ = false;
+        const auto now = Clock::now();
+        lastSample_ = now;
+        sampledTime_ += now - sampleStart_;
+        sampledDelayNs_ += std::max<int64_t>(0, activeHelpersDelay() - sampleDelayStart_);
+        if (sampledTime_ < kJudgeAfter) return;
+        const double decodingNs = static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(sampledTime_).count());
+        const double waited = static_cast<double>(sampledDelayNs_) / (decodingNs * static_cast<double>(active_ - 1));
+        if (waited > kBackOffAbove) {
             active_--;
             changes_++;
             // A probe that failed waits twice as long before the next one.
             retryAfter_ = probing_ ? std::min<Clock::duration>(retryAfter_ * 2, kLongestRetry) : Clock::duration(kFirstRetry);
             nextProbe_ = now + retryAfter_;
-            probing_ = false;
-        } else if (active_ < max_ && now >= nextProbe_) {
-            active_++;
-            changes_++;
-            probing_ = true;
+        } else if (active_ == max_) {
+            retryAfter_ = kFirstRetry;
         } else {
-            probing_ = false;
-            if (active_ == max_) retryAfter_ = kFirstRetry;
+            nextProbe_ = now + retryAfter_;
         }
-        openWindow(now);
-        return active_;
+        probing_ = false;
+        resetWindow();
     }
 
    private:
-    void openWindow(Clock::time_point now) {
-        windowStart_ = now;
-        windowDelayNs_ = activeHelpersDelay();
-        windowOpen_ = true;
+    void resetWindow() {
+        sampledTime_ = Clock::duration::zero();
+        sampledDelayNs_ = 0;
     }
 
     int64_t activeHelpersDelay() const {
@@ -127,21 +141,17 @@ class ThreadGovernor {
         return sum;
     }
 
-    double waitedShare(Clock::time_point now) const {
-        if (active_ <= 1) return 0.0;
-        const double wallNs = static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(now - windowStart_).count());
-        const double delay = static_cast<double>(activeHelpersDelay() - windowDelayNs_);
-        return wallNs <= 0 ? 0.0 : delay / (wallNs * static_cast<double>(active_ - 1));
-    }
-
     int32_t max_ = 1;
     int32_t active_ = 1;
     std::vector<ThreadId> helpers_;
     bool enabled_ = false;
-    bool windowOpen_ = false;
     bool probing_ = false;
-    Clock::time_point windowStart_{};
-    int64_t windowDelayNs_ = 0;
+    bool sampling_ = false;
+    Clock::time_point lastSample_{};
+    Clock::time_point sampleStart_{};
+    int64_t sampleDelayStart_ = 0;
+    Clock::duration sampledTime_ = Clock::duration::zero();
+    int64_t sampledDelayNs_ = 0;
     Clock::time_point nextProbe_{};
     Clock::duration retryAfter_ = kFirstRetry;
     int32_t changes_ = 0;
