@@ -132,6 +132,10 @@ export async function loadEngines(config: Config, log: Logger): Promise<LoadedEn
       log.info({ kind: spec.kind, model: identity.name, weightsMiB: mib(memory.weightsBytes), rssGrowthMiB: mib(memory.rssGrowthBytes), fileMiB: mib(identity.details.fileBytes) }, "model memory");
     }
     const models = new ModelRegistry(loaded);
+    // Every embedding or rerank decode takes the cores from generation while it runs (in-process priority).
+    for (const m of models.list()) {
+      if (m.kind !== "chat") m.engine.onBatch(() => models.chat.engine.yieldToRetrieval());
+    }
     log.info({ models: models.list().map((m) => ({ kind: m.kind, names: [m.name, ...m.aliases], default: m.isDefault })) }, "model names (every API accepts any of them)");
     return { chat: models.chat.engine, embed: models.embedding.engine, models, runtime };
   } catch (error) {

@@ -188,6 +188,15 @@ export class ChatEngine {
     }
   }
 
+  /**
+   * An embedding or rerank decode of this process is starting: generation gives it the cores until the returned
+   * function is called (the native loop; the fallback path does nothing). Embeddings keep their lead over
+   * decoding this way rather than by a nice value that would also lose to every other program.
+   */
+  yieldToRetrieval(): () => void {
+    return this.backend instanceof SlotLoopBackend ? this.backend.yieldToRetrieval() : () => undefined;
+  }
+
   /** What the process logs at start: which path generates, where the model lives, what the slots take. */
   describe() {
     const slots = this.backend.slotCount;

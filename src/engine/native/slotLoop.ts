@@ -40,7 +40,7 @@ export type SlotLoopOptions = {
 };
 
 /** The decode's threads now: `governed` when they follow the machine's load (thread_governor.h, Linux). */
-export type LoopThreads = { active: number; max: number; changes: number; governed: boolean };
+export type LoopThreads = { active: number; max: number; changes: number; governed: boolean; yieldAborts: number };
 
 /** The prompt cache's counters (prompt_cache_napi.h), cumulative since start. */
 export type PromptCacheNativeStats = {
@@ -110,6 +110,7 @@ interface NativeSlotLoop extends NativeVocabularySource {
   commonPrefixes(prompt: Uint32Array): Int32Array;
   slotStates(): { busy: boolean; cachedTokens: number; tokensDecoded: number }[];
   threads(): LoopThreads;
+  retrieval(delta: 1 | -1): void;
   dispose(): Promise<void>;
   cacheTask(kind: CacheTaskKind, slot: number, path: string, byteBudget: number): number;
   takeCacheTask(id: number): CacheTaskResult | null;
@@ -222,7 +223,22 @@ export class SlotLoopBackend implements GenerationBackend {
 
   /** How many threads the last decode ran on, and how often the governor changed it. */
   loopThreads(): LoopThreads {
-    return this.#disposed ? { active: 0, max: this.threads, changes: 0, governed: false } : this.#native.threads();
+    return this.#disposed ? { active: 0, max: this.threads, changes: 0, governed: false, yieldAborts: 0 } : this.#native.threads();
+  }
+
+  /**
+   * An embedding or rerank decode is starting: the loop gives it the cores (a step of generated tokens is
+   * aborted and done again; the next steps wait, at most 50 ms each) until the returned function is called.
+   */
+  yieldToRetrieval(): () => void {
+    if (this.#disposed) return () => undefined;
+    this.#native.retrieval(1);
+    let released = false;
+    return () => {
+      if (released || this.#disposed) return;
+      released = true;
+      this.#native.retrieval(-1);
+    };
   }
 
   slotStates(): SlotState[] {

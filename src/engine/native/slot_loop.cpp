@@ -12,7 +12,8 @@
 //   slotTokens(slot): Uint32Array                     tokens in the slot's KV cache as of its last idle moment
 //   commonPrefixes(prompt: Uint32Array): Int32Array   per slot, the leading prompt tokens its cache holds
 //   slotStates(): { busy, cachedTokens, tokensDecoded }[]
-//   threads(): { active, max, changes, governed }       threads of the last decode (thread_governor.h)
+//   threads(): { active, max, changes, governed, yieldAborts }   threads of the last decode (thread_governor.h)
+//   retrieval(delta)                                  an embedding/rerank decode starts (+1) / ends (-1): the loop yields
 //   vocabInfo() / tokenize / detokenize / tokenText / tokenAttributes / isEog   the model's vocabulary (vocabulary.ts)
 //   cacheTask / takeCacheTask / cacheImport / cacheStats   the prompt cache (prompt_cache_napi.h)
 //   dispose(): Promise<void>
@@ -155,6 +156,7 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
                                InstanceMethod("commonPrefixes", &SlotLoop::CommonPrefixes),
                                InstanceMethod("slotStates", &SlotLoop::SlotStates),
                                InstanceMethod("threads", &SlotLoop::Threads),
+                               InstanceMethod("retrieval", &SlotLoop::Retrieval),
                                InstanceMethod("vocabInfo", &SlotLoop::VocabInfo),
                                InstanceMethod("tokenize", &SlotLoop::Tokenize),
                                InstanceMethod("detokenize", &SlotLoop::Detokenize),
@@ -542,7 +544,19 @@ class SlotLoop : public Napi::ObjectWrap<SlotLoop> {
         result.Set("max", Napi::Number::New(env, core->threads));
         result.Set("changes", Napi::Number::New(env, core->threadChanges.load()));
         result.Set("governed", Napi::Boolean::New(env, loaded && core->governor.enabled()));
+        result.Set("yieldAborts", Napi::Number::New(env, static_cast<double>(core->yieldAborts.load())));
         return result;
+    }
+
+    // retrieval(delta): an embedding or rerank decode starts (+1) or ends (-1); the loop gives it the cores.
+    Napi::Value Retrieval(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        requireCore(env);
+        if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "retrieval(delta) expected");
+        const int32_t delta = info[0].As<Napi::Number>().Int32Value();
+        if (delta != 1 && delta != -1) throw Napi::RangeError::New(env, "retrieval(delta): delta is 1 or -1");
+        core->retrieval(delta);
+        return env.Undefined();
     }
 };
 

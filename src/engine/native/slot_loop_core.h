@@ -24,6 +24,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -150,6 +151,13 @@ struct LoopCore {
     bora::ThreadGovernor governor;
     std::atomic<int32_t> threadsActive{1};  // what the last decode ran on (JS reads it for status)
     std::atomic<int32_t> threadChanges{0};
+    // Embedding or rerank decodes running now (JS counts them): the loop gives them the cores. A decode of
+    // generated tokens only is aborted (llama.cpp's abort callback, between graph nodes) and done again after;
+    // before each step the loop waits up to kMaxYield, so a long retrieval burst slows generation, never stops it.
+    std::atomic<int32_t> retrievalRunning{0};
+    std::atomic<int64_t> yieldAborts{0};
+    bool abortableStep = false;  // loop thread: the decode running holds generated tokens only
+    static constexpr auto kMaxYield = std::chrono::milliseconds(50);
     std::vector<std::unique_ptr<Slot>> slots;
 
     std::thread thread;
@@ -169,6 +177,18 @@ struct LoopCore {
     ~LoopCore() { release(); }
 
     void startThread() { thread = std::thread([this] { run(); }); }
+
+    // llama.cpp's abort callback (ggml's compute thread 0, between graph nodes).
+    static bool abortForRetrieval(void* data) {
+        const auto* core = static_cast<const LoopCore*>(data);
+        return core->abortableStep && core->retrievalRunning.load(std::memory_order_relaxed) > 0;
+    }
+
+    // A retrieval decode starts (+1) or ends (-1) (any thread).
+    void retrieval(int32_t delta) {
+        retrievalRunning.fetch_add(delta);
+        wake.notify_one();
+    }
 
     // Queues a command for the loop thread (any thread).
     void push(Command command) {
@@ -269,6 +289,7 @@ struct LoopCore {
         // n_batch outputs: n_batch x n_vocab floats (512 x 151936 x 4 B = 311 MB) that are never read.
         ctxParams.n_outputs_max = static_cast<uint32_t>(slotCount);
         ctx = llama_init_from_model(model, ctxParams);
+        if (ctx != nullptr) llama_set_abort_callback(ctx, &LoopCore::abortForRetrieval, this);
         if (ctx == nullptr) {
             return kvType == GGML_TYPE_F16 ? "failed to create the generation context"
                 : "failed to create the generation context with a " + kvTypeName + " KV cache (quantized blocks are 32 wide: the model's heads must be a multiple of 32)";
@@ -346,6 +367,7 @@ struct LoopCore {
                     if (slot->phase != SlotPhase::Idle && slot->endJob.load() == slot->job->id) finish(*slot, "ended", "", *step);
                 }
                 if (anyActive()) {
+                    yieldToRetrieval();
                     followLoad();
                     decodeStep(memory, *step);
                     governor.afterDecode();
@@ -358,6 +380,13 @@ struct LoopCore {
             if (step->events.empty() || !deliver) delete step;
             else deliver(step);
         }
+    }
+
+    // Waits while a retrieval decode runs, at most kMaxYield (new commands wait for the next step meanwhile).
+    void yieldToRetrieval() {
+        if (retrievalRunning.load() <= 0) return;
+        std::unique_lock<std::mutex> lock(commandMutex);
+        wake.wait_for(lock, kMaxYield, [&] { return stopping || retrievalRunning.load() <= 0; });
     }
 
     // The thread count of the next decode, as the governor reads the machine's load.
@@ -541,6 +570,7 @@ struct LoopCore {
         const int32_t total = batch.n_tokens;
         int32_t offset = 0;
         int32_t view = total;
+        abortableStep = std::none_of(added.begin(), added.end(), [](const BatchEntry& e) { return e.prompt; });
         while (offset < total) {
             const int32_t n = std::min(view, total - offset);
             llama_batch part{n, batch.token + offset, nullptr, batch.pos + offset, batch.n_seq_id + offset, batch.seq_id + offset, batch.logits + offset};
@@ -555,6 +585,20 @@ struct LoopCore {
             if (status == 1 && n > 1) {
                 view = n / 2;
                 continue;
+            }
+            if (status == 2) {
+                // Aborted for a retrieval decode: llama.cpp dropped the view's cells; what was not decoded is
+                // decoded in a later step (a generating slot keeps its pending token).
+                abortableStep = false;
+                yieldAborts.fetch_add(1);
+                for (auto& entry : added) {
+                    const int32_t end = entry.start + static_cast<int32_t>(entry.tokens.size());
+                    if (end <= offset) continue;
+                    Slot& slot = *entry.slot;
+                    llama_memory_seq_rm(memory, slot.id, static_cast<llama_pos>(slot.cache.size()), -1);
+                    if (entry.prompt) slot.promptPos -= entry.tokens.size() - entry.decoded;
+                }
+                return;
             }
             if (status != 0) {
                 const std::string error = !thrown.empty() ? "llama_decode threw: " + thrown
@@ -595,6 +639,7 @@ struct LoopCore {
             }
             offset += n;
         }
+        abortableStep = false;
     }
 
     bool addToken(llama_token token, llama_pos pos, llama_seq_id seq, bool logits) {

@@ -68,7 +68,7 @@ class ThreadGovernor {
     // or sleeps there is not held up by anyone).
     static constexpr auto kJudgeAfter = std::chrono::milliseconds(100);
     // At most one sampled decode per this much time (each sample reads the helpers' schedstat twice).
-    static constexpr auto kSampleEvery = std::chrono::milliseconds(2);
+    static constexpr auto kSampleEvery = std::chrono::milliseconds(10);
     static constexpr auto kFirstRetry = std::chrono::seconds(1);
     static constexpr auto kLongestRetry = std::chrono::seconds(8);
 
