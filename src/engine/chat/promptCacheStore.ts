@@ -156,7 +156,7 @@ export class PromptCacheStore {
     let entries = 0;
     let tokens = 0;
     if (this.persistent) {
-      for (const name of await this.#ownFiles()) {
+      for (const name of await this.#newestFirst(await this.#ownFiles())) {
         const file = path.join(this.options.dir, name);
         let bytes: Buffer;
         try {
@@ -254,6 +254,18 @@ export class PromptCacheStore {
     } catch (error) {
       this.#warn("prompt cache not persisted", { dir: this.options.dir, reason: error instanceof Error ? error.message : String(error) });
     }
+  }
+
+  /** The service answers while the files are read: the prefixes written last (the conversations just before a stop) first. */
+  async #newestFirst(names: string[]): Promise<string[]> {
+    const dated = await Promise.all(names.map(async (name) => {
+      try {
+        return { name, mtimeMs: (await stat(path.join(this.options.dir, name))).mtimeMs };
+      } catch {
+        return { name, mtimeMs: 0 };
+      }
+    }));
+    return dated.sort((a, b) => b.mtimeMs - a.mtimeMs || a.name.localeCompare(b.name)).map((d) => d.name);
   }
 
   async #ownFiles(): Promise<string[]> {
